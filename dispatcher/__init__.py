@@ -1,0 +1,52 @@
+"""agent-dispatcher: a task dispatcher on Redis Streams for fleets of agent workers (producer side)."""
+
+from dispatcher.errors import (
+    ConfigError,
+    DecodeError,
+    DispatcherError,
+    InvalidTask,
+    PayloadTooLarge,
+    RedisError,
+    RedisFull,
+    RedisUnavailable,
+    Reject,
+    ResultTimeout,
+    Retry,
+    TaskDead,
+    TaskFailed,
+    UnsupportedRedis,
+)
+from dispatcher.keys import KeySpace
+from dispatcher.producer import AsyncDispatcher, AsyncTaskHandle, Dispatcher, TaskHandle, submit
+from dispatcher.settings import Backoff, Settings
+from dispatcher.task import Status, Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncDispatcher",
+    "AsyncTaskHandle",
+    "Backoff",
+    "ConfigError",
+    "DecodeError",
+    "Dispatcher",
+    "DispatcherError",
+    "InvalidTask",
+    "KeySpace",
+    "PayloadTooLarge",
+    "RedisError",
+    "RedisFull",
+    "RedisUnavailable",
+    "Reject",
+    "ResultTimeout",
+    "Retry",
+    "Settings",
+    "Status",
+    "Task",
+    "TaskDead",
+    "TaskFailed",
+    "TaskHandle",
+    "UnsupportedRedis",
+    "__version__",
+    "submit",
+]

@@ -1,0 +1,246 @@
+"""The one place msgpack is called: tasks, results and dead letters to and from bytes.
+
+Decoding trusts nothing: every unpack carries explicit size limits, ext types are refused, and a stream
+entry's fields are type-checked by hand (cheaper than pydantic on the worker's hot path, and equivalent for
+the fields we read). The format is documented in ``docs/wire-format.md``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from dispatcher.errors import DecodeError, InvalidTask, PayloadTooLarge
+from dispatcher.task import CAPABILITY_PATTERN, Task
+
+FORMAT_VERSION = b"1"
+SUPPORTED_VERSIONS = frozenset({FORMAT_VERSION})
+_MAX_DEPTH = 64
+_TASK_DEFAULTS: dict[str, Any] = {
+    "max_retries": 3,
+    "timeout_s": None,
+    "idempotency_key": None,
+    "headers": {},
+    "not_before": None,
+    "expires_at": None,
+}
+_OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
+    "max_retries": (int,),
+    "timeout_s": (int, float),
+    "idempotency_key": (str,),
+    "not_before": (int, float),
+    "expires_at": (int, float),
+}
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise DecodeError(f"msgpack ext type {code} is not part of the wire format")
+
+
+def pack(value: Any) -> bytes:
+    """Encode ``value`` with msgpack (bin type for bytes). Raises ``TypeError``/``ValueError`` on failure."""
+    return msgpack.packb(value, use_bin_type=True, datetime=False)  # type: ignore[no-any-return]
+
+
+def unpack(data: bytes, max_bytes: int) -> Any:
+    """Decode msgpack ``data`` of at most ``max_bytes`` with every container and string bounded by it."""
+    if len(data) > max_bytes:
+        raise DecodeError(f"{len(data)} bytes is over the limit of {max_bytes}")
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            ext_hook=_refuse_ext,
+            max_buffer_size=max_bytes,
+            max_str_len=max_bytes,
+            max_bin_len=max_bytes,
+            max_array_len=max_bytes,
+            max_map_len=max_bytes // 2 + 1,
+        )
+    except DecodeError:
+        raise
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+        raise DecodeError(f"not valid msgpack: {type(e).__name__}: {e}") from e
+    except RecursionError as e:
+        raise DecodeError("msgpack nesting too deep") from e
+    _check_depth(value, 0)
+    return value
+
+
+def _check_depth(value: Any, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise DecodeError(f"nesting deeper than {_MAX_DEPTH}")
+    if isinstance(value, dict):
+        for item in value.values():
+            if isinstance(item, dict | list):
+                _check_depth(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict | list):
+                _check_depth(item, depth + 1)
+
+
+def encode_task(task: Task, max_bytes: int) -> bytes:
+    """The ``task`` field of a stream entry: a msgpack map that leaves out fields equal to their defaults.
+
+    Raises:
+        InvalidTask: the payload or headers cannot be encoded with msgpack.
+        PayloadTooLarge: the encoded task is over ``max_bytes``.
+    """
+    body: dict[str, Any] = {"id": task.id, "payload": task.payload, "submitted_at": task.submitted_at}
+    for name, default in _TASK_DEFAULTS.items():
+        value = getattr(task, name)
+        if value != default:
+            body[name] = value
+    try:
+        blob = pack(body)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidTask(f"payload of task {task.id} cannot be encoded with msgpack: {e}") from e
+    if len(blob) > max_bytes:
+        raise PayloadTooLarge(f"task {task.id} is {len(blob)} bytes encoded, over the limit of {max_bytes}")
+    return blob
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A stream entry as a worker reads it: the decoded task and the raw bytes it travels back with."""
+
+    entry_id: str
+    task: Task
+    blob: bytes
+    attempt: int
+    reclaims: int
+
+
+def decode_entry(capability: str, entry_id: str, fields: dict[bytes, bytes], max_bytes: int) -> Delivery:
+    """Decode one stream entry into a ``Delivery``.
+
+    Raises:
+        DecodeError: unknown format version, missing or mistyped fields, invalid msgpack, over limits.
+    """
+    version = fields.get(b"v")
+    if version not in SUPPORTED_VERSIONS:
+        raise DecodeError(f"unknown format version {version!r}")
+    blob = fields.get(b"task")
+    if blob is None:
+        raise DecodeError("entry has no 'task' field")
+    attempt = _ascii_int(fields.get(b"attempt", b"1"), "attempt", 1)
+    reclaims = _ascii_int(fields.get(b"reclaims", b"0"), "reclaims", 0)
+    body = unpack(blob, max_bytes)
+    if not isinstance(body, dict):
+        raise DecodeError("'task' is not a msgpack map")
+    task = _task_from_body(capability, body, attempt)
+    return Delivery(entry_id, task, blob, attempt, reclaims)
+
+
+def _ascii_int(raw: bytes, name: str, minimum: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise DecodeError(f"field {name!r} is not an integer") from None
+    if value < minimum:
+        raise DecodeError(f"field {name!r} is below {minimum}")
+    return value
+
+
+def _task_from_body(capability: str, body: dict[str, Any], attempt: int) -> Task:
+    task_id = body.get("id")
+    if not isinstance(task_id, str) or not 1 <= len(task_id) <= 128:
+        raise DecodeError("'id' is missing or not a string of 1-128 characters")
+    submitted_at = body.get("submitted_at", 0.0)
+    if not isinstance(submitted_at, int | float) or isinstance(submitted_at, bool):
+        raise DecodeError("'submitted_at' is not a number")
+    unknown = set(body) - {"id", "payload", "submitted_at", *_TASK_DEFAULTS}
+    if unknown:
+        raise DecodeError(f"unknown task fields {sorted(unknown)}")
+    values: dict[str, Any] = dict(_TASK_DEFAULTS)
+    for name, types in _OPTIONAL_TYPES.items():
+        value = body.get(name)
+        if value is not None:
+            if not isinstance(value, types) or isinstance(value, bool):
+                raise DecodeError(f"{name!r} has the wrong type")
+            values[name] = value
+    headers = body.get("headers", {})
+    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise DecodeError("'headers' is not a map of strings to strings")
+    values["headers"] = headers
+    if not CAPABILITY_PATTERN.match(capability):
+        raise DecodeError(f"invalid capability {capability!r}")
+    # model_construct skips validation: every field was checked above.
+    return Task.model_construct(
+        capability=capability,
+        payload=body.get("payload"),
+        id=task_id,
+        submitted_at=float(submitted_at),
+        attempt=attempt,
+        **values,
+    )
+
+
+def entry_fields(blob: bytes, attempt: int = 1, reclaims: int = 0) -> list[bytes | str | int]:
+    """The flat field/value list of a work-stream entry, as XADD and the scripts take it."""
+    return [b"v", FORMAT_VERSION, b"task", blob, b"attempt", attempt, b"reclaims", reclaims]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A task's result record, as stored under its result key."""
+
+    status: str
+    value: Any = None
+    error_type: str = ""
+    error_message: str = ""
+    traceback: str = ""
+    reason: str = ""
+    attempt: int = 0
+    worker: str = ""
+    finished_at: float = 0.0
+
+
+def encode_outcome(outcome: Outcome) -> bytes:
+    """Encode a result record. A handler value msgpack cannot encode becomes an ``InvalidTask`` error."""
+    body: dict[str, Any] = {
+        "status": outcome.status,
+        "attempt": outcome.attempt,
+        "worker": outcome.worker,
+        "finished_at": outcome.finished_at or time.time(),
+    }
+    if outcome.status == "succeeded":
+        body["value"] = outcome.value
+    else:
+        body["error"] = {
+            "type": outcome.error_type,
+            "message": outcome.error_message,
+            "traceback": outcome.traceback,
+        }
+        if outcome.reason:
+            body["reason"] = outcome.reason
+    try:
+        return pack(body)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidTask(f"result cannot be encoded with msgpack: {e}") from e
+
+
+def decode_outcome(data: bytes, max_bytes: int) -> Outcome:
+    """Decode a result record written by ``encode_outcome`` (or by another language, per the wire format)."""
+    body = unpack(data, max_bytes)
+    if not isinstance(body, dict) or not isinstance(body.get("status"), str):
+        raise DecodeError("result record is not a map with a 'status'")
+    error = body.get("error") or {}
+    if not isinstance(error, dict):
+        raise DecodeError("result 'error' is not a map")
+    return Outcome(
+        status=body["status"],
+        value=body.get("value"),
+        error_type=str(error.get("type", "")),
+        error_message=str(error.get("message", "")),
+        traceback=str(error.get("traceback", "")),
+        reason=str(body.get("reason", "")),
+        attempt=int(body.get("attempt", 0) or 0),
+        worker=str(body.get("worker", "")),
+        finished_at=float(body.get("finished_at", 0.0) or 0.0),
+    )

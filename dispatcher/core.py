@@ -1,0 +1,117 @@
+"""The producer logic that the sync and asyncio faces share: building, encoding and reading back tasks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from dispatcher import codec
+from dispatcher.errors import InvalidTask, TaskDead, TaskFailed
+from dispatcher.keys import CapabilityKeys, KeySpace
+from dispatcher.ops.queue import Enqueue, Lookup
+from dispatcher.settings import Settings
+from dispatcher.task import Status, Task
+
+
+def build_task(task_or_capability: Task | str, payload: Any, delay_s: float | None, options: Mapping[str, Any]) -> Task:
+    """A validated ``Task`` from ``submit``'s arguments.
+
+    Raises:
+        InvalidTask: bad capability, unknown option, or an option of the wrong type.
+    """
+    if isinstance(task_or_capability, Task):
+        if payload is not None or options:
+            raise InvalidTask("pass either a Task or a capability with payload and options, not both")
+        task = task_or_capability
+    else:
+        try:
+            task = Task(capability=task_or_capability, payload=payload, **options)
+        except ValidationError as e:
+            raise InvalidTask(_readable(e)) from None
+        except TypeError as e:
+            raise InvalidTask(str(e)) from None
+    if delay_s is not None:
+        if delay_s < 0:
+            raise InvalidTask("delay_s must be >= 0")
+        task = task.model_copy(update={"not_before": time.time() + delay_s})
+    return task
+
+
+def _readable(error: ValidationError) -> str:
+    problems = []
+    for err in error.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown option {where!r}")
+        else:
+            problems.append(f"{where}: {err['msg']}")
+    return "invalid task: " + "; ".join(problems)
+
+
+class ProducerCore:
+    """Settings-bound helpers: key lookup, encoding to ``Enqueue`` items, decoding outcomes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keyspace = KeySpace(settings.prefix)
+        self._keys: dict[str, CapabilityKeys] = {}
+        self.registered: set[str] = set()
+
+    def keys(self, capability: str) -> CapabilityKeys:
+        """The (cached) keys of ``capability``."""
+        found = self._keys.get(capability)
+        if found is None:
+            found = self._keys[capability] = self.keyspace.capability(capability)
+        return found
+
+    def prepare(self, tasks: Iterable[Task]) -> list[tuple[CapabilityKeys, list[Enqueue]]]:
+        """Encode ``tasks`` grouped by capability, in first-seen order. Raises ``InvalidTask`` before any write."""
+        groups: dict[str, list[Enqueue]] = {}
+        for task in tasks:
+            blob = codec.encode_task(task, self.settings.max_payload_bytes)
+            due_ms = int(task.not_before * 1000) if task.not_before and task.not_before > time.time() else 0
+            groups.setdefault(task.capability, []).append(Enqueue(task.id, blob, due_ms, task.idempotency_key))
+        return [(self.keys(cap), items) for cap, items in groups.items()]
+
+    def unregistered(self, batches: list[tuple[CapabilityKeys, list[Enqueue]]]) -> list[str]:
+        """Capabilities of ``batches`` this process has not yet added to the fleet-wide set."""
+        return [k.capability for k, _ in batches if k.capability not in self.registered]
+
+    @staticmethod
+    def task_ids(batches: list[tuple[CapabilityKeys, list[Enqueue]]], replies: list[str]) -> list[tuple[str, str]]:
+        """(capability, task id) per task in submit order; a deduplicated task maps to the earlier one's id."""
+        out = []
+        flat = [(keys.capability, item.task_id) for keys, items in batches for item in items]
+        for (capability, task_id), reply in zip(flat, replies, strict=True):
+            out.append((capability, reply[1:] if reply.startswith("=") else task_id))
+        return out
+
+    def ttl_ms(self) -> int:
+        """Idempotency-key TTL in ms."""
+        return int(self.settings.idempotency_ttl_s * 1000)
+
+    def outcome(self, record: bytes) -> codec.Outcome:
+        """Decode a result record."""
+        return codec.decode_outcome(record, self.settings.max_payload_bytes * 2)
+
+
+def status_of(found: Lookup, core: ProducerCore) -> Status:
+    """The status a ``Lookup`` means."""
+    if found.result is not None:
+        status = core.outcome(found.result).status
+        return status if status in ("succeeded", "failed", "dead") else "unknown"  # type: ignore[return-value]
+    if found.place is None:
+        return "unknown"
+    return "running" if found.running else "queued"
+
+
+def value_or_raise(task_id: str, outcome: codec.Outcome) -> Any:
+    """The handler's return value, or ``TaskFailed``/``TaskDead`` for a failed or dead task."""
+    if outcome.status == "succeeded":
+        return outcome.value
+    if outcome.status == "dead":
+        raise TaskDead(task_id, outcome.reason, outcome.error_type, outcome.error_message, outcome.traceback)
+    raise TaskFailed(task_id, outcome.error_type, outcome.error_message, outcome.traceback)

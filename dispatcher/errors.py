@@ -1,0 +1,102 @@
+"""The exception tree of agent-dispatcher: every error we raise, under one base.
+
+    DispatcherError
+    ├── ConfigError            bad settings, unknown app module, no handler for a capability
+    ├── InvalidTask            a task rejected at submit: bad capability, unknown option, unencodable payload
+    │   └── PayloadTooLarge    the encoded task exceeds max_payload_bytes
+    ├── DecodeError            bytes in a stream that are not a valid task of a known format version
+    ├── RedisError             Redis answered with an error we did not expect
+    │   ├── RedisUnavailable   Redis could not be reached (connection refused, reset, timed out)
+    │   ├── RedisFull          Redis is out of memory (maxmemory with noeviction): nothing was written
+    │   └── UnsupportedRedis   the server is older than the supported 7.0
+    ├── ResultTimeout          result(timeout_s=...) elapsed before the task settled
+    └── TaskFailed             the task failed remotely; carries the remote error type, message, traceback
+        └── TaskDead           the task ended in the dead-letter stream; carries the reason
+
+Handlers signal intent with two more exceptions that are not errors of ours: ``Retry`` and ``Reject``.
+"""
+
+from __future__ import annotations
+
+
+class DispatcherError(Exception):
+    """Base of every error agent-dispatcher raises."""
+
+
+class ConfigError(DispatcherError):
+    """A setting, an app module or a capability's handler is missing or wrong."""
+
+
+class InvalidTask(DispatcherError):
+    """A task was rejected before anything was written to Redis."""
+
+
+class PayloadTooLarge(InvalidTask):
+    """The encoded task is larger than the ``max_payload_bytes`` setting."""
+
+
+class DecodeError(DispatcherError):
+    """A stream entry is not a valid task (not msgpack, missing fields, unknown version, over limits)."""
+
+
+class RedisError(DispatcherError):
+    """Redis answered with an error we did not expect."""
+
+
+class RedisUnavailable(RedisError):
+    """Redis could not be reached; the message names the URL with its password masked."""
+
+
+class RedisFull(RedisError):
+    """Redis refused a write because it is out of memory; nothing was written."""
+
+
+class UnsupportedRedis(RedisError):
+    """The Redis server is older than 7.0."""
+
+
+class ResultTimeout(DispatcherError):
+    """The task did not settle within the time ``result()`` was given."""
+
+
+class TaskFailed(DispatcherError):
+    """The task's handler failed.
+
+    Attributes:
+        task_id: the task's id.
+        error_type: the remote exception's class name.
+        error_message: the remote exception's message.
+        traceback: the remote traceback as text.
+    """
+
+    def __init__(self, task_id: str, error_type: str, error_message: str, traceback: str) -> None:
+        super().__init__(f"task {task_id} failed: {error_type}: {error_message}")
+        self.task_id = task_id
+        self.error_type = error_type
+        self.error_message = error_message
+        self.traceback = traceback
+
+
+class TaskDead(TaskFailed):
+    """The task was dead-lettered; ``reason`` says why (max_retries, poison, decode_error, ...)."""
+
+    def __init__(self, task_id: str, reason: str, error_type: str, error_message: str, traceback: str) -> None:
+        super().__init__(task_id, error_type, error_message, traceback)
+        self.reason = reason
+        self.args = (f"task {task_id} is dead ({reason}): {error_type}: {error_message}",)
+
+
+class Retry(Exception):
+    """Raised by a handler to ask for another attempt after ``delay_s`` seconds (None: the backoff decides)."""
+
+    def __init__(self, delay_s: float | None = None, reason: str = "") -> None:
+        super().__init__(reason or "retry requested")
+        self.delay_s = delay_s
+
+
+class Reject(Exception):
+    """Raised by a handler to fail the task at once, without retry; it is dead-lettered as ``rejected``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,140 @@
+"""The Redis gateway: the one place commands are sent, for the sync and the asyncio face alike.
+
+Operations are written once, as generators (sans-IO): an operation yields a list of commands, receives their
+replies (an exception instance in place of a reply that failed), and finally returns its value. ``Gateway``
+and ``AsyncGateway`` drive the same operations over a sync or an asyncio client, sending each list in one
+round trip, loading Lua scripts on NOSCRIPT, and turning redis-py's exceptions into ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+from redis.exceptions import NoScriptError
+
+from dispatcher import scripts
+from dispatcher.connection import mask_url
+from dispatcher.errors import RedisError, RedisFull, RedisUnavailable
+
+T = TypeVar("T")
+Command = tuple[Any, ...]
+Op = Generator[list[Command], list[Any], T]
+
+
+def check(reply: Any) -> Any:
+    """Return ``reply``, or raise it as our own error when it is an exception."""
+    if isinstance(reply, Exception):
+        raise wrap_error(reply, None)
+    return reply
+
+
+def is_error(reply: Any, code: str) -> bool:
+    """Whether ``reply`` is a Redis error whose message starts with ``code`` (e.g. ``NOGROUP``)."""
+    return isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith(code)
+
+
+def wrap_error(error: Exception, url: str | None) -> Exception:
+    """Our exception for a redis-py one (already ours or not from Redis: returned as is)."""
+    where = f" at {mask_url(url)}" if url else ""
+    if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return RedisUnavailable(f"Redis{where} is unavailable: {error}")
+    if isinstance(error, redis.exceptions.ResponseError) and str(error).startswith("OOM"):
+        return RedisFull(f"Redis{where} is full (maxmemory reached): nothing was written")
+    if isinstance(error, redis.exceptions.RedisError):
+        return RedisError(f"Redis{where} answered with an error: {error}")
+    return error
+
+
+def _noscript_retry(commands: Sequence[Command], replies: list[Any]) -> list[int]:
+    return [i for i, r in enumerate(replies) if isinstance(r, NoScriptError) and commands[i][0] == "EVALSHA"]
+
+
+def _load_command(command: Command) -> Command:
+    source = scripts.source_by_sha(command[1])
+    if source is None:
+        raise RedisError(f"unknown script sha {command[1]}")
+    return ("SCRIPT", "LOAD", source)
+
+
+class Gateway:
+    """Runs operations over a sync redis-py client."""
+
+    def __init__(self, client: redis.Redis, url: str) -> None:
+        self.client = client
+        self.url = url
+
+    def run(self, op: Op[T]) -> T:
+        """Drive ``op`` to completion, one round trip per list of commands it yields."""
+        try:
+            commands = next(op)
+            while True:
+                commands = op.send(self.send(commands))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        except redis.exceptions.RedisError as e:
+            raise wrap_error(e, self.url) from e
+
+    def send(self, commands: Sequence[Command]) -> list[Any]:
+        """Send ``commands`` in one round trip; failed replies come back as exception instances."""
+        replies = self._send(commands)
+        missing = _noscript_retry(commands, replies)
+        if missing:
+            self._send([_load_command(commands[i]) for i in missing])
+            for i, reply in zip(missing, self._send([commands[i] for i in missing]), strict=True):
+                replies[i] = reply
+        return replies
+
+    def _send(self, commands: Sequence[Command]) -> list[Any]:
+        if len(commands) == 1:
+            try:
+                return [self.client.execute_command(*commands[0])]
+            except redis.exceptions.ResponseError as e:
+                return [e]
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute(raise_on_error=False)
+
+
+class AsyncGateway:
+    """Runs operations over an asyncio redis-py client."""
+
+    def __init__(self, client: redis.asyncio.Redis, url: str) -> None:
+        self.client = client
+        self.url = url
+
+    async def run(self, op: Op[T]) -> T:
+        """Drive ``op`` to completion, one round trip per list of commands it yields."""
+        try:
+            commands = next(op)
+            while True:
+                commands = op.send(await self.send(commands))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        except redis.exceptions.RedisError as e:
+            raise wrap_error(e, self.url) from e
+
+    async def send(self, commands: Sequence[Command]) -> list[Any]:
+        """Send ``commands`` in one round trip; failed replies come back as exception instances."""
+        replies = await self._send(commands)
+        missing = _noscript_retry(commands, replies)
+        if missing:
+            await self._send([_load_command(commands[i]) for i in missing])
+            retried = await self._send([commands[i] for i in missing])
+            for i, reply in zip(missing, retried, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _send(self, commands: Sequence[Command]) -> list[Any]:
+        if len(commands) == 1:
+            try:
+                return [await self.client.execute_command(*commands[0])]
+            except redis.exceptions.ResponseError as e:
+                return [e]
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return await pipe.execute(raise_on_error=False)

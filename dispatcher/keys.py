@@ -1,0 +1,90 @@
+"""The one place where Redis key names are built.
+
+Every key of a capability carries the hash tag ``{capability}``, so one capability's keys share one Redis
+Cluster slot and every Lua script that touches them is slot-safe. Fleet-wide keys (capability set, worker
+registry, reaper lease) carry no capability tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GROUP = "workers"
+"""The consumer group every worker of a capability reads through."""
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilityKeys:
+    """The keys of one capability."""
+
+    capability: str
+    stream: str
+    """Stream of tasks waiting or running."""
+    index: str
+    """Hash: task id -> entry id (or a delayed record); the task's current place."""
+    delayed: str
+    """Sorted set: task id scored by the epoch ms when it is due."""
+    dead: str
+    """Stream of dead letters."""
+    result_prefix: str
+    idempotency_prefix: str
+    heartbeat_prefix: str
+    channel_prefix: str
+
+    def result(self, task_id: str) -> str:
+        """Key of a task's result record."""
+        return self.result_prefix + task_id
+
+    def idempotency(self, key: str) -> str:
+        """Key that remembers which task an idempotency key created."""
+        return self.idempotency_prefix + key
+
+    def heartbeat(self, consumer: str) -> str:
+        """Expiring key that says a consumer of this capability is alive."""
+        return self.heartbeat_prefix + consumer
+
+    def channel(self, task_id: str) -> str:
+        """Pub/sub channel on which a task's settlement is announced."""
+        return self.channel_prefix + task_id
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    """Builds every key name under one prefix (default ``dispatcher``)."""
+
+    prefix: str = "dispatcher"
+
+    def capability(self, capability: str) -> CapabilityKeys:
+        """The keys of ``capability``, all sharing the hash tag ``{capability}``."""
+        base = f"{self.prefix}:{{{capability}}}:"
+        return CapabilityKeys(
+            capability=capability,
+            stream=base + "stream",
+            index=base + "tasks",
+            delayed=base + "delayed",
+            dead=base + "dead",
+            result_prefix=base + "result:",
+            idempotency_prefix=base + "idem:",
+            heartbeat_prefix=base + "hb:",
+            channel_prefix=base + "done:",
+        )
+
+    @property
+    def capabilities(self) -> str:
+        """Set of every capability ever submitted to or served."""
+        return f"{self.prefix}:capabilities"
+
+    @property
+    def workers(self) -> str:
+        """Hash: consumer name -> worker record (msgpack), refreshed with each heartbeat."""
+        return f"{self.prefix}:workers"
+
+    @property
+    def reaper_lease(self) -> str:
+        """Lock (SET NX PX) held by the one reaper working this interval."""
+        return f"{self.prefix}:reaper:lease"
+
+    @property
+    def promoter_lease(self) -> str:
+        """Lock held by the one worker moving due delayed tasks this interval."""
+        return f"{self.prefix}:promoter:lease"

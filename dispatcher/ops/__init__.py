@@ -1,0 +1,1 @@
+"""Redis operations written once as generators (see ``dispatcher.gateway``), grouped by what they touch."""

@@ -1,0 +1,263 @@
+"""The producer API: ``Dispatcher`` (sync) and ``AsyncDispatcher`` (asyncio), and their task handles."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from dispatcher.connection import make_async_client, make_client
+from dispatcher.core import ProducerCore, build_task, status_of, value_or_raise
+from dispatcher.errors import ResultTimeout
+from dispatcher.gateway import AsyncGateway, Gateway, wrap_error
+from dispatcher.ops import queue
+from dispatcher.settings import Settings
+from dispatcher.task import Status, Task
+
+_RECHECK_S = 5.0
+"""While waiting on a result, re-read it at least this often: covers a notification lost with a connection."""
+
+
+def _remaining(deadline: float | None) -> float:
+    if deadline is None:
+        return _RECHECK_S
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise ResultTimeout("the task did not settle in time")
+    return min(left, _RECHECK_S)
+
+
+class TaskHandle:
+    """A submitted task: its ``id``, ``capability``, ``status()`` and ``result()``."""
+
+    def __init__(self, dispatcher: Dispatcher, task_id: str, capability: str) -> None:
+        self.id = task_id
+        self.capability = capability
+        self._dispatcher = dispatcher
+
+    def __repr__(self) -> str:
+        return f"TaskHandle(id={self.id!r}, capability={self.capability!r})"
+
+    def status(self) -> Status:
+        """``queued``, ``running``, ``succeeded``, ``failed``, ``dead``, or ``unknown`` (never seen, or expired)."""
+        d = self._dispatcher
+        return status_of(d.gateway.run(queue.lookup(d.core.keys(self.capability), self.id)), d.core)
+
+    def result(self, timeout_s: float | None = None) -> Any:
+        """Block until the task settles (woken by a notification, no busy polling) and return its value.
+
+        Raises:
+            TaskFailed: the handler failed (``TaskDead`` when it was dead-lettered).
+            ResultTimeout: ``timeout_s`` elapsed first.
+            RedisUnavailable: Redis could not be reached.
+        """
+        d = self._dispatcher
+        keys = d.core.keys(self.capability)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        record = d.gateway.run(queue.get_result(keys, self.id))
+        if record is None:
+            record = self._wait(keys.channel(self.id), deadline)
+        return value_or_raise(self.id, d.core.outcome(record))
+
+    def _wait(self, channel: str, deadline: float | None) -> bytes:
+        d = self._dispatcher
+        keys = d.core.keys(self.capability)
+        pubsub = d.client.pubsub()
+        try:
+            pubsub.subscribe(channel)
+            # Read the subscribe confirmation first: only then is a settlement after our next GET announced.
+            while pubsub.get_message(timeout=_remaining(deadline)) is None:
+                pass
+            while True:
+                record = d.gateway.run(queue.get_result(keys, self.id))
+                if record is not None:
+                    return record
+                pubsub.get_message(timeout=_remaining(deadline))
+        except redis.exceptions.RedisError as e:
+            raise wrap_error(e, d.settings.redis_url) from e
+        finally:
+            pubsub.close()
+
+
+class Dispatcher:
+    """Submits tasks and re-attaches to them, over a sync Redis client.
+
+    Args:
+        settings: the settings to use; by default read from the environment.
+        client: an already configured ``redis.Redis`` (decode_responses must be off); by default one is made
+            from ``settings.redis_url``. Nothing connects until the first command.
+    """
+
+    def __init__(self, settings: Settings | None = None, client: redis.Redis | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.client = client or make_client(self.settings)
+        self.gateway = Gateway(self.client, self.settings.redis_url)
+        self.core = ProducerCore(self.settings)
+
+    @classmethod
+    def from_url(cls, url: str, **settings: Any) -> Dispatcher:
+        """A dispatcher for Redis at ``url`` (``redis://``, ``rediss://``, ``redis://user:password@...``)."""
+        return cls(Settings.from_env(redis_url=url, **settings))
+
+    def submit(
+        self, task: Task | str, payload: Any = None, /, *, delay_s: float | None = None, **options: Any
+    ) -> TaskHandle:
+        """Submit one task: ``submit(task)`` or ``submit("capability", payload, max_retries=1, ...)``.
+
+        Raises:
+            InvalidTask: bad capability, unknown option, unencodable or oversized payload (nothing written).
+            RedisUnavailable, RedisFull: Redis could not take the task.
+        """
+        return self.submit_many([build_task(task, payload, delay_s, options)])[0]
+
+    def submit_many(self, tasks: Iterable[Task]) -> list[TaskHandle]:
+        """Submit many tasks in one round trip (per 500 tasks of a capability); handles in input order.
+
+        Every task is validated and encoded before anything is written.
+        """
+        batches = self.core.prepare(tasks)
+        new = self.core.unregistered(batches)
+        if new:
+            self.gateway.run(queue.register_capabilities(self.core.keyspace.capabilities, new))
+            self.core.registered.update(new)
+        replies = self.gateway.run(queue.submit(batches, self.core.ttl_ms()))
+        return [TaskHandle(self, tid, cap) for cap, tid in self.core.task_ids(batches, replies)]
+
+    def handle(self, task_id: str, capability: str | None = None) -> TaskHandle:
+        """Re-attach to a task by id. Without ``capability``, the known capabilities are searched for it;
+        raises ``LookupError`` when none does."""
+        if capability is None:
+            names = self.gateway.run(queue.known_capabilities(self.core.keyspace.capabilities))
+            found = self.gateway.run(queue.find_capability([self.core.keys(n) for n in names], task_id))
+            if found is None:
+                raise LookupError(f"no capability knows task {task_id}; pass capability= to wait for it")
+            capability = found.capability
+        return TaskHandle(self, task_id, capability)
+
+    def close(self) -> None:
+        """Close the connections this dispatcher opened."""
+        self.client.close()
+
+    def __enter__(self) -> Dispatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncTaskHandle:
+    """A submitted task, for asyncio code: ``await handle.status()``, ``await handle.result()``."""
+
+    def __init__(self, dispatcher: AsyncDispatcher, task_id: str, capability: str) -> None:
+        self.id = task_id
+        self.capability = capability
+        self._dispatcher = dispatcher
+
+    def __repr__(self) -> str:
+        return f"AsyncTaskHandle(id={self.id!r}, capability={self.capability!r})"
+
+    async def status(self) -> Status:
+        """See ``TaskHandle.status``."""
+        d = self._dispatcher
+        return status_of(await d.gateway.run(queue.lookup(d.core.keys(self.capability), self.id)), d.core)
+
+    async def result(self, timeout_s: float | None = None) -> Any:
+        """See ``TaskHandle.result``."""
+        d = self._dispatcher
+        keys = d.core.keys(self.capability)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        record = await d.gateway.run(queue.get_result(keys, self.id))
+        if record is None:
+            record = await self._wait(keys.channel(self.id), deadline)
+        return value_or_raise(self.id, d.core.outcome(record))
+
+    async def _wait(self, channel: str, deadline: float | None) -> bytes:
+        d = self._dispatcher
+        keys = d.core.keys(self.capability)
+        pubsub = d.client.pubsub()
+        try:
+            await pubsub.subscribe(channel)
+            while await pubsub.get_message(timeout=_remaining(deadline)) is None:
+                pass
+            while True:
+                record = await d.gateway.run(queue.get_result(keys, self.id))
+                if record is not None:
+                    return record
+                await pubsub.get_message(timeout=_remaining(deadline))
+        except redis.exceptions.RedisError as e:
+            raise wrap_error(e, d.settings.redis_url) from e
+        finally:
+            await pubsub.aclose()
+
+
+class AsyncDispatcher:
+    """``Dispatcher`` for asyncio: the same arguments, and coroutines in place of methods."""
+
+    def __init__(self, settings: Settings | None = None, client: redis.asyncio.Redis | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.client = client or make_async_client(self.settings)
+        self.gateway = AsyncGateway(self.client, self.settings.redis_url)
+        self.core = ProducerCore(self.settings)
+
+    @classmethod
+    def from_url(cls, url: str, **settings: Any) -> AsyncDispatcher:
+        """An async dispatcher for Redis at ``url``."""
+        return cls(Settings.from_env(redis_url=url, **settings))
+
+    async def submit(
+        self, task: Task | str, payload: Any = None, /, *, delay_s: float | None = None, **options: Any
+    ) -> AsyncTaskHandle:
+        """See ``Dispatcher.submit``."""
+        return (await self.submit_many([build_task(task, payload, delay_s, options)]))[0]
+
+    async def submit_many(self, tasks: Iterable[Task]) -> list[AsyncTaskHandle]:
+        """See ``Dispatcher.submit_many``."""
+        batches = self.core.prepare(tasks)
+        new = self.core.unregistered(batches)
+        if new:
+            await self.gateway.run(queue.register_capabilities(self.core.keyspace.capabilities, new))
+            self.core.registered.update(new)
+        replies = await self.gateway.run(queue.submit(batches, self.core.ttl_ms()))
+        return [AsyncTaskHandle(self, tid, cap) for cap, tid in self.core.task_ids(batches, replies)]
+
+    async def handle(self, task_id: str, capability: str | None = None) -> AsyncTaskHandle:
+        """See ``Dispatcher.handle``."""
+        if capability is None:
+            names = await self.gateway.run(queue.known_capabilities(self.core.keyspace.capabilities))
+            found = await self.gateway.run(queue.find_capability([self.core.keys(n) for n in names], task_id))
+            if found is None:
+                raise LookupError(f"no capability knows task {task_id}; pass capability= to wait for it")
+            capability = found.capability
+        return AsyncTaskHandle(self, task_id, capability)
+
+    async def aclose(self) -> None:
+        """Close the connections this dispatcher opened."""
+        await self.client.aclose()
+
+    async def __aenter__(self) -> AsyncDispatcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+_default: Dispatcher | None = None
+_default_lock = threading.Lock()
+
+
+def default_dispatcher() -> Dispatcher:
+    """The process-wide dispatcher behind ``dispatcher.submit``, made from the environment on first use."""
+    global _default  # noqa: PLW0603 - the lazily built default, as documented
+    with _default_lock:
+        if _default is None:
+            _default = Dispatcher()
+        return _default
+
+
+def submit(task: Task | str, payload: Any = None, /, *, delay_s: float | None = None, **options: Any) -> TaskHandle:
+    """Submit through the default dispatcher (``DISPATCHER_REDIS_URL``, ``REDIS_URL`` or localhost)."""
+    return default_dispatcher().submit(task, payload, delay_s=delay_s, **options)

@@ -1,0 +1,109 @@
+"""One frozen settings object, built in code or from the environment (``DISPATCHER_*``, ``REDIS_URL``)."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dispatcher.errors import ConfigError
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with jitter: ``min(max_s, base_s * factor ** (attempt - 1))``, then jittered.
+
+    ``jitter`` is the fraction of the delay that is random: 1.0 is full jitter (uniform in 0..delay),
+    0.0 none.
+    """
+
+    base_s: float = 1.0
+    factor: float = 2.0
+    max_s: float = 600.0
+    jitter: float = 1.0
+
+    def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The delay before the retry that follows failed attempt ``attempt`` (1-based)."""
+        exponent = min(max(attempt - 1, 0), 64)
+        ceiling = min(self.max_s, self.base_s * self.factor**exponent)
+        spread = ceiling * min(max(self.jitter, 0.0), 1.0)
+        return ceiling - spread + (rng or random).uniform(0.0, spread)
+
+
+class Settings(BaseModel):
+    """Every knob of producers, workers and the reaper. Flags of the CLIs mirror these field names."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    redis_url: str = DEFAULT_REDIS_URL
+    prefix: str = Field("dispatcher", pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")
+    max_payload_bytes: int = Field(1024 * 1024, ge=1024)
+    result_ttl_s: float = Field(24 * 3600.0, gt=0)
+    idempotency_ttl_s: float = Field(24 * 3600.0, gt=0)
+    socket_timeout_s: float = Field(5.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    retry_attempts: int = Field(3, ge=0, le=20)
+    block_ms: int = Field(1000, ge=1)
+    heartbeat_ttl_s: float = Field(10.0, gt=0)
+    reaper_interval_s: float = Field(5.0, gt=0)
+    max_deliveries: int = Field(3, ge=1)
+    dead_letter_maxlen: int = Field(100_000, ge=1)
+    grace_s: float = Field(25.0, ge=0)
+    breaker_threshold: int = Field(5, ge=1)
+    breaker_cooldown_s: float = Field(5.0, gt=0)
+    breaker_max_cooldown_s: float = Field(300.0, gt=0)
+    backoff_base_s: float = Field(1.0, ge=0)
+    backoff_factor: float = Field(2.0, ge=1)
+    backoff_max_s: float = Field(600.0, ge=0)
+    backoff_jitter: float = Field(1.0, ge=0, le=1)
+    ssl_ca_file: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    @model_validator(mode="after")
+    def _block_under_socket_timeout(self) -> Settings:
+        # A BLOCK longer than the socket timeout fails late after silent re-sends (REDIS-NOTES).
+        if self.block_ms / 1000 >= self.socket_timeout_s * 0.8:
+            raise ValueError(f"block_ms={self.block_ms} must stay well under socket_timeout_s={self.socket_timeout_s}")
+        return self
+
+    @property
+    def backoff(self) -> Backoff:
+        """The retry backoff these settings describe."""
+        return Backoff(self.backoff_base_s, self.backoff_factor, self.backoff_max_s, self.backoff_jitter)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``DISPATCHER_<FIELD>`` variables (``REDIS_URL`` as a fallback URL), then ``overrides``.
+
+        Raises:
+            ConfigError: a variable or override does not fit its field.
+        """
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        url = source.get("DISPATCHER_REDIS_URL") or source.get("REDIS_URL")
+        if url:
+            values["redis_url"] = url
+        for name in cls.model_fields:
+            raw = source.get(f"DISPATCHER_{name.upper()}")
+            if raw is not None and name != "redis_url":
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.build(**values)
+
+    @classmethod
+    def build(cls, **values: Any) -> Settings:
+        """Validate ``values`` into settings, raising ``ConfigError`` with one readable line per problem."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in e.errors()
+            )
+            raise ConfigError(f"invalid settings: {problems}") from None

@@ -1,0 +1,67 @@
+"""The task model: what a producer submits and what a handler receives."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+CAPABILITY_PATTERN = re.compile(r"^[a-z0-9_.\-]{1,64}$")
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+Status = Literal["queued", "running", "succeeded", "failed", "dead", "unknown"]
+"""What ``TaskHandle.status()`` reports."""
+
+
+def new_task_id() -> str:
+    """A unique, time-sortable id: 48 bits of epoch milliseconds and 80 random bits, Crockford base32 (26 chars)."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    out = []
+    for _ in range(26):
+        out.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+def check_capability(name: str) -> str:
+    """Return ``name`` if it is a valid capability name, else raise ``ValueError``."""
+    if not isinstance(name, str) or not CAPABILITY_PATTERN.match(name):
+        raise ValueError(f"invalid capability {name!r}: use 1-64 lowercase letters, digits, '_', '.' or '-'")
+    return name
+
+
+class Task(BaseModel):
+    """A unit of work for the workers of one capability.
+
+    Options (``max_retries``, ``timeout_s``, ...) are fields of the task, never part of the payload.
+    ``attempt`` is set by the worker: 1 on the first run, one more on each retry or reclaim.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    capability: Annotated[str, Field(description="Which workers may run it.")]
+    payload: Any = None
+    id: str = Field(default_factory=new_task_id)
+    max_retries: Annotated[int, Field(ge=0, le=1000)] = 3
+    timeout_s: Annotated[float | None, Field(gt=0)] = None
+    idempotency_key: Annotated[str | None, Field(min_length=1, max_length=256)] = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    submitted_at: float = Field(default_factory=time.time)
+    not_before: float | None = None
+    expires_at: float | None = None
+    attempt: Annotated[int, Field(ge=1)] = 1
+
+    @field_validator("capability")
+    @classmethod
+    def _capability(cls, value: str) -> str:
+        return check_capability(value)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not 1 <= len(value) <= 128 or any(c.isspace() for c in value):
+            raise ValueError("task id must be 1-128 characters without whitespace")
+        return value
