@@ -1,0 +1,49 @@
+"""Operations on the fleet: worker heartbeats and the worker registry.
+
+A worker is alive for a capability while its heartbeat key ``{p}:{cap}:hb:<consumer>`` exists. The registry
+hash ``{p}:workers`` maps each consumer to a msgpack record (see ``WorkerRecord``) for listing workers
+without KEYS/SCAN; a record whose heartbeats are gone is stale and is pruned by the reaper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dispatcher.gateway import Command, Op, check, is_error
+
+
+def heartbeat(heartbeat_keys: Sequence[str], registry: str, consumer: str, record: bytes, ttl_ms: int) -> Op[None]:
+    """Refresh a worker's heartbeat keys and its registry record.
+
+    PEXPIRE goes first and SET only for a missing key: under maxmemory with noeviction PEXPIRE still works
+    while SET does not, so a full Redis never makes live workers look dead. A registry write refused for
+    memory is tolerated for the same reason.
+    """
+    replies = yield [("PEXPIRE", key, ttl_ms) for key in heartbeat_keys]
+    commands: list[Command] = [
+        ("SET", key, consumer, "PX", ttl_ms) for key, r in zip(heartbeat_keys, replies, strict=True) if check(r) == 0
+    ]
+    commands.append(("HSET", registry, consumer, record))
+    for reply in (yield commands):
+        if not is_error(reply, "OOM"):
+            check(reply)
+
+
+def unregister(heartbeat_keys: Sequence[str], registry: str, consumer: str) -> Op[None]:
+    """Delete a worker's heartbeats and registry record (a clean exit)."""
+    for reply in (yield [*(("DEL", key) for key in heartbeat_keys), ("HDEL", registry, consumer)]):
+        check(reply)
+
+
+def alive(heartbeat_keys: Sequence[str]) -> Op[list[bool]]:
+    """Whether each heartbeat key exists."""
+    if not heartbeat_keys:
+        return []
+    replies = yield [("EXISTS", key) for key in heartbeat_keys]
+    return [bool(check(r)) for r in replies]
+
+
+def registry(registry_key: str) -> Op[dict[str, bytes]]:
+    """Every registry record by consumer name."""
+    raw = check((yield [("HGETALL", registry_key)])[0])
+    return {k.decode(): v for k, v in raw.items()}
