@@ -244,3 +244,58 @@ def decode_outcome(data: bytes, max_bytes: int) -> Outcome:
         worker=str(body.get("worker", "")),
         finished_at=float(body.get("finished_at", 0.0) or 0.0),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """What a worker publishes about itself with every heartbeat (the registry hash ``{p}:workers``)."""
+
+    consumer: str
+    host: str
+    pid: int
+    capabilities: tuple[str, ...]
+    concurrency: int
+    inflight: int
+    version: str
+    started_at: float
+    last_seen: float
+    circuits: dict[str, str]
+    """Circuit state per capability: ``closed``, ``open`` or ``half_open``."""
+
+
+def encode_worker(record: WorkerRecord) -> bytes:
+    """Encode a registry record."""
+    return pack(
+        {
+            "consumer": record.consumer,
+            "host": record.host,
+            "pid": record.pid,
+            "capabilities": list(record.capabilities),
+            "concurrency": record.concurrency,
+            "inflight": record.inflight,
+            "version": record.version,
+            "started_at": record.started_at,
+            "last_seen": record.last_seen,
+            "circuits": record.circuits,
+        }
+    )
+
+
+def decode_worker(data: bytes) -> WorkerRecord:
+    """Decode a registry record; raises ``DecodeError`` when it is not one."""
+    body = unpack(data, 64 * 1024)
+    try:
+        return WorkerRecord(
+            consumer=str(body["consumer"]),
+            host=str(body["host"]),
+            pid=int(body["pid"]),
+            capabilities=tuple(str(c) for c in body["capabilities"]),
+            concurrency=int(body["concurrency"]),
+            inflight=int(body["inflight"]),
+            version=str(body["version"]),
+            started_at=float(body["started_at"]),
+            last_seen=float(body["last_seen"]),
+            circuits={str(k): str(v) for k, v in dict(body.get("circuits", {})).items()},
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise DecodeError(f"not a worker record: {e}") from e
