@@ -1,0 +1,48 @@
+"""Small test helpers: bounded waiting, listing a prefix's keys, reading a worker's captured output."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.02, message: str = ""
+) -> Any:
+    """Call ``predicate`` until it returns something truthy (returned), or raise ``AssertionError`` on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting: {message or predicate!r}")
+        time.sleep(interval_s)
+
+
+def keyspace(client: redis.Redis, prefix: str) -> set[str]:
+    """Every key whose name starts with ``prefix + ':'`` (SCAN: fine in tests, never on a hot path)."""
+    return {k.decode() if isinstance(k, bytes) else k for k in client.scan_iter(match=f"{prefix}:*", count=1000)}
+
+
+def worker_log(proc: subprocess.Popen[bytes]) -> str:
+    """The captured stdout and stderr of a process started by the ``run_worker`` fixture, for messages."""
+    parts = []
+    for name in ("stdout_path", "stderr_path"):
+        path: Path | None = getattr(proc, name, None)
+        if path is not None and path.exists():
+            parts.append(f"--- {name[:-5]} of pid {proc.pid} ---\n{path.read_text(errors='replace')}")
+    return "\n".join(parts)
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
+    """Wait for a worker to exit and return its exit code; on timeout raise ``AssertionError`` with its log."""
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"pid {proc.pid} still running after {timeout_s} s\n{worker_log(proc)}") from None
