@@ -55,7 +55,6 @@ def unpack(data: bytes, max_bytes: int) -> Any:
             raw=False,
             strict_map_key=True,
             ext_hook=_refuse_ext,
-            max_buffer_size=max_bytes,
             max_str_len=max_bytes,
             max_bin_len=max_bytes,
             max_array_len=max_bytes,
