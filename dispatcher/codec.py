@@ -66,21 +66,19 @@ def unpack(data: bytes, max_bytes: int) -> Any:
         raise DecodeError(f"not valid msgpack: {type(e).__name__}: {e}") from e
     except RecursionError as e:
         raise DecodeError("msgpack nesting too deep") from e
-    _check_depth(value, 0)
+    _check_value(value, 0)
     return value
 
 
-def _check_depth(value: Any, depth: int) -> None:
-    if depth > _MAX_DEPTH:
-        raise DecodeError(f"nesting deeper than {_MAX_DEPTH}")
-    if isinstance(value, dict):
-        for item in value.values():
-            if isinstance(item, dict | list):
-                _check_depth(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            if isinstance(item, dict | list):
-                _check_depth(item, depth + 1)
+def _check_value(value: Any, depth: int) -> None:
+    # msgpack decodes ext type -1 (timestamp) itself, without calling ext_hook: refuse it here.
+    if isinstance(value, msgpack.Timestamp):
+        raise DecodeError("msgpack ext type -1 (timestamp) is not part of the wire format")
+    if isinstance(value, dict | list):
+        if depth > _MAX_DEPTH:
+            raise DecodeError(f"nesting deeper than {_MAX_DEPTH}")
+        for item in value.values() if isinstance(value, dict) else value:
+            _check_value(item, depth + 1)
 
 
 def encode_task(task: Task, max_bytes: int) -> bytes:
