@@ -1,0 +1,226 @@
+"""The ``dispatcher`` command: submit a task, show fleet stats, run the demo.
+
+Each subcommand is a pair (configure its parser, run it) in ``COMMANDS``: parse, build settings, call one
+library function, render. A user mistake prints one ``dispatcher: error: ...`` line on stderr and returns a
+named exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import NoReturn
+
+from dispatcher import demo, render
+from dispatcher.connection import make_client
+from dispatcher.errors import (
+    ConfigError,
+    DispatcherError,
+    InvalidTask,
+    RedisUnavailable,
+    ResultTimeout,
+    TaskFailed,
+)
+from dispatcher.gateway import Gateway
+from dispatcher.keys import KeySpace
+from dispatcher.producer import Dispatcher
+from dispatcher.settings import Settings
+from dispatcher.stats import collect
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+"""Any other error of ours (Redis answered with an error, undecodable data)."""
+EXIT_USAGE = 2
+"""Bad arguments, bad JSON, invalid task or settings."""
+EXIT_UNAVAILABLE = 3
+"""Redis could not be reached."""
+EXIT_FAILED = 4
+"""The task failed (``submit --wait``), or the demo did not complete every task."""
+EXIT_TIMEOUT = 5
+"""``submit --wait --wait-timeout-s`` elapsed before the task settled."""
+EXIT_INTERRUPTED = 130
+
+Configure = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """A command-line mistake argparse found (reported as one line, exit ``EXIT_USAGE``)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(redis_url=args.redis_url, prefix=args.prefix)
+
+
+# --- submit -----------------------------------------------------------------------------------------------
+
+
+def _configure_submit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("capability", metavar="CAPABILITY")
+    p.add_argument("payload", metavar="JSON_PAYLOAD", help="the payload, as JSON")
+    p.add_argument("--wait", action="store_true", help="wait for the result and print it as JSON")
+    p.add_argument("--wait-timeout-s", type=float, help="with --wait: give up after this many seconds")
+    p.add_argument("--timeout-s", type=float, help="the task's timeout (seconds)")
+    p.add_argument("--max-retries", type=int)
+    p.add_argument("--idempotency-key")
+    p.add_argument("--delay-s", type=float, help="run the task no earlier than this many seconds from now")
+
+
+def _run_submit(args: argparse.Namespace) -> int:
+    try:
+        payload = json.loads(args.payload)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"JSON_PAYLOAD is not valid JSON: {e}") from None
+    options = {
+        name: getattr(args, name)
+        for name in ("timeout_s", "max_retries", "idempotency_key")
+        if getattr(args, name) is not None
+    }
+    with Dispatcher(_settings(args)) as dispatcher:
+        handle = dispatcher.submit(args.capability, payload, delay_s=args.delay_s, **options)
+        if not args.wait:
+            print(handle.id)
+            return EXIT_OK
+        print(json.dumps(handle.result(timeout_s=args.wait_timeout_s)))
+    return EXIT_OK
+
+
+# --- stats ------------------------------------------------------------------------------------------------
+
+
+def _configure_stats(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON (schema: docs/stats.md)")
+    p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    p.add_argument("--interval-s", type=float, default=2.0, help="with --watch: seconds between refreshes")
+    p.add_argument("--count", type=int, help="with --watch: stop after this many refreshes")
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    if args.interval_s <= 0 or (args.count is not None and args.count < 1):
+        raise UsageError("--interval-s must be > 0 and --count >= 1")
+    settings = _settings(args)
+    client = make_client(settings)
+    gateway, keyspace = Gateway(client, settings.redis_url), KeySpace(settings.prefix)
+    count = args.count if args.watch else 1
+    try:
+        n = 0
+        while count is None or n < count:
+            if n:
+                time.sleep(args.interval_s)
+            stats = collect(gateway, keyspace)
+            if args.json:
+                # One JSON document per line, so --watch --json is a JSON-lines stream.
+                print(json.dumps(render.stats_json(stats)), flush=True)
+            else:
+                clear = "\x1b[H\x1b[2J" if args.watch and sys.stdout.isatty() else ""
+                print(clear + render.stats_table(stats), flush=True)
+            n += 1
+    finally:
+        client.close()
+    return EXIT_OK
+
+
+# --- demo -------------------------------------------------------------------------------------------------
+
+
+def _configure_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tasks", type=int, default=300, help="how many tasks to submit (default 300)")
+    p.add_argument("--workers", type=int, default=2, help="how many worker processes to start (default 2)")
+    p.add_argument("--deadline-s", type=float, default=120.0, help="give up after this many seconds")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    if args.tasks < 1 or args.workers < 1 or args.deadline_s <= 0:
+        raise UsageError("--tasks, --workers and --deadline-s must be positive")
+    tty = sys.stdout.isatty()
+
+    def show(p: demo.Progress) -> None:
+        line = render.progress_line(p.done, p.total, p.elapsed_s, p.workers)
+        print("\r" + line if tty else line, end="" if tty else "\n", flush=True)
+
+    options = demo.DemoOptions(
+        redis_url=args.redis_url, tasks=args.tasks, workers=args.workers, deadline_s=args.deadline_s
+    )
+    report = demo.run(options, on_progress=show)
+    print("\n" if tty else "", end="")
+    print(render.stats_table(report.stats))
+    print(f"{report.succeeded}/{report.total} succeeded in {report.elapsed_s:.1f} s ({report.redis_url})")
+    if report.problem:
+        print(f"dispatcher: error: {report.problem}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+COMMANDS: dict[str, tuple[str, Configure, Run]] = {
+    "submit": ("submit a task; print its id (or its result with --wait)", _configure_submit, _run_submit),
+    "stats": ("show waiting/running/delayed/dead tasks and workers per capability", _configure_stats, _run_stats),
+    "demo": ("start Redis (if none is configured), workers and tasks; show progress", _configure_demo, _run_demo),
+}
+"""Subcommand name -> (help, configure its parser, run it). New subcommands are added here."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = _Parser(prog="dispatcher", description="agent-dispatcher: tasks on Redis Streams.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, configure, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        # Flags mirror the settings' field names; unset ones fall back to DISPATCHER_* / REDIS_URL.
+        p.add_argument("--redis-url", help="Redis URL (default: $DISPATCHER_REDIS_URL, $REDIS_URL, localhost)")
+        p.add_argument("--prefix", help="key prefix (default: $DISPATCHER_PREFIX or 'dispatcher')")
+        configure(p)
+    return parser
+
+
+def _exit_code(error: DispatcherError) -> int:
+    if isinstance(error, TaskFailed):
+        return EXIT_FAILED
+    if isinstance(error, RedisUnavailable):
+        return EXIT_UNAVAILABLE
+    if isinstance(error, ResultTimeout):
+        return EXIT_TIMEOUT
+    if isinstance(error, ConfigError | InvalidTask):
+        return EXIT_USAGE
+    return EXIT_ERROR
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``dispatcher`` command line; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        print(f"dispatcher: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else EXIT_OK
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # SIGTERM unwinds like Ctrl-C, so the demo still stops the processes it started.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return COMMANDS[args.command][2](args)
+    except UsageError as e:
+        print(f"dispatcher: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except DispatcherError as e:
+        print(f"dispatcher: error: {e}", file=sys.stderr)
+        return _exit_code(e)
+    except KeyboardInterrupt:
+        print("dispatcher: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
