@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-CAPABILITY_PATTERN = re.compile(r"^[a-z0-9_.\-]{1,64}$")
+CAPABILITY_PATTERN = re.compile(r"^[a-z0-9_.\-]{1,64}\Z")  # \Z, not $: "$" also matches before a final newline
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 Status = Literal["queued", "running", "succeeded", "failed", "dead", "unknown"]
