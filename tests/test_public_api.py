@@ -1,0 +1,61 @@
+"""The public surface is exactly the ``__all__`` of ``dispatcher`` (the worker author pins ``workers``)."""
+
+from __future__ import annotations
+
+import dispatcher
+
+DISPATCHER_ALL = {
+    "AsyncDispatcher",
+    "AsyncTaskHandle",
+    "Backoff",
+    "ConfigError",
+    "DecodeError",
+    "Dispatcher",
+    "DispatcherError",
+    "InvalidTask",
+    "KeySpace",
+    "PayloadTooLarge",
+    "RedisError",
+    "RedisFull",
+    "RedisUnavailable",
+    "Reject",
+    "ResultTimeout",
+    "Retry",
+    "Settings",
+    "Status",
+    "Task",
+    "TaskDead",
+    "TaskFailed",
+    "TaskHandle",
+    "UnsupportedRedis",
+    "__version__",
+    "submit",
+}
+
+
+def test_dispatcher_all_is_pinned() -> None:
+    assert set(dispatcher.__all__) == DISPATCHER_ALL
+    assert len(dispatcher.__all__) == len(DISPATCHER_ALL)
+
+
+def test_every_public_name_exists() -> None:
+    for name in dispatcher.__all__:
+        assert hasattr(dispatcher, name), name
+
+
+def test_errors_share_one_base_and_shadow_no_builtin() -> None:
+    import builtins
+
+    errors = [getattr(dispatcher, n) for n in dispatcher.__all__ if n.endswith(("Error", "Unavailable", "Full"))]
+    errors += [dispatcher.InvalidTask, dispatcher.PayloadTooLarge, dispatcher.TaskFailed, dispatcher.TaskDead]
+    for error in errors:
+        assert issubclass(error, dispatcher.DispatcherError), error
+        assert not hasattr(builtins, error.__name__), error
+    assert not issubclass(dispatcher.Retry, dispatcher.DispatcherError)
+    assert not issubclass(dispatcher.Reject, dispatcher.DispatcherError)
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    assert dispatcher.__version__ == version("agent-dispatcher")
