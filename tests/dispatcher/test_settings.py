@@ -106,7 +106,7 @@ def test_block_must_stay_well_under_the_socket_timeout(block_ms: int, socket_tim
     if ok:
         assert Settings.build(**values).block_ms == block_ms
     else:
-        with pytest.raises(ConfigError, match="block_ms=.* must stay well under socket_timeout_s"):
+        with pytest.raises(ConfigError, match=r"block_ms=.* must stay well under socket_timeout_s"):
             Settings.build(**values)
 
 
