@@ -10,6 +10,7 @@
     │   ├── RedisFull          Redis is out of memory (maxmemory with noeviction): nothing was written
     │   └── UnsupportedRedis   the server is older than the supported 7.0
     ├── ResultTimeout          result(timeout_s=...) elapsed before the task settled
+    ├── HandlerTimeout         a handler ran past its task's timeout_s (recorded as the attempt's error)
     └── TaskFailed             the task failed remotely; carries the remote error type, message, traceback
         └── TaskDead           the task ended in the dead-letter stream; carries the reason
 
@@ -57,6 +58,15 @@ class UnsupportedRedis(RedisError):
 
 class ResultTimeout(DispatcherError):
     """The task did not settle within the time ``result()`` was given."""
+
+
+class HandlerTimeout(DispatcherError):
+    """A handler ran past its task's ``timeout_s``; the attempt counts as failed.
+
+    ``thread_running`` is True for a sync handler whose thread could not be stopped and runs on.
+    """
+
+    thread_running: bool = False
 
 
 class TaskFailed(DispatcherError):

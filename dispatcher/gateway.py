@@ -21,6 +21,7 @@ from dispatcher.errors import RedisError, RedisFull, RedisUnavailable
 
 T = TypeVar("T")
 Command = tuple[Any, ...]
+"""A Redis command as its arguments; a trailing dict holds redis-py parser options (``parse_detail``)."""
 Op = Generator[list[Command], list[Any], T]
 
 
@@ -46,6 +47,12 @@ def wrap_error(error: Exception, url: str | None) -> Exception:
     if isinstance(error, redis.exceptions.RedisError):
         return RedisError(f"Redis{where} answered with an error: {error}")
     return error
+
+
+def _split(command: Command) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if command and isinstance(command[-1], dict):
+        return command[:-1], command[-1]
+    return command, {}
 
 
 def _noscript_retry(commands: Sequence[Command], replies: list[Any]) -> list[int]:
@@ -90,12 +97,14 @@ class Gateway:
     def _send(self, commands: Sequence[Command]) -> list[Any]:
         if len(commands) == 1:
             try:
-                return [self.client.execute_command(*commands[0])]
+                args, options = _split(commands[0])
+                return [self.client.execute_command(*args, **options)]
             except redis.exceptions.ResponseError as e:
                 return [e]
         pipe = self.client.pipeline(transaction=False)
         for command in commands:
-            pipe.execute_command(*command)
+            args, options = _split(command)
+            pipe.execute_command(*args, **options)
         return pipe.execute(raise_on_error=False)
 
 
@@ -131,10 +140,12 @@ class AsyncGateway:
     async def _send(self, commands: Sequence[Command]) -> list[Any]:
         if len(commands) == 1:
             try:
-                return [await self.client.execute_command(*commands[0])]
+                args, options = _split(commands[0])
+                return [await self.client.execute_command(*args, **options)]
             except redis.exceptions.ResponseError as e:
                 return [e]
         pipe = self.client.pipeline(transaction=False)
         for command in commands:
-            pipe.execute_command(*command)
+            args, options = _split(command)
+            pipe.execute_command(*args, **options)
         return await pipe.execute(raise_on_error=False)

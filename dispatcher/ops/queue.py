@@ -81,7 +81,7 @@ def lookup(keys: CapabilityKeys, task_id: str) -> Op[Lookup]:
     result, place = check(result), check(place)
     if result is not None or place is None or place.startswith(b"d"):
         return Lookup(result, place, running=False)
-    pending = (yield [("XPENDING", keys.stream, GROUP, place, place, 1)])[0]
+    pending = (yield [("XPENDING", keys.stream, GROUP, place, place, 1, {"parse_detail": True})])[0]
     if is_error(pending, "NOGROUP"):
         return Lookup(None, place, running=False)
     return Lookup(None, place, running=bool(check(pending)))
@@ -113,17 +113,18 @@ def ensure_groups(streams: Sequence[str]) -> Op[None]:
 
 
 def read(
-    streams: Sequence[str], consumer: str, count: int, block_ms: int | None, pending: bool = False
-) -> Op[list[tuple[str, list[tuple[bytes, dict[bytes, bytes]]]]]]:
-    """XREADGROUP up to ``count`` entries per stream: new ones (``>``), or the consumer's own pending (``0``).
+    streams: Sequence[str], consumer: str, count: int, block_ms: int | None, after: Sequence[str] | None = None
+) -> Op[list[tuple[str, list[tuple[str, dict[bytes, bytes] | None]]]]]:
+    """XREADGROUP up to ``count`` entries per stream: new ones (``>``), or, with ``after`` (one id per stream),
+    the consumer's own pending entries after those ids (a deleted entry comes back with fields ``None``).
 
     A missing group (NOGROUP: the stream or group was deleted, e.g. Redis came back empty) is recreated at
     id 0 and the read returns nothing this time.
     """
     command: list[Any] = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count]
-    if block_ms is not None and not pending:
+    if block_ms is not None and after is None:
         command += ["BLOCK", block_ms]
-    command += ["STREAMS", *streams, *(["0" if pending else ">"] * len(streams))]
+    command += ["STREAMS", *streams, *(after if after is not None else [">"] * len(streams))]
     reply = (yield [tuple(command)])[0]
     if is_error(reply, "NOGROUP") or is_error(reply, "UNBLOCKED"):
         yield from ensure_groups(streams)
@@ -133,7 +134,16 @@ def read(
         return []
     if isinstance(reply, dict):  # RESP3 shape
         reply = list(reply.items())
-    return [(s.decode() if isinstance(s, bytes) else s, entries) for s, entries in reply]
+    return [(_text(stream), [(_text(entry_id), fields) for entry_id, fields in entries]) for stream, entries in reply]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def ack(stream: str, entry_ids: Sequence[str]) -> Command:
+    """XACK for entries that no longer exist in the stream (their PEL entries would never settle)."""
+    return ("XACK", stream, GROUP, *entry_ids)
 
 
 def settle_call(

@@ -1,0 +1,148 @@
+"""Task transitions after a handler ran (or its worker died): settle, retry with backoff, or dead-letter.
+
+Pure decisions: each function returns the one script call (``dispatcher.ops.queue``) that records the
+outcome; the runtime sends them in batches.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback as tb
+from dataclasses import dataclass
+from typing import Any
+
+from dispatcher import codec
+from dispatcher.codec import Delivery, Outcome
+from dispatcher.errors import InvalidTask, Reject, Retry
+from dispatcher.gateway import Command
+from dispatcher.keys import CapabilityKeys
+from dispatcher.ops import queue
+from dispatcher.settings import Settings
+
+RAW_LIMIT = 4096
+"""Bytes of an undecodable entry kept in its dead letter."""
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every decision needs: settings, the consumer name, and the time."""
+
+    settings: Settings
+    consumer: str
+
+    @property
+    def ttl_ms(self) -> int:
+        return int(self.settings.result_ttl_s * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A script call and what it means, for logs and metrics (``succeeded``, ``retried``, ``dead``)."""
+
+    command: Command
+    outcome: str
+    reason: str = ""
+
+
+def succeeded(ctx: Context, keys: CapabilityKeys, d: Delivery, value: Any) -> Decision:
+    """Store ``value`` as the result. A value msgpack cannot encode fails the task instead (no retry helps)."""
+    record = Outcome("succeeded", value=value, attempt=d.attempt, worker=ctx.consumer, finished_at=time.time())
+    try:
+        blob = codec.encode_outcome(record)
+    except InvalidTask as e:
+        return dead(ctx, keys, d, "rejected", e)
+    command = queue.settle_call(keys, d.entry_id, ctx.consumer, d.task.id, blob, ctx.ttl_ms, "succeeded")
+    return Decision(command, "succeeded")
+
+
+def failed(ctx: Context, keys: CapabilityKeys, d: Delivery, error: BaseException) -> Decision:
+    """A handler raised ``error``: retry after backoff (or the delay ``Retry`` asked for), else dead-letter."""
+    if isinstance(error, Reject):
+        return dead(ctx, keys, d, "rejected", error)
+    if d.attempt > d.task.max_retries:
+        return dead(ctx, keys, d, "max_retries", error)
+    if isinstance(error, Retry) and error.delay_s is not None:
+        delay_s = max(error.delay_s, 0.0)
+    else:
+        delay_s = ctx.settings.backoff.delay_s(d.attempt)
+    return retry(ctx, keys, d, delay_s, d.attempt + 1, d.reclaims)
+
+
+def retry(ctx: Context, keys: CapabilityKeys, d: Delivery, delay_s: float, attempt: int, reclaims: int) -> Decision:
+    """Give the task back to the fleet as a fresh entry, now or after ``delay_s``."""
+    due_ms = int((time.time() + delay_s) * 1000) if delay_s > 0 else 0
+    command = queue.retry_call(keys, d.entry_id, ctx.consumer, d.task.id, d.blob, attempt, reclaims, due_ms)
+    return Decision(command, "retried")
+
+
+def dead(ctx: Context, keys: CapabilityKeys, d: Delivery, reason: str, error: BaseException | None) -> Decision:
+    """Dead-letter the task with ``reason`` and the error, and store its ``dead`` result."""
+    error_type, message, trace = describe(error)
+    record = Outcome(
+        "dead",
+        error_type=error_type,
+        error_message=message,
+        traceback=trace,
+        reason=reason,
+        attempt=d.attempt,
+        worker=ctx.consumer,
+        finished_at=time.time(),
+    )
+    letter = dead_letter(d.task.id, d.blob, d.attempt, d.reclaims, reason, error, ctx.consumer, d.entry_id)
+    command = queue.bury_call(
+        keys,
+        d.entry_id,
+        ctx.consumer,
+        d.task.id,
+        codec.encode_outcome(record),
+        ctx.ttl_ms,
+        ctx.settings.dead_letter_maxlen,
+        letter,
+    )
+    return Decision(command, "dead", reason)
+
+
+def undecodable(
+    ctx: Context, keys: CapabilityKeys, entry_id: str, fields: dict[bytes, bytes], error: Exception
+) -> Decision:
+    """Dead-letter an entry that is not a valid task, keeping its raw fields (truncated)."""
+    raw = codec.pack({k: v[:RAW_LIMIT] for k, v in list(fields.items())[:16]})
+    letter = [*dead_letter("", b"", 0, 0, "decode_error", error, ctx.consumer, entry_id), ("raw", raw[:RAW_LIMIT])]
+    command = queue.bury_call(
+        keys, entry_id, ctx.consumer, "", b"", ctx.ttl_ms, ctx.settings.dead_letter_maxlen, letter
+    )
+    return Decision(command, "dead", "decode_error")
+
+
+def describe(error: BaseException | None) -> tuple[str, str, str]:
+    """(type name, message, traceback text) of ``error``."""
+    if error is None:
+        return "", "", ""
+    trace = "".join(tb.format_exception(type(error), error, error.__traceback__))
+    return type(error).__name__, str(error), trace[-8192:]
+
+
+def dead_letter(
+    task_id: str,
+    blob: bytes,
+    attempt: int,
+    reclaims: int,
+    reason: str,
+    error: BaseException | None,
+    worker: str,
+    entry_id: str,
+) -> list[tuple[str, bytes | str | int]]:
+    """The fields of a dead letter (see docs/wire-format.md)."""
+    error_type, message, trace = describe(error)
+    return [
+        ("v", codec.FORMAT_VERSION),
+        ("task_id", task_id),
+        ("task", blob),
+        ("attempt", attempt),
+        ("reclaims", reclaims),
+        ("reason", reason),
+        ("error", codec.pack({"type": error_type, "message": message, "traceback": trace})),
+        ("worker", worker),
+        ("entry_id", entry_id),
+        ("failed_at_ms", int(time.time() * 1000)),
+    ]

@@ -1,0 +1,72 @@
+"""Runs one handler call: async handlers on the loop, sync handlers in a bounded thread pool, with timeouts.
+
+An async handler past its ``timeout_s`` is cancelled. A sync handler cannot be killed safely: the attempt is
+failed at the timeout (and retried), its thread runs on until the function returns, its late result is
+discarded, and its slot stays taken until then so the pool never over-commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from dispatcher.errors import HandlerTimeout
+from dispatcher.task import Task
+from workers.registry import Handler
+
+log = logging.getLogger(__name__)
+
+
+class Executor:
+    """Calls handlers; ``concurrency`` bounds the thread pool (and, through the runtime, async handlers)."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="handler")
+        self.busy_threads = 0
+
+    async def call(self, handler: Handler, task: Task, on_late_done: Callable[[], None]) -> Any:
+        """Run ``handler`` on ``task`` and return its value; raise what it raised, or ``HandlerTimeout``.
+
+        When a sync handler times out while its thread runs on, the ``HandlerTimeout`` has
+        ``thread_running=True`` and ``on_late_done`` is called (on the loop) once the thread really ends.
+        """
+        timeout_s = task.timeout_s
+        if handler.is_async:
+            coro = handler.func(task)
+            if timeout_s is None:
+                return await coro
+            try:
+                return await asyncio.wait_for(coro, timeout_s)
+            except TimeoutError:
+                raise HandlerTimeout(f"handler ran past timeout_s={timeout_s}") from None
+        loop = asyncio.get_running_loop()
+        self.busy_threads += 1
+        future = loop.run_in_executor(self.pool, handler.func, task)
+
+        def done(_: object) -> None:
+            self.busy_threads -= 1
+
+        future.add_done_callback(done)
+        if timeout_s is None:
+            return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            error = HandlerTimeout(f"handler ran past timeout_s={timeout_s} (sync: its thread ran on)")
+            error.thread_running = not future.done()
+            if error.thread_running:
+                future.add_done_callback(lambda _: on_late_done())
+            log.warning(
+                "sync handler past its timeout: attempt failed, thread left running, late result discarded "
+                "task_id=%s timeout_s=%s",
+                task.id,
+                timeout_s,
+            )
+            raise error from None
+
+    def shutdown(self) -> None:
+        """Stop the pool without waiting for threads still running a handler."""
+        self.pool.shutdown(wait=False, cancel_futures=True)

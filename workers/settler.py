@@ -1,0 +1,102 @@
+"""The settler: sends finished tasks' transitions to Redis in batches, one round trip per batch.
+
+A transition is only forgotten once Redis has taken it (or refused it for good): during an outage the batch
+waits and is sent again after reconnecting, so a task is never reported done that was not recorded. If the
+worker dies meanwhile, the reaper gives its entries to another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dispatcher import metrics
+from dispatcher.errors import DispatcherError, RedisFull, RedisUnavailable
+from dispatcher.gateway import AsyncGateway, Command
+from dispatcher.ops import queue
+from dispatcher.scripts import Settle
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+MAX_ATTEMPTS = 5
+"""Sends of one transition refused by Redis with an error other than unavailable/full, before it is dropped
+(its entry stays pending and is recovered like a dead worker's)."""
+
+
+@dataclass(slots=True)
+class Pending:
+    """A transition waiting to be sent, and the entry it settles."""
+
+    capability: str
+    entry_id: str
+    command: Command
+    attempts: int = 0
+
+
+class Settler:
+    """Batches transitions; ``on_settled(entry_id)`` is called once each is recorded or given up."""
+
+    def __init__(self, gateway: AsyncGateway, on_settled: Callable[[str], None]) -> None:
+        self._gateway = gateway
+        self._on_settled = on_settled
+        self._queue: list[Pending] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.lease_lost = 0
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def put(self, capability: str, entry_id: str, command: Command) -> None:
+        """Queue a transition for the next batch."""
+        self._queue.append(Pending(capability, entry_id, command))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Send batches until ``close()`` and the queue is empty."""
+        delay_s = 0.05
+        while not (self._closing and not self._queue):
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._queue[:BATCH]
+            try:
+                replies = await self._gateway.run(queue.transitions([p.command for p in batch]))
+            except RedisUnavailable as e:
+                metrics.REDIS_ERRORS.labels("settle").inc()
+                log.warning("settle delayed: redis unavailable pending=%d error=%s", len(self._queue), e)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 2.0)
+                continue
+            del self._queue[: len(batch)]
+            requeued = [self._handle(item, reply) for item, reply in zip(batch, replies, strict=True)]
+            if any(requeued):  # Redis refused some (full, or a passing error): back off before resending
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 2.0)
+            else:
+                delay_s = 0.05
+
+    def _handle(self, item: Pending, reply: Settle | Exception) -> bool:
+        """Act on one reply; True when the transition was queued again."""
+        item.attempts += 1
+        transient = isinstance(reply, RedisFull | RedisUnavailable)
+        if isinstance(reply, DispatcherError) and (transient or item.attempts < MAX_ATTEMPTS):
+            self._queue.append(item)
+            return True
+        if isinstance(reply, Exception):
+            log.error("settle failed entry_id=%s error=%s", item.entry_id, reply)
+        elif reply is Settle.LEASE_LOST:
+            self.lease_lost += 1
+            metrics.LEASE_LOST.labels(item.capability).inc()
+            log.warning("lease lost, late result discarded entry_id=%s", item.entry_id)
+        self._on_settled(item.entry_id)
+        return False
+
+    def close(self) -> None:
+        """Finish once the queue is empty."""
+        self._closing = True
+        self._wake.set()
