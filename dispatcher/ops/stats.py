@@ -142,7 +142,8 @@ def _with_oldest(r: CapabilityReading, oldest_ms: int | None) -> CapabilityReadi
 
 def _group(reply: Any) -> GroupInfo | None:
     # "no such key": the stream does not exist yet (nothing submitted, or Redis came back empty).
-    if isinstance(reply, Exception) and (is_error(reply, "ERR no such key") or is_error(reply, "NOGROUP")):
+    # redis-py strips the "ERR " of the reply, so the message starts with "no such key".
+    if is_error(reply, "no such key") or is_error(reply, "ERR no such key") or is_error(reply, "NOGROUP"):
         return None
     for group in check(reply):
         info = _as_dict(group)
