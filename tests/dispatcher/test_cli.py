@@ -1,0 +1,218 @@
+"""The ``dispatcher`` CLI, called in-process: submit, stats (table and --json schema), demo, user mistakes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from conftest import free_port
+
+from dispatcher import Dispatcher, KeySpace, Settings
+from dispatcher.cli import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_USAGE, main
+from dispatcher.codec import WorkerRecord, encode_worker
+
+
+@pytest.fixture
+def cli(settings: Settings) -> list[str]:
+    """The connection flags of this test's server and prefix."""
+    return ["--redis-url", settings.redis_url, "--prefix", settings.prefix]
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dispatcher: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def children() -> set[int]:
+    """PIDs of this process's children, zombies included (read from /proc)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
+                out.add(int(entry.name))
+    return out
+
+
+# --- submit -----------------------------------------------------------------------------------------------
+
+
+def test_submit_prints_the_id_of_a_queued_task(
+    cli: list[str], dispatcher: Dispatcher, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["submit", "echo", '{"n": 1}', *cli]) == EXIT_OK
+    task_id = capsys.readouterr().out.strip()
+    assert dispatcher.handle(task_id).capability == "echo"
+    assert dispatcher.handle(task_id, "echo").status() == "queued"
+
+
+def test_submit_with_options(
+    cli: list[str], dispatcher: Dispatcher, redis_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["submit", "echo", "1", "--delay-s", "3600", "--max-retries", "0", "--timeout-s", "5", *cli]
+    assert main([*args, "--idempotency-key", "k1"]) == EXIT_OK
+    first = capsys.readouterr().out.strip()
+    assert main([*args, "--idempotency-key", "k1"]) == EXIT_OK
+    assert capsys.readouterr().out.strip() == first
+    client = redis_server.client()
+    assert client.zrange(KeySpace(dispatcher.settings.prefix).capability("echo").delayed, 0, -1) == [first.encode()]
+
+
+def test_submit_wait_prints_the_result_as_json(
+    cli: list[str], run_worker: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_worker("--capability", "echo")
+    assert main(["submit", "echo", '{"a": [1, 2]}', "--wait", "--wait-timeout-s", "30", *cli]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out) == {"a": [1, 2]}
+
+
+def test_submit_wait_for_a_failing_task(cli: list[str], run_worker: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    run_worker("--capability", "sleep")
+    argv = ["submit", "sleep", '"not a number"', "--max-retries", "0", "--wait", "--wait-timeout-s", "30", *cli]
+    assert main(argv) == EXIT_FAILED
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "ValueError" in one_error_line(err)
+
+
+def test_submit_wait_timeout(cli: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["submit", "echo", "1", "--wait", "--wait-timeout-s", "0.2", *cli]) == EXIT_TIMEOUT
+    one_error_line(capsys.readouterr().err)
+
+
+# --- user mistakes ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["submit", "echo", "{bad json"], EXIT_USAGE),
+        (["submit", "Not A Capability", "1"], EXIT_USAGE),
+        (["submit", "echo", "1", "--max-retries", "-1"], EXIT_USAGE),
+        (["submit", "echo", "1", "--max-retries", "many"], EXIT_USAGE),
+        (["submit", "echo", "1", "--delay-s", "-5"], EXIT_USAGE),
+        (["submit", "echo"], EXIT_USAGE),
+        (["frobnicate"], EXIT_USAGE),
+        ([], EXIT_USAGE),
+        (["stats", "--prefix", "has space"], EXIT_USAGE),
+        (["stats", "--watch", "--count", "0"], EXIT_USAGE),
+        (["stats", "--watch", "--interval-s", "0"], EXIT_USAGE),
+        (["demo", "--tasks", "0"], EXIT_USAGE),
+    ],
+)
+def test_user_mistakes_print_one_line(
+    argv: list[str], code: int, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*argv, "--redis-url", settings.redis_url] if argv[:1] in (["stats"], ["submit"]) else argv) == code
+    out, err = capsys.readouterr()
+    one_error_line(err)
+    assert out == ""
+
+
+@pytest.mark.parametrize("argv", [["stats"], ["stats", "--json"], ["submit", "echo", "1"]])
+def test_unreachable_redis(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    assert main([*argv, "--redis-url", url]) == EXIT_UNAVAILABLE
+    out, err = capsys.readouterr()
+    assert "unavailable" in one_error_line(err)
+    assert out == ""
+
+
+def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == EXIT_OK
+    assert "submit" in capsys.readouterr().out
+
+
+# --- stats ------------------------------------------------------------------------------------------------
+
+
+def fill(dispatcher: Dispatcher, client: redis.Redis) -> None:
+    ks = KeySpace(dispatcher.settings.prefix)
+    dispatcher.submit("echo", 1)
+    dispatcher.submit("echo", 2)
+    dispatcher.submit("sleep", 0.1, delay_s=3600)
+    record = WorkerRecord("w1", "box", 7, ("echo",), 4, 0, "0.1.0", 1.0, 2.0, {"echo": "closed"})
+    client.hset(ks.workers, "w1", encode_worker(record))
+    client.set(ks.capability("echo").heartbeat("w1"), "w1", px=60_000)
+
+
+def test_stats_json_schema(
+    cli: list[str], dispatcher: Dispatcher, redis_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fill(dispatcher, redis_server.client())
+    assert main(["stats", "--json", *cli]) == EXIT_OK
+    doc = json.loads(capsys.readouterr().out)
+    assert doc == {
+        "capabilities": [
+            {"name": "echo", "waiting": 2, "running": 0, "delayed": 0, "dead": 0, "workers": 1},
+            {"name": "sleep", "waiting": 0, "running": 0, "delayed": 1, "dead": 0, "workers": 0},
+        ],
+        "totals": {"waiting": 2, "running": 0, "delayed": 1, "dead": 0, "workers": 1},
+        "workers": [
+            {
+                "consumer": "w1",
+                "host": "box",
+                "pid": 7,
+                "capabilities": ["echo"],
+                "concurrency": 4,
+                "inflight": 0,
+                "circuits": {"echo": "closed"},
+                "alive": True,
+            }
+        ],
+    }
+
+
+def test_stats_table(
+    cli: list[str], dispatcher: Dispatcher, redis_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fill(dispatcher, redis_server.client())
+    assert main(["stats", *cli]) == EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:6] == ["capability", "waiting", "running", "delayed", "dead", "workers"]
+    assert lines[1].split()[:6] == ["echo", "2", "0", "0", "0", "1"]
+    assert lines[2].split()[:6] == ["sleep", "0", "0", "1", "0", "0"]
+    assert lines[3].split() == ["TOTAL", "2", "0", "1", "0", "1"]
+    assert any(line.startswith("w1") and "alive" in line for line in lines[4:])
+
+
+def test_stats_watch_is_bounded_by_count(cli: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stats", "--json", "--watch", "--count", "3", "--interval-s", "0.01", *cli]) == EXIT_OK
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [d["totals"]["waiting"] for d in docs] == [0, 0, 0]
+
+
+# --- demo -------------------------------------------------------------------------------------------------
+
+
+def test_demo_without_redis_server_installed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("DISPATCHER_REDIS_URL", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["demo", "--tasks", "1"]) == EXIT_USAGE
+    assert "redis-server not found" in one_error_line(capsys.readouterr().err)
+
+
+def test_demo_runs_its_own_server_and_leaves_nothing_behind(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("DISPATCHER_REDIS_URL", raising=False)
+    before = children()
+    assert main(["demo", "--tasks", "40", "--workers", "2", "--deadline-s", "60"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "40/40 done" in out
+    assert "40/40 succeeded" in out
+    assert children() <= before
