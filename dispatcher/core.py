@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -81,12 +81,22 @@ class ProducerCore:
         return [k.capability for k, _ in batches if k.capability not in self.registered]
 
     @staticmethod
-    def task_ids(batches: list[tuple[CapabilityKeys, list[Enqueue]]], replies: list[str]) -> list[tuple[str, str]]:
-        """(capability, task id) per task in submit order; a deduplicated task maps to the earlier one's id."""
+    def task_ids(
+        tasks: Sequence[Task], batches: list[tuple[CapabilityKeys, list[Enqueue]]], replies: list[str]
+    ) -> list[tuple[str, str]]:
+        """(capability, task id) per task in input order; a deduplicated task maps to the earlier one's id.
+
+        ``replies`` follow ``batches`` (grouped by capability); ``tasks`` is the input order ``prepare`` saw.
+        """
+        per_capability: dict[str, Iterator[str]] = {}
+        start = 0
+        for keys, items in batches:
+            per_capability[keys.capability] = iter(replies[start : start + len(items)])
+            start += len(items)
         out = []
-        flat = [(keys.capability, item.task_id) for keys, items in batches for item in items]
-        for (capability, task_id), reply in zip(flat, replies, strict=True):
-            out.append((capability, reply[1:] if reply.startswith("=") else task_id))
+        for task in tasks:
+            reply = next(per_capability[task.capability])
+            out.append((task.capability, reply[1:] if reply.startswith("=") else task.id))
         return out
 
     def ttl_ms(self) -> int:

@@ -119,13 +119,14 @@ class Dispatcher:
 
         Every task is validated and encoded before anything is written.
         """
+        tasks = list(tasks)
         batches = self.core.prepare(tasks)
         new = self.core.unregistered(batches)
         if new:
             self.gateway.run(queue.register_capabilities(self.core.keyspace.capabilities, new))
             self.core.registered.update(new)
         replies = self.gateway.run(queue.submit(batches, self.core.ttl_ms()))
-        return [TaskHandle(self, tid, cap) for cap, tid in self.core.task_ids(batches, replies)]
+        return [TaskHandle(self, tid, cap) for cap, tid in self.core.task_ids(tasks, batches, replies)]
 
     def handle(self, task_id: str, capability: str | None = None) -> TaskHandle:
         """Re-attach to a task by id. Without ``capability``, the known capabilities are searched for it;
@@ -216,13 +217,14 @@ class AsyncDispatcher:
 
     async def submit_many(self, tasks: Iterable[Task]) -> list[AsyncTaskHandle]:
         """See ``Dispatcher.submit_many``."""
+        tasks = list(tasks)
         batches = self.core.prepare(tasks)
         new = self.core.unregistered(batches)
         if new:
             await self.gateway.run(queue.register_capabilities(self.core.keyspace.capabilities, new))
             self.core.registered.update(new)
         replies = await self.gateway.run(queue.submit(batches, self.core.ttl_ms()))
-        return [AsyncTaskHandle(self, tid, cap) for cap, tid in self.core.task_ids(batches, replies)]
+        return [AsyncTaskHandle(self, tid, cap) for cap, tid in self.core.task_ids(tasks, batches, replies)]
 
     async def handle(self, task_id: str, capability: str | None = None) -> AsyncTaskHandle:
         """See ``Dispatcher.handle``."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from dispatcher import codec
 from dispatcher.codec import Delivery, Outcome
-from dispatcher.errors import InvalidTask, Reject, Retry
+from dispatcher.errors import DecodeError, InvalidTask, Reject, Retry
 from dispatcher.gateway import Command
 from dispatcher.keys import CapabilityKeys
 from dispatcher.ops import queue
@@ -75,7 +75,26 @@ def retry(ctx: Context, keys: CapabilityKeys, d: Delivery, delay_s: float, attem
     return Decision(command, "retried")
 
 
-def dead(ctx: Context, keys: CapabilityKeys, d: Delivery, reason: str, error: BaseException | None) -> Decision:
+def reclaim(ctx: Context, keys: CapabilityKeys, d: Delivery, only_if_owner_dead: bool) -> Decision:
+    """Re-add a task whose worker died (or whose handler hung) now, counting the attempt and the reclaim.
+
+    ``ctx.consumer`` is the entry's owner, whose ownership (and, with ``only_if_owner_dead``, whose missing
+    heartbeat) the script re-checks.
+    """
+    command = queue.retry_call(
+        keys, d.entry_id, ctx.consumer, d.task.id, d.blob, d.attempt + 1, d.reclaims + 1, 0, only_if_owner_dead
+    )
+    return Decision(command, "reclaimed")
+
+
+def dead(
+    ctx: Context,
+    keys: CapabilityKeys,
+    d: Delivery,
+    reason: str,
+    error: BaseException | None,
+    only_if_owner_dead: bool = False,
+) -> Decision:
     """Dead-letter the task with ``reason`` and the error, and store its ``dead`` result."""
     error_type, message, trace = describe(error)
     record = Outcome(
@@ -98,20 +117,67 @@ def dead(ctx: Context, keys: CapabilityKeys, d: Delivery, reason: str, error: Ba
         ctx.ttl_ms,
         ctx.settings.dead_letter_maxlen,
         letter,
+        only_if_owner_dead,
     )
     return Decision(command, "dead", reason)
 
 
 def undecodable(
-    ctx: Context, keys: CapabilityKeys, entry_id: str, fields: dict[bytes, bytes], error: Exception
+    ctx: Context,
+    keys: CapabilityKeys,
+    entry_id: str,
+    fields: dict[bytes, bytes],
+    error: Exception,
+    only_if_owner_dead: bool = False,
 ) -> Decision:
-    """Dead-letter an entry that is not a valid task, keeping its raw fields (truncated)."""
-    raw = codec.pack({k: v[:RAW_LIMIT] for k, v in list(fields.items())[:16]})
-    letter = [*dead_letter("", b"", 0, 0, "decode_error", error, ctx.consumer, entry_id), ("raw", raw[:RAW_LIMIT])]
+    """Dead-letter an entry that is not a valid task, keeping its raw fields (each value truncated so the
+    whole stays valid msgpack under ``RAW_LIMIT``). When a task id can still be read, its ``dead`` result is
+    stored too, so a producer waiting on it hears of the failure."""
+    items = list(fields.items())[:16]
+    share = RAW_LIMIT // max(len(items), 1) - 16
+    raw = codec.pack({k[:64]: v[:share] for k, v in items})
+    task_id = readable_task_id(fields.get(b"task"))
+    letter = [*dead_letter(task_id, b"", 0, 0, "decode_error", error, ctx.consumer, entry_id), ("raw", raw)]
+    record = b""
+    if task_id:
+        error_type, message, trace = describe(error)
+        record = codec.encode_outcome(
+            Outcome(
+                "dead",
+                error_type=error_type,
+                error_message=message,
+                traceback=trace,
+                reason="decode_error",
+                worker=ctx.consumer,
+                finished_at=time.time(),
+            )
+        )
     command = queue.bury_call(
-        keys, entry_id, ctx.consumer, "", b"", ctx.ttl_ms, ctx.settings.dead_letter_maxlen, letter
+        keys,
+        entry_id,
+        ctx.consumer,
+        task_id,
+        record,
+        ctx.ttl_ms,
+        ctx.settings.dead_letter_maxlen,
+        letter,
+        only_if_owner_dead,
     )
     return Decision(command, "dead", "decode_error")
+
+
+def readable_task_id(blob: bytes | None) -> str:
+    """The task id inside a task blob that failed to decode as a whole, or "" when there is none to trust."""
+    if not blob or len(blob) > RAW_LIMIT * 256:
+        return ""
+    try:
+        body = codec.unpack(blob, RAW_LIMIT * 256)
+    except DecodeError:
+        return ""
+    task_id = body.get("id") if isinstance(body, dict) else None
+    if isinstance(task_id, str) and 1 <= len(task_id) <= 128 and not any(c.isspace() for c in task_id):
+        return task_id
+    return ""
 
 
 def describe(error: BaseException | None) -> tuple[str, str, str]:

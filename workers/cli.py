@@ -32,6 +32,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="consumer name (default host-pid-random)")
     p.add_argument("--app", help="handler module, 'module' or 'module:attr' (else DISPATCHER_APP, else pyproject)")
     p.add_argument("--burst", action="store_true", help="drain what is queued, then exit")
+    p.add_argument("--no-upkeep", action="store_true", help="do not run the delayed-task mover and reaper here")
     p.add_argument("--log-level", default=os.environ.get("DISPATCHER_LOG_LEVEL", "INFO"))
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     for name, field in Settings.model_fields.items():
@@ -62,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{', '.join(registry.capabilities()) or 'none'}"
             )
         worker = Worker(
-            registry, args.capability, settings, concurrency=args.concurrency, name=args.name, burst=args.burst
+            registry,
+            args.capability,
+            settings,
+            concurrency=args.concurrency,
+            name=args.name,
+            burst=args.burst,
+            upkeep=not args.no_upkeep,
         )
     except ConfigError as e:
         print(f"worker: error: {e}", file=sys.stderr)

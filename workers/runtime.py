@@ -27,6 +27,7 @@ from dispatcher.gateway import AsyncGateway
 from dispatcher.keys import CapabilityKeys, KeySpace
 from dispatcher.ops import queue
 from dispatcher.settings import Settings
+from dispatcher.upkeep import Upkeep
 from workers.breaker import Breaker
 from workers.executor import Executor
 from workers.heartbeat import Heartbeat
@@ -52,6 +53,7 @@ class Worker:
         concurrency: the most tasks run at once (thread pool size and async bound alike).
         name: the consumer name (default host-pid-random).
         burst: drain what is there, then return.
+        upkeep: also run the fleet upkeep (delayed-task mover and reaper, each under a fleet-wide lease).
         client: an injected asyncio Redis client.
     """
 
@@ -64,6 +66,7 @@ class Worker:
         concurrency: int = 10,
         name: str | None = None,
         burst: bool = False,
+        upkeep: bool = True,
         client: redis.asyncio.Redis | None = None,
     ) -> None:
         missing = [c for c in capabilities if registry.get(c) is None]
@@ -77,6 +80,7 @@ class Worker:
         self.concurrency = concurrency
         self.name = name or consumer_name()
         self.burst = burst
+        self.upkeep = Upkeep(settings, self.name) if upkeep else None
         self.keyspace = KeySpace(settings.prefix)
         self.keys = {c: self.keyspace.capability(c) for c in self.capabilities}
         self._by_stream = {k.stream: k for k in self.keys.values()}
@@ -129,6 +133,8 @@ class Worker:
         await self._start_up()
         heartbeat = Heartbeat(self.settings, self.name, self.capabilities, self.record)
         heartbeat.start()
+        if self.upkeep is not None:
+            self.upkeep.start()
         settling = asyncio.create_task(self.settler.run(), name="settler")
         log.info(
             "worker started consumer=%s capabilities=%s concurrency=%d", self.name, self.capabilities, self.concurrency
@@ -137,6 +143,8 @@ class Worker:
             await self._fetch_loop()
         finally:
             await self._shut_down(settling)
+            if self.upkeep is not None:
+                self.upkeep.stop()
             heartbeat.stop(unregister=True)
             await self.client.aclose()
             log.info("worker stopped consumer=%s", self.name)

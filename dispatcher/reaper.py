@@ -1,0 +1,171 @@
+"""The reaper: gives the tasks of dead workers (and of hung handlers) back to the fleet.
+
+For each capability it finds consumers whose heartbeat is gone and re-adds each of their pending tasks as a
+fresh entry (attempt + 1, reclaims + 1), or dead-letters it as ``poison`` once it has been delivered
+``max_deliveries`` times without settling. Each step is one script that re-checks, atomically, that the
+owner still holds the entry and that its heartbeat is still gone: a slow but live worker keeps its task.
+Large pending lists are paged with a cursor; a pass does a bounded amount of work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from dispatcher import codec, metrics, transitions
+from dispatcher.errors import DecodeError
+from dispatcher.gateway import Command, Gateway
+from dispatcher.keys import CapabilityKeys, KeySpace
+from dispatcher.ops import fleet, queue
+from dispatcher.ops import reaper as ops
+from dispatcher.scripts import Settle
+from dispatcher.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PAGE = 200
+"""Pending entries handled per round trip."""
+PAGES_PER_PASS = 500
+"""Upper bound of pages per capability per pass (100k entries), so one pass never runs away."""
+
+
+@dataclass(slots=True)
+class ReapReport:
+    """What one pass did, by capability-independent counters."""
+
+    reclaimed: int = 0
+    poison: int = 0
+    hung: int = 0
+    deleted: int = 0
+    forgotten: int = 0
+    skipped_after_restart: bool = False
+    by_capability: Counter[str] = field(default_factory=Counter)
+
+
+class Reaper:
+    """One reaper pass at a time over every known capability (see module docstring)."""
+
+    def __init__(self, gateway: Gateway, settings: Settings) -> None:
+        self.gateway = gateway
+        self.settings = settings
+        self.keyspace = KeySpace(settings.prefix)
+        self._hung_cursor: dict[str, str] = {}
+
+    def run_once(self) -> ReapReport:
+        """One pass over every capability."""
+        report = ReapReport()
+        # After a Redis restart every heartbeat may be gone although the workers live: give them one TTL to
+        # beat again before treating anyone as dead (no reclaim storm after an outage).
+        if self.gateway.run(ops.uptime_s()) < self.settings.heartbeat_ttl_s * 1.5:
+            report.skipped_after_restart = True
+            return report
+        for name in self.gateway.run(queue.known_capabilities(self.keyspace.capabilities)):
+            self.reap(self.keyspace.capability(name), report)
+        self._prune_registry()
+        return report
+
+    def reap(self, keys: CapabilityKeys, report: ReapReport) -> None:
+        """Reclaim the entries of dead consumers of one capability, forget the empty ones, check for hung."""
+        found = self.gateway.run(ops.consumers(keys))
+        alive = self.gateway.run(fleet.alive([keys.heartbeat(c.name) for c in found]))
+        for consumer, is_alive in zip(found, alive, strict=True):
+            if is_alive:
+                continue
+            if consumer.pending:
+                self._reclaim_consumer(keys, consumer.name, report)
+            if self.gateway.run(ops.forget(keys, consumer.name)):
+                report.forgotten += 1
+        self._reclaim_hung(keys, {c.name for c, a in zip(found, alive, strict=True) if a}, report)
+
+    def _reclaim_consumer(self, keys: CapabilityKeys, owner: str, report: ReapReport) -> None:
+        after = "-"
+        for _ in range(PAGES_PER_PASS):
+            page = self.gateway.run(ops.pending_page(keys, after, PAGE, owner))
+            if not page:
+                return
+            self._reclaim(keys, page, report, owner_dead=True)
+            after = page[-1].entry_id
+
+    def _reclaim_hung(self, keys: CapabilityKeys, live: set[str], report: ReapReport) -> None:
+        """Entries of live consumers idle past their task's timeout_s plus a grace (a stuck handler).
+
+        One page per pass, continuing from a cursor, so even a huge pending list costs one bounded call.
+        """
+        after = self._hung_cursor.get(keys.capability, "-")
+        page = self.gateway.run(ops.pending_page(keys, after, PAGE))
+        self._hung_cursor[keys.capability] = page[-1].entry_id if len(page) == PAGE else "-"
+        grace_ms = max(self.settings.heartbeat_ttl_s, 5.0) * 1000
+        candidates = [p for p in page if p.consumer in live and p.idle_ms > grace_ms]
+        if not candidates:
+            return
+        fields = self.gateway.run(ops.entries(keys, [p.entry_id for p in candidates]))
+        hung = []
+        for entry, raw in zip(candidates, fields, strict=True):
+            if raw is None:
+                continue
+            try:
+                timeout_s = codec.decode_entry(keys.capability, entry.entry_id, raw, self._max_bytes).task.timeout_s
+            except DecodeError:
+                continue  # its worker dead-letters it when it reads it
+            if timeout_s is not None and entry.idle_ms > timeout_s * 1000 + grace_ms:
+                hung.append(entry)
+        if hung:
+            self._reclaim(keys, hung, report, owner_dead=False)
+
+    @property
+    def _max_bytes(self) -> int:
+        return self.settings.max_payload_bytes
+
+    def _reclaim(
+        self, keys: CapabilityKeys, page: list[ops.PendingEntry], report: ReapReport, owner_dead: bool
+    ) -> None:
+        fields = self.gateway.run(ops.entries(keys, [p.entry_id for p in page]))
+        commands: list[Command] = []
+        kinds: list[str] = []
+        for entry, raw in zip(page, fields, strict=True):
+            command, kind = self._decide(keys, entry, raw, owner_dead)
+            commands.append(command)
+            kinds.append(kind)
+        replies = self.gateway.run(queue.transitions(commands))
+        for kind, reply in zip(kinds, replies, strict=True):
+            if isinstance(reply, Exception):
+                log.error("reclaim failed capability=%s error=%s", keys.capability, reply)
+            elif reply is Settle.DONE:
+                metrics.RECLAIMED.labels(keys.capability, kind).inc()
+                report.by_capability[keys.capability] += 1
+                setattr(report, kind, getattr(report, kind) + 1)
+                if kind == "poison":
+                    metrics.DEAD_LETTERS.labels(keys.capability, "poison").inc()
+        if report.by_capability[keys.capability]:
+            log.info("reclaimed capability=%s count=%d", keys.capability, report.by_capability[keys.capability])
+
+    def _decide(
+        self, keys: CapabilityKeys, entry: ops.PendingEntry, raw: dict[bytes, bytes] | None, owner_dead: bool
+    ) -> tuple[Command, str]:
+        if raw is None:  # deleted from the stream: nothing to run; release the PEL entry
+            return queue.ack(keys.stream, [entry.entry_id]), "deleted"
+        ctx = transitions.Context(self.settings, entry.consumer)
+        try:
+            delivery = codec.decode_entry(keys.capability, entry.entry_id, raw, self._max_bytes)
+        except DecodeError as e:
+            decision = transitions.undecodable(ctx, keys, entry.entry_id, raw, e, owner_dead)
+            return decision.command, "poison"
+        if delivery.reclaims + 1 >= self.settings.max_deliveries:
+            error = RuntimeError(f"delivered {delivery.reclaims + 1} times without settling (worker lost each time)")
+            decision = transitions.dead(ctx, keys, delivery, "poison", error, owner_dead)
+            return decision.command, "poison"
+        decision = transitions.reclaim(ctx, keys, delivery, owner_dead)
+        return decision.command, "reclaimed" if owner_dead else "hung"
+
+    def _prune_registry(self) -> None:
+        cutoff = time.time() - self.settings.heartbeat_ttl_s * 3
+        stale = []
+        for consumer, raw in self.gateway.run(fleet.registry(self.keyspace.workers)).items():
+            try:
+                if codec.decode_worker(raw).last_seen < cutoff:
+                    stale.append(consumer)
+            except DecodeError:
+                stale.append(consumer)
+        self.gateway.run(ops.prune_registry(self.keyspace.workers, stale))
