@@ -1,0 +1,54 @@
+"""Operations on a capability's dead-letter stream: read, requeue, purge."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dispatcher import scripts
+from dispatcher.codec import FORMAT_VERSION
+from dispatcher.gateway import Op, check
+from dispatcher.keys import CapabilityKeys
+
+Letter = tuple[str, dict[bytes, bytes]]
+
+
+def read(keys: CapabilityKeys, after: str, count: int) -> Op[list[Letter]]:
+    """Up to ``count`` dead letters with ids after ``after`` ("-" for the oldest), oldest first."""
+    start = "-" if after == "-" else "(" + after
+    reply = check((yield [("XRANGE", keys.dead, start, "+", "COUNT", count)])[0])
+    return [(_text(entry_id), fields) for entry_id, fields in reply]
+
+
+def length(keys: CapabilityKeys) -> Op[int]:
+    """How many dead letters the capability holds."""
+    return int(check((yield [("XLEN", keys.dead)])[0]))
+
+
+def requeue(keys: CapabilityKeys, letters: Sequence[tuple[str, str]]) -> Op[list[str | int]]:
+    """Requeue (letter id, task id) pairs; per pair the new entry id, 0 (gone) or -1 (nothing to requeue)."""
+    if not letters:
+        return []
+    replies = yield [
+        scripts.call(
+            "requeue", [keys.stream, keys.index, keys.dead, keys.result(task_id)], [letter_id, task_id, FORMAT_VERSION]
+        )
+        for letter_id, task_id in letters
+    ]
+    return [_text(r) if isinstance(r, bytes) else int(r) for r in map(check, replies)]
+
+
+def delete(keys: CapabilityKeys, letter_ids: Sequence[str]) -> Op[int]:
+    """Delete these dead letters; returns how many existed."""
+    if not letter_ids:
+        return 0
+    return int(check((yield [("XDEL", keys.dead, *letter_ids)])[0]))
+
+
+def drop_all(keys: CapabilityKeys) -> Op[int]:
+    """Delete the whole dead-letter stream; returns how many letters it held."""
+    count, _ = yield [("XLEN", keys.dead), ("DEL", keys.dead)]
+    return int(check(count))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
