@@ -31,7 +31,10 @@ class Backoff:
     def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
         """The delay before the retry that follows failed attempt ``attempt`` (1-based)."""
         exponent = min(max(attempt - 1, 0), 64)
-        ceiling = min(self.max_s, self.base_s * self.factor**exponent)
+        try:
+            ceiling = min(self.max_s, self.base_s * self.factor**exponent)
+        except OverflowError:  # a large factor overflows a float long before 64 attempts
+            ceiling = self.max_s
         spread = ceiling * min(max(self.jitter, 0.0), 1.0)
         return ceiling - spread + (rng or random).uniform(0.0, spread)
 
