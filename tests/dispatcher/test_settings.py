@@ -141,3 +141,8 @@ def test_backoff_partial_jitter_keeps_the_floor() -> None:
 def test_backoff_with_jitter_is_bounded_by_max(attempt: int) -> None:
     backoff = Backoff(base_s=2.0, factor=10.0, max_s=30.0, jitter=1.0)
     assert 0.0 <= backoff.delay_s(attempt, random.Random(attempt)) <= 30.0
+
+
+def test_backoff_with_a_huge_factor_does_not_overflow() -> None:
+    assert Backoff(base_s=1.0, factor=1e10, max_s=60.0, jitter=0.0).delay_s(64) == 60.0
+    assert Settings.build(backoff_factor=1e10, backoff_jitter=0).backoff.delay_s(1000) == 600.0
