@@ -25,6 +25,11 @@ Command = tuple[Any, ...]
 Op = Generator[list[Command], list[Any], T]
 
 
+TRANSIENT = ("LOADING", "BUSY ", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN")
+"""Error replies of a server that is starting, failing over or stuck in a script: retry, as for a lost
+connection."""
+
+
 def check(reply: Any) -> Any:
     """Return ``reply``, or raise it as our own error when it is an exception."""
     if isinstance(reply, Exception):
@@ -40,7 +45,9 @@ def is_error(reply: Any, code: str) -> bool:
 def wrap_error(error: Exception, url: str | None) -> Exception:
     """Our exception for a redis-py one (already ours or not from Redis: returned as is)."""
     where = f" at {mask_url(url)}" if url else ""
-    if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+    if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError) or (
+        isinstance(error, redis.exceptions.ResponseError) and str(error).startswith(TRANSIENT)
+    ):
         return RedisUnavailable(f"Redis{where} is unavailable: {error}")
     if isinstance(error, redis.exceptions.ResponseError) and str(error).startswith("OOM"):
         return RedisFull(f"Redis{where} is full (maxmemory reached): nothing was written")

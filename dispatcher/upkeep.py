@@ -75,6 +75,10 @@ class Upkeep:
                     log.warning("upkeep failed, retrying owner=%s error=%s", self.owner, e)
                 failing = True
                 self._stop.wait(1.0)
+            except Exception:  # a bug must not silently end the fleet's reaper in this process
+                log.exception("upkeep crashed, retrying owner=%s", self.owner)
+                failing = True
+                self._stop.wait(1.0)
             self._stop.wait(PROMOTE_INTERVAL_S)
 
     def start(self) -> None:

@@ -64,6 +64,9 @@ class Heartbeat:
                 self.failures += 1
                 if self.failures == 1:
                     log.warning("heartbeat failed consumer=%s error=%s", self._consumer, e)
+            except Exception:  # the thread must outlive a bug, or the live worker looks dead
+                self.failures += 1
+                log.exception("heartbeat crashed consumer=%s", self._consumer)
 
     def stop(self, unregister: bool = True) -> None:
         """Stop beating; with ``unregister``, delete the heartbeat keys and the registry record."""

@@ -195,9 +195,10 @@ class Worker:
                     recover = not await self._recover_pending(free)
                     continue
                 got = await self._read_new(free)
-            except RedisUnavailable as e:
+            except DispatcherError as e:  # never a crash loop: back off, reconnect, re-read own pending
                 metrics.REDIS_ERRORS.labels("read").inc()
-                log.warning("read failed, retrying delay_s=%.2f error=%s", delay_s, e)
+                level = logging.WARNING if isinstance(e, RedisUnavailable) else logging.ERROR
+                log.log(level, "read failed, retrying delay_s=%.2f error=%s", delay_s, e)
                 await self._wait_any(asyncio.sleep(delay_s), None)
                 delay_s = min(delay_s * 2, 5.0)
                 recover = True
