@@ -136,15 +136,17 @@ def test_unknown_version_is_dead_lettered(redis_server: Any, prefix: str, run_wo
     assert fields[b"reason"] == b"decode_error", fields
     assert fields[b"v"] == b"1"
     assert fields[b"entry_id"] == entry_id  # how a producer finds its undecodable task (section 8)
-    assert fields[b"task_id"] == b""
+    assert fields[b"task_id"] == task_id.encode()  # the id inside could be read, so it is kept
     error = unpack(fields[b"error"])
     assert error["type"] and "version" in error["message"], error
     assert unpack(fields[b"raw"])[b"v"] == b"99"
 
-    # Never run, never left behind: the work entry is acked and deleted; no task id, so no result.
+    # Never run, never left behind: the work entry is acked and deleted. The id was readable, so a producer
+    # waiting on this task is told: its result says dead with reason decode_error.
     wait_until(lambda: client.xlen(stream) == 0, timeout_s=DEADLINE_S, message="the entry to leave the stream")
     assert client.xpending(stream, "workers")["pending"] == 0
-    assert client.get(cap_key(prefix, capability, f"result:{task_id}")) is None
+    record = unpack(client.get(cap_key(prefix, capability, f"result:{task_id}")))
+    assert record["status"] == "dead" and record["reason"] == "decode_error", record
 
 
 @pytest.mark.parametrize(
