@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from dispatcher import codec, metrics, transitions
 from dispatcher.errors import DecodeError
+from dispatcher.faults import Faults
 from dispatcher.gateway import Command, Gateway
 from dispatcher.keys import CapabilityKeys, KeySpace
 from dispatcher.ops import fleet, queue
@@ -47,8 +48,9 @@ class ReapReport:
 class Reaper:
     """One reaper pass at a time over every known capability (see module docstring)."""
 
-    def __init__(self, gateway: Gateway, settings: Settings) -> None:
+    def __init__(self, gateway: Gateway, settings: Settings, faults: Faults | None = None) -> None:
         self.gateway = gateway
+        self.faults = faults or Faults()
         self.settings = settings
         self.keyspace = KeySpace(settings.prefix)
         self._hung_cursor: dict[str, str] = {}
@@ -122,6 +124,7 @@ class Reaper:
         self, keys: CapabilityKeys, page: list[ops.PendingEntry], report: ReapReport, owner_dead: bool
     ) -> None:
         fields = self.gateway.run(ops.entries(keys, [p.entry_id for p in page]))
+        self.faults.reach("after_reclaim_read")
         commands: list[Command] = []
         kinds: list[str] = []
         for entry, raw in zip(page, fields, strict=True):

@@ -12,6 +12,7 @@ import time
 
 from dispatcher.connection import make_client
 from dispatcher.errors import DispatcherError
+from dispatcher.faults import Faults
 from dispatcher.gateway import Gateway
 from dispatcher.keys import KeySpace
 from dispatcher.ops import queue
@@ -29,12 +30,14 @@ PROMOTE_BATCH = 1000
 class Upkeep:
     """Runs the mover and the reaper until ``stop()``; ``owner`` names this process in the leases."""
 
-    def __init__(self, settings: Settings, owner: str, gateway: Gateway | None = None) -> None:
+    def __init__(
+        self, settings: Settings, owner: str, gateway: Gateway | None = None, faults: Faults | None = None
+    ) -> None:
         self.settings = settings
         self.owner = owner
         self.keyspace = KeySpace(settings.prefix)
         self.gateway = gateway or Gateway(make_client(settings), settings.redis_url)
-        self.reaper = Reaper(self.gateway, settings)
+        self.reaper = Reaper(self.gateway, settings, faults or Faults())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_reap = 0.0

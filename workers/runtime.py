@@ -23,6 +23,7 @@ from dispatcher.codec import Delivery, WorkerRecord
 from dispatcher.connection import make_async_client
 from dispatcher.errors import ConfigError, DecodeError, DispatcherError, HandlerTimeout, RedisUnavailable, Reject
 from dispatcher.errors import Retry as RetrySignal
+from dispatcher.faults import Faults
 from dispatcher.gateway import AsyncGateway
 from dispatcher.keys import CapabilityKeys, KeySpace
 from dispatcher.ops import queue
@@ -80,7 +81,8 @@ class Worker:
         self.concurrency = concurrency
         self.name = name or consumer_name()
         self.burst = burst
-        self.upkeep = Upkeep(settings, self.name) if upkeep else None
+        self.faults = Faults.from_env()
+        self.upkeep = Upkeep(settings, self.name, faults=self.faults) if upkeep else None
         self.keyspace = KeySpace(settings.prefix)
         self.keys = {c: self.keyspace.capability(c) for c in self.capabilities}
         self._by_stream = {k.stream: k for k in self.keys.values()}
@@ -290,6 +292,8 @@ class Worker:
             self.settler.put(keys.capability, entry_id, decision.command)
             metrics.DEAD_LETTERS.labels(keys.capability, "expired").inc()
             return
+        if self.faults.active:
+            self.faults.reach("after_read")
         self.inflight += 1
         self.breakers[keys.capability].started()
         metrics.INFLIGHT.labels(keys.capability).inc()
@@ -306,6 +310,9 @@ class Worker:
         ok = False
         try:
             value = await self.executor.call(handler, delivery.task, self._release_slot)
+            if self.faults.active:
+                self.faults.record(delivery.task.id, self.name)
+                self.faults.reach("after_handler")
             decision = transitions.succeeded(self.ctx, keys, delivery, value)
             ok = True
         except asyncio.CancelledError:
