@@ -44,7 +44,7 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    redis_url: str = DEFAULT_REDIS_URL
+    redis_url: str = Field(DEFAULT_REDIS_URL, pattern=r"^(redis|rediss|unix)://")  # what redis-py's from_url takes
     prefix: str = Field("dispatcher", pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")
     max_payload_bytes: int = Field(1024 * 1024, ge=1024)
     result_ttl_s: float = Field(24 * 3600.0, gt=0)
