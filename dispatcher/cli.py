@@ -17,7 +17,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import NoReturn
 
-from dispatcher import demo, render
+from dispatcher import cli_ops, demo, render
 from dispatcher.connection import make_client
 from dispatcher.errors import (
     ConfigError,
@@ -162,10 +162,27 @@ def _run_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_dlq(args: argparse.Namespace) -> int:
+    return _operator(cli_ops.run_dlq, args)
+
+
+def _run_reaper(args: argparse.Namespace) -> int:
+    return _operator(cli_ops.run_reaper, args)
+
+
+def _operator(run: Callable[[argparse.Namespace, Settings], int], args: argparse.Namespace) -> int:
+    try:
+        return run(args, _settings(args))
+    except cli_ops.CommandError as e:
+        raise UsageError(str(e)) from None
+
+
 COMMANDS: dict[str, tuple[str, Configure, Run]] = {
     "submit": ("submit a task; print its id (or its result with --wait)", _configure_submit, _run_submit),
     "stats": ("show waiting/running/delayed/dead tasks and workers per capability", _configure_stats, _run_stats),
     "demo": ("start Redis (if none is configured), workers and tasks; show progress", _configure_demo, _run_demo),
+    "dlq": ("list, show, requeue or purge dead letters of a capability", cli_ops.configure_dlq, _run_dlq),
+    "reaper": ("run the reaper and delayed-task mover as a process of its own", cli_ops.configure_reaper, _run_reaper),
 }
 """Subcommand name -> (help, configure its parser, run it). New subcommands are added here."""
 
