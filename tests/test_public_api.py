@@ -1,8 +1,9 @@
-"""The public surface is exactly the ``__all__`` of ``dispatcher`` (the worker author pins ``workers``)."""
+"""The public surface is exactly the ``__all__`` of ``dispatcher`` and of ``workers``."""
 
 from __future__ import annotations
 
 import dispatcher
+import workers
 
 DISPATCHER_ALL = {
     "AsyncDispatcher",
@@ -41,6 +42,18 @@ def test_dispatcher_all_is_pinned() -> None:
 def test_every_public_name_exists() -> None:
     for name in dispatcher.__all__:
         assert hasattr(dispatcher, name), name
+
+
+WORKERS_ALL = {"REGISTRY", "Handler", "Registry", "Reject", "Retry", "Task", "Worker", "handler"}
+
+
+def test_workers_all_is_pinned() -> None:
+    assert set(workers.__all__) == WORKERS_ALL
+    assert len(workers.__all__) == len(WORKERS_ALL)
+    for name in workers.__all__:
+        assert hasattr(workers, name), name
+    # the handler-facing names are the dispatcher's own objects, not copies
+    assert (workers.Task, workers.Retry, workers.Reject) == (dispatcher.Task, dispatcher.Retry, dispatcher.Reject)
 
 
 def test_errors_share_one_base_and_shadow_no_builtin() -> None:
