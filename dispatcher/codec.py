@@ -151,10 +151,31 @@ def _task_from_body(capability: str, body: dict[str, Any], attempt: int) -> Task
     submitted_at = body.get("submitted_at", 0.0)
     if not isinstance(submitted_at, int | float) or isinstance(submitted_at, bool):
         raise DecodeError("'submitted_at' is not a number")
-    unknown = set(body) - {"id", "payload", "submitted_at", *_TASK_DEFAULTS}
+    if not CAPABILITY_PATTERN.match(capability):
+        raise DecodeError(f"invalid capability {capability!r}")
+    values: dict[str, Any] = {
+        "capability": capability,
+        "payload": body.get("payload"),
+        "id": task_id,
+        "submitted_at": float(submitted_at),
+        "attempt": attempt,
+        **_TASK_DEFAULTS,
+        "headers": {},
+    }
+    if len(body) > 3 or not _REQUIRED.issuperset(body):  # the common task carries only the required keys
+        _optional_fields(body, values)
+    # Every field was checked above: build the task without pydantic's validation (hot path).
+    return Task.trusted(values)
+
+
+_REQUIRED = frozenset({"id", "payload", "submitted_at"})
+_KNOWN = _REQUIRED | frozenset(_TASK_DEFAULTS)
+
+
+def _optional_fields(body: dict[str, Any], values: dict[str, Any]) -> None:
+    unknown = set(body) - _KNOWN
     if unknown:
         raise DecodeError(f"unknown task fields {sorted(unknown)}")
-    values: dict[str, Any] = dict(_TASK_DEFAULTS)
     for name, types in _OPTIONAL_TYPES.items():
         value = body.get(name)
         if value is not None:
@@ -165,17 +186,6 @@ def _task_from_body(capability: str, body: dict[str, Any], attempt: int) -> Task
     if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
         raise DecodeError("'headers' is not a map of strings to strings")
     values["headers"] = headers
-    if not CAPABILITY_PATTERN.match(capability):
-        raise DecodeError(f"invalid capability {capability!r}")
-    # model_construct skips validation: every field was checked above.
-    return Task.model_construct(
-        capability=capability,
-        payload=body.get("payload"),
-        id=task_id,
-        submitted_at=float(submitted_at),
-        attempt=attempt,
-        **values,
-    )
 
 
 def entry_fields(blob: bytes, attempt: int = 1, reclaims: int = 0) -> list[bytes | str | int]:

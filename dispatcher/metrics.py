@@ -34,3 +34,15 @@ CIRCUIT_OPEN = Gauge(
     "dispatcher_circuit_open", "1 while this worker's circuit for a capability is open.", ["capability"]
 )
 REDIS_ERRORS = Counter("dispatcher_redis_errors_total", "Redis errors seen by this worker, by operation.", ["op"])
+
+
+class CapabilityMetrics:
+    """The per-task metrics of one capability, bound to their labels once (``labels()`` costs a lock and a
+    dict lookup: too much to pay several times per task on the hot path)."""
+
+    __slots__ = ("inflight", "outcomes", "seconds")
+
+    def __init__(self, capability: str) -> None:
+        self.inflight = INFLIGHT.labels(capability)
+        self.seconds = TASK_SECONDS.labels(capability)
+        self.outcomes = {o: TASKS.labels(capability, o) for o in ("succeeded", "retried", "dead")}

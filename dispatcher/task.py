@@ -54,6 +54,20 @@ class Task(BaseModel):
     expires_at: float | None = None
     attempt: Annotated[int, Field(ge=1)] = 1
 
+    @classmethod
+    def trusted(cls, values: dict[str, Any]) -> Task:
+        """A task from ``values`` that the caller has already checked, with every field present.
+
+        What ``model_construct`` does for a complete set of fields, without its default-filling pass: the
+        worker builds one task per delivery, and this is 4x cheaper (codec.decode_entry checks each field).
+        """
+        task = cls.__new__(cls)
+        object.__setattr__(task, "__dict__", values)
+        object.__setattr__(task, "__pydantic_fields_set__", set(values))
+        object.__setattr__(task, "__pydantic_extra__", None)
+        object.__setattr__(task, "__pydantic_private__", None)
+        return task
+
     @field_validator("capability")
     @classmethod
     def _capability(cls, value: str) -> str:

@@ -94,6 +94,7 @@ class Worker:
             for c in self.capabilities
         }
         self.executor = Executor(concurrency)
+        self.metrics = {c: metrics.CapabilityMetrics(c) for c in self.capabilities}
         self.inflight = 0
         self.held: dict[str, Delivery | None] = {}
         self.running: dict[str, asyncio.Task[None]] = {}
@@ -296,7 +297,7 @@ class Worker:
             self.faults.reach("after_read")
         self.inflight += 1
         self.breakers[keys.capability].started()
-        metrics.INFLIGHT.labels(keys.capability).inc()
+        self.metrics[keys.capability].inflight.inc()
         self.running[entry_id] = asyncio.create_task(self._execute(keys, delivery))
 
     # ---- running ---------------------------------------------------------------------------------------
@@ -305,6 +306,7 @@ class Worker:
         assert self.settler is not None
         handler = self.registry.get(keys.capability)
         assert handler is not None
+        measures = self.metrics[keys.capability]
         started = time.perf_counter()
         slot_kept = False
         ok = False
@@ -324,13 +326,13 @@ class Worker:
                 self._record_failure(keys.capability, delivery, e)
         finally:
             self.running.pop(delivery.entry_id, None)
-            metrics.INFLIGHT.labels(keys.capability).dec()
+            measures.inflight.dec()
             if not slot_kept:
                 self._release_slot()
         if ok:
             self.breakers[keys.capability].record(True)
-        metrics.TASK_SECONDS.labels(keys.capability).observe(time.perf_counter() - started)
-        metrics.TASKS.labels(keys.capability, decision.outcome).inc()
+        measures.seconds.observe(time.perf_counter() - started)
+        measures.outcomes[decision.outcome].inc()
         if decision.outcome == "dead":
             metrics.DEAD_LETTERS.labels(keys.capability, decision.reason).inc()
         self.settler.put(keys.capability, delivery.entry_id, decision.command)
