@@ -90,8 +90,14 @@ class Upkeep:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop and wait for the thread."""
+        """Stop, wait for the thread, and release the leases this process holds, so that another process
+        takes over at its next tick instead of after the lease expires."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        try:
+            for key in (self.keyspace.promoter_lease, self.keyspace.reaper_lease):
+                self.gateway.run(ops.lease(key, self.owner, 0))
+        except DispatcherError as e:
+            log.warning("lease release failed owner=%s error=%s", self.owner, e)
         self.gateway.client.close()

@@ -68,6 +68,7 @@ def load(cli_value: str | None) -> tuple[Registry, Loaded]:
     target = getattr(module, attr, None)
     if target is None:
         raise ConfigError(f"module {module_name!r} has no attribute {attr!r} (from {source})")
-    if isinstance(target, Registry):
-        return target, loaded
-    return REGISTRY, loaded
+    if not isinstance(target, Registry):
+        raise ConfigError(f"{name!r} (from {source}) is a {type(target).__name__}, not a workers.Registry")
+    loaded.modules = [name]  # handlers come from that registry alone, not from the built-ins
+    return target, loaded

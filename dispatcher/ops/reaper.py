@@ -29,7 +29,7 @@ class PendingEntry:
 
 
 def lease(key: str, owner: str, ttl_ms: int) -> Op[bool]:
-    """Take or renew a lease; True when ``owner`` holds it."""
+    """Take or renew a lease (``ttl_ms`` 0: release it); True when ``owner`` holds (or released) it."""
     reply = (yield [scripts.call("lease", [key], [owner, ttl_ms])])[0]
     if is_error(reply, "OOM"):
         return False

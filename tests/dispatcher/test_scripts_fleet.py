@@ -1,0 +1,151 @@
+"""The fleet scripts (lease, forget, requeue), one test per return code, on fakeredis and on Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+
+from dispatcher import Task, codec, scripts
+from dispatcher.gateway import Gateway
+from dispatcher.keys import GROUP, CapabilityKeys, KeySpace
+from dispatcher.ops import dlq, queue
+from dispatcher.ops import reaper as ops
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    if request.param == "fakeredis":
+        fake = fakeredis.FakeRedis()
+        yield fake
+        fake.close()
+    else:
+        real = request.getfixturevalue("redis_server").client()
+        yield real
+        real.close()
+
+
+@pytest.fixture
+def gw(client: redis.Redis) -> Gateway:
+    return Gateway(client, "redis://test")
+
+
+@pytest.fixture
+def keys(prefix: str) -> CapabilityKeys:
+    return KeySpace(prefix).capability("echo")
+
+
+def run(gw: Gateway, name: str, script_keys: list[str], args: list[Any]) -> Any:
+    return gw.send([scripts.call(name, script_keys, args)])[0]
+
+
+# ---- lease ---------------------------------------------------------------------------------------------
+
+
+def test_lease_taken_when_free_renewed_by_owner_refused_to_others(
+    gw: Gateway, client: redis.Redis, prefix: str
+) -> None:
+    key = f"{prefix}:lease"
+    assert run(gw, "lease", [key], ["a", 10_000]) == 1
+    assert client.get(key) == b"a"
+    client.pexpire(key, 50)
+    assert run(gw, "lease", [key], ["a", 10_000]) == 1  # renewed by its owner
+    assert client.pttl(key) > 5_000
+    assert run(gw, "lease", [key], ["b", 10_000]) == 0
+    assert client.get(key) == b"a"
+
+
+def test_lease_released_only_by_its_owner(gw: Gateway, client: redis.Redis, prefix: str) -> None:
+    key = f"{prefix}:lease"
+    assert gw.run(ops.lease(key, "a", 10_000))
+    assert run(gw, "lease", [key], ["b", 0]) == 0
+    assert client.get(key) == b"a"
+    assert run(gw, "lease", [key], ["a", 0]) == 1
+    assert client.exists(key) == 0
+    assert gw.run(ops.lease(key, "b", 10_000))  # free again at once
+
+
+# ---- forget --------------------------------------------------------------------------------------------
+
+
+def _consumer_with_pending(gw: Gateway, keys: CapabilityKeys, name: str) -> str:
+    task = Task(capability="echo", payload=1)
+    gw.run(queue.submit([(keys, [queue.Enqueue(task.id, codec.encode_task(task, 1 << 16), 0, None)])], 1000))
+    gw.run(queue.ensure_groups([keys.stream]))
+    ((_, entries),) = gw.run(queue.read([keys.stream], name, 10, None))
+    return str(entries[0][0])
+
+
+def _consumers(client: redis.Redis, keys: CapabilityKeys) -> set[str]:
+    return {
+        c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
+        for c in client.xinfo_consumers(keys.stream, GROUP)
+    }
+
+
+def test_forget_keeps_a_consumer_whose_heartbeat_exists(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
+    gw.run(queue.ensure_groups([keys.stream]))
+    client.xgroup_createconsumer(keys.stream, GROUP, "alive")
+    client.set(keys.heartbeat("alive"), "alive", px=10_000)
+    assert run(gw, "forget", [keys.stream, keys.heartbeat("alive")], [GROUP, "alive"]) == 0
+    assert "alive" in _consumers(client, keys)
+
+
+def test_forget_keeps_a_dead_consumer_with_pending_entries(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
+    _consumer_with_pending(gw, keys, "dead")
+    assert run(gw, "forget", [keys.stream, keys.heartbeat("dead")], [GROUP, "dead"]) == 0
+    assert client.xpending(keys.stream, GROUP)["pending"] == 1  # its entry is still claimable
+
+
+def test_forget_deletes_a_dead_consumer_with_nothing_pending(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
+    gw.run(queue.ensure_groups([keys.stream]))
+    client.xgroup_createconsumer(keys.stream, GROUP, "gone")
+    assert gw.run(ops.forget(keys, "gone")) is True
+    assert "gone" not in _consumers(client, keys)
+
+
+# ---- requeue -------------------------------------------------------------------------------------------
+
+
+def _letter(client: redis.Redis, keys: CapabilityKeys, task_id: str, blob: bytes) -> str:
+    letter_id = client.xadd(keys.dead, {"v": "1", "task_id": task_id, "task": blob, "reason": "max_retries"})
+    return letter_id.decode()
+
+
+def test_requeue_adds_a_fresh_entry_and_removes_the_letter(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
+    task = Task(capability="echo", payload="again")
+    blob = codec.encode_task(task, 1 << 16)
+    letter_id = _letter(client, keys, task.id, blob)
+    client.set(keys.result(task.id), b"old dead result")
+    (entry_id,) = gw.run(dlq.requeue(keys, [(letter_id, task.id)]))
+    assert isinstance(entry_id, str)
+    ((found_id, fields),) = client.xrange(keys.stream)
+    assert found_id.decode() == entry_id
+    assert fields == {b"v": b"1", b"task": blob, b"attempt": b"1", b"reclaims": b"0"}
+    assert client.hget(keys.index, task.id) == entry_id.encode()
+    assert client.exists(keys.result(task.id)) == 0
+    assert client.xlen(keys.dead) == 0  # an emptied stream key stays, with no entries
+
+
+def test_requeue_of_a_letter_already_gone_returns_0(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
+    assert gw.run(dlq.requeue(keys, [("1-1", "some-task")])) == [0]
+    assert client.exists(keys.stream) == 0
+
+
+def test_requeue_of_a_letter_without_a_task_returns_minus_1(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
+    letter_id = _letter(client, keys, "", b"")  # a decode_error letter: nothing to run
+    assert gw.run(dlq.requeue(keys, [(letter_id, "")])) == [-1]
+    other = _letter(client, keys, "real-id", b"\x80")
+    assert gw.run(dlq.requeue(keys, [(other, "another-id")])) == [-1]  # the letter holds another task
+    assert client.xlen(keys.dead) == 2 and client.exists(keys.stream) == 0
