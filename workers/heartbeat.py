@@ -30,6 +30,8 @@ class Heartbeat:
         keyspace = KeySpace(settings.prefix)
         self._keys = [keyspace.capability(c).heartbeat(consumer) for c in capabilities]
         self._registry = keyspace.workers
+        self._capabilities_key = keyspace.capabilities
+        self._capabilities = list(capabilities)
         self._consumer = consumer
         self._record = record
         self._ttl_ms = int(settings.heartbeat_ttl_s * 1000)
@@ -42,7 +44,15 @@ class Heartbeat:
 
     def beat(self) -> None:
         """One refresh (raises our Redis errors)."""
-        op = fleet.heartbeat(self._keys, self._registry, self._consumer, encode_worker(self._record()), self._ttl_ms)
+        op = fleet.heartbeat(
+            self._keys,
+            self._registry,
+            self._consumer,
+            encode_worker(self._record()),
+            self._ttl_ms,
+            self._capabilities_key,
+            self._capabilities,
+        )
         self._gateway.run(op)
 
     def start(self) -> None:

@@ -12,18 +12,30 @@ from collections.abc import Sequence
 from dispatcher.gateway import Command, Op, check, is_error
 
 
-def heartbeat(heartbeat_keys: Sequence[str], registry: str, consumer: str, record: bytes, ttl_ms: int) -> Op[None]:
-    """Refresh a worker's heartbeat keys and its registry record.
+def heartbeat(
+    heartbeat_keys: Sequence[str],
+    registry: str,
+    consumer: str,
+    record: bytes,
+    ttl_ms: int,
+    capabilities_key: str | None = None,
+    capabilities: Sequence[str] = (),
+) -> Op[None]:
+    """Refresh a worker's heartbeat keys and its registry record (and re-add its capabilities to the set).
 
     PEXPIRE goes first and SET only for a missing key: under maxmemory with noeviction PEXPIRE still works
     while SET does not, so a full Redis never makes live workers look dead. A registry write refused for
-    memory is tolerated for the same reason.
+    memory is tolerated for the same reason. The capabilities go back into the fleet-wide set on every
+    beat: after Redis came back empty the set is gone, and the delayed-task mover and the reaper, which walk
+    that set, would never visit these capabilities again.
     """
     replies = yield [("PEXPIRE", key, ttl_ms) for key in heartbeat_keys]
     commands: list[Command] = [
         ("SET", key, consumer, "PX", ttl_ms) for key, r in zip(heartbeat_keys, replies, strict=True) if check(r) == 0
     ]
     commands.append(("HSET", registry, consumer, record))
+    if capabilities_key is not None and capabilities:
+        commands.append(("SADD", capabilities_key, *capabilities))
     for reply in (yield commands):
         if not is_error(reply, "OOM"):
             check(reply)
