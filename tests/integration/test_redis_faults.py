@@ -17,6 +17,7 @@ from helpers import wait_until, worker_log
 from dispatcher import Dispatcher, RedisUnavailable, Settings, Task
 
 TIMERS = ("--heartbeat-ttl-s", "2", "--reaper-interval-s", "0.5", "--block-ms", "200")
+BACKOFF = ("--backoff-base-s", "0.05", "--backoff-max-s", "0.2")
 DEADLINE_S = 30.0
 
 
@@ -85,3 +86,34 @@ def test_worker_rides_out_a_redis_crash_and_restart(
     assert log.count("read failed") <= 10, "reconnect attempts must back off"
     # Still serving after the outage.
     assert worker_record(client, prefix, worker.pid) is not None
+
+
+def test_worker_recovers_after_redis_came_back_empty(prefix: str, tmp_path: Path) -> None:
+    """No persistence: everything is lost, the worker and a long-lived producer carry on. A retry after a
+    backoff needs the delayed-task mover, which only visits capabilities in the fleet-wide set: the set must
+    come back with the workers' heartbeats, not only when a worker or producer process starts."""
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    with RedisServer() as server:
+        runner = WorkerRunner(server.url, prefix, tmp_path)
+        try:
+            client = server.client()
+            worker = runner(
+                "--capability", "faulty.flaky", *TIMERS, *BACKOFF, app="apps.faulty", env={LEDGER_ENV: ledger.path}
+            )
+            wait_until(lambda: worker_record(client, prefix, worker.pid), timeout_s=DEADLINE_S)
+            settings = Settings.build(redis_url=server.url, prefix=prefix, block_ms=200)
+            with Dispatcher(settings) as producer:
+                assert producer.submit("faulty.flaky", {"fail_times": 1}).result(timeout_s=DEADLINE_S) == 2
+
+                server.kill()
+                server.start()
+                assert client.dbsize() == 0
+                wait_until(lambda: worker_record(client, prefix, worker.pid), timeout_s=DEADLINE_S)
+
+                handle = producer.submit("faulty.flaky", {"fail_times": 1})
+                assert handle.result(timeout_s=DEADLINE_S) == 2, worker_log(worker)
+            assert [r["attempt"] for r in ledger.records("start", handle.id)] == [1, 2]
+            assert worker.poll() is None
+            assert worker_log(worker).count("worker started") == 1
+        finally:
+            runner.stop_all()
