@@ -37,19 +37,27 @@ def check(reply: Any) -> Any:
     return reply
 
 
+def error_text(error: BaseException) -> str:
+    """An error reply as Redis sent it. redis-py moves a code it knows (``OOM``, ``NOPERM``, ``TRYAGAIN``...)
+    out of the message into ``status_code``: put it back, so that matching on the code works for every reply."""
+    code = getattr(error, "status_code", None)
+    text = str(error)
+    return f"{code} {text}" if code and not text.startswith(code) else text
+
+
 def is_error(reply: Any, code: str) -> bool:
-    """Whether ``reply`` is a Redis error whose message starts with ``code`` (e.g. ``NOGROUP``)."""
-    return isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith(code)
+    """Whether ``reply`` is a Redis error whose reply starts with ``code`` (e.g. ``NOGROUP``, ``OOM``)."""
+    return isinstance(reply, redis.exceptions.ResponseError) and error_text(reply).startswith(code)
 
 
 def wrap_error(error: Exception, url: str | None) -> Exception:
     """Our exception for a redis-py one (already ours or not from Redis: returned as is)."""
     where = f" at {mask_url(url)}" if url else ""
     if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError) or (
-        isinstance(error, redis.exceptions.ResponseError) and str(error).startswith(TRANSIENT)
+        isinstance(error, redis.exceptions.ResponseError) and error_text(error).startswith(TRANSIENT)
     ):
         return RedisUnavailable(f"Redis{where} is unavailable: {error}")
-    if isinstance(error, redis.exceptions.ResponseError) and str(error).startswith("OOM"):
+    if isinstance(error, redis.exceptions.ResponseError) and error_text(error).startswith("OOM"):
         return RedisFull(f"Redis{where} is full (maxmemory reached): nothing was written")
     if isinstance(error, redis.exceptions.RedisError):
         return RedisError(f"Redis{where} answered with an error: {error}")
