@@ -1,17 +1,21 @@
 """Redis itself failing under a running worker: killed (SIGKILL) and restarted on the same port with its AOF.
 
-A private redis-server per test (never the session's, never the shared one): this one is killed on purpose.
+A private redis-server per test (never the session's, never the shared one) when it is killed on purpose; a
+dropping TCP proxy in front of the session's server for a lost reply.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from apps.faulty import LEDGER_ENV, Ledger, worker_record
-from conftest import RedisServer, WorkerRunner
+from conftest import RedisServer, WorkerRunner, free_port
 from helpers import wait_until, worker_log
 
 from dispatcher import Dispatcher, RedisUnavailable, Settings, Task
@@ -117,3 +121,84 @@ def test_worker_recovers_after_redis_came_back_empty(prefix: str, tmp_path: Path
             assert worker_log(worker).count("worker started") == 1
         finally:
             runner.stop_all()
+
+
+class DroppingProxy:
+    """A TCP proxy to a Redis server that, once armed, drops the connection in place of forwarding the first
+    reply containing ``marker``: Redis acted on the command, the client never hears of it."""
+
+    def __init__(self, target_port: int, marker: bytes) -> None:
+        self.port = free_port()
+        self.target_port = target_port
+        self.marker = marker
+        self.armed = threading.Event()
+        self.dropped = threading.Event()
+        self._stop = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._listener.settimeout(0.1)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():  # bounded by close()
+            try:
+                downstream, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            upstream.settimeout(None)
+            self._sockets += [downstream, upstream]
+            threading.Thread(target=self._pump, args=(downstream, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, downstream, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, replies: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):  # ends when either side closes
+                if replies and self.armed.is_set() and self.marker in data:
+                    self.armed.clear()
+                    self.dropped.set()
+                    break
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        for s in self._sockets:
+            s.close()
+
+
+def test_entries_of_a_lost_read_reply_are_recovered_from_the_own_pending_list(
+    redis_server: RedisServer, prefix: str, tmp_path: Path
+) -> None:
+    """XREADGROUP put the entry in the worker's pending list, the reply was lost with the connection: the
+    worker is alive (the reaper keeps away), so it must re-read its own pending entries after reconnecting."""
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    proxy = DroppingProxy(redis_server.port, b"LOST-REPLY")
+    runner = WorkerRunner(proxy.url, prefix, tmp_path)
+    client = redis_server.client()
+    try:
+        worker = runner("--capability", "faulty.ledger", *TIMERS, app="apps.faulty", env={LEDGER_ENV: ledger.path})
+        wait_until(lambda: worker_record(client, prefix, worker.pid), timeout_s=DEADLINE_S)
+        with Dispatcher(Settings.build(redis_url=redis_server.url, prefix=prefix, block_ms=200)) as producer:
+            proxy.armed.set()
+            handle = producer.submit("faulty.ledger", {"tag": "LOST-REPLY"})
+            wait_until(proxy.dropped.is_set, timeout_s=DEADLINE_S, message="the read reply to be dropped")
+            dropped_at = time.monotonic()
+            assert handle.result(timeout_s=DEADLINE_S) == "LOST-REPLY"
+            recovered_s = time.monotonic() - dropped_at
+        assert ledger.count("start", handle.id) == 1
+        assert recovered_s < 2.0, f"recovered after {recovered_s:.2f} s\n{worker_log(worker)}"
+        assert worker.poll() is None
+    finally:
+        runner.stop_all()
+        proxy.close()
