@@ -77,9 +77,11 @@ class Procs:
                 self.kill(proc)
         return proc.poll()
 
-    def stop_all(self) -> None:
-        """Stop every recorded process that still runs: SIGTERM all, then SIGKILL the stragglers."""
-        live = [p for p in self.started.values() if p.poll() is None]
+    def stop_all(self, only: Sequence[subprocess.Popen[bytes]] | None = None) -> None:
+        """Stop every recorded process (or those of ``only``) that still runs: SIGTERM all, then SIGKILL the
+        stragglers."""
+        chosen = self.started.values() if only is None else [p for p in only if p.pid in self.started]
+        live = [p for p in chosen if p.poll() is None]
         for proc in live:
             self.signal(proc, signal.SIGCONT)
             self.signal(proc, signal.SIGTERM)

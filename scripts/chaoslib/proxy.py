@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 CHUNK = 65536
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # hashed by identity: kept in a set
 class _Conn:
     client: asyncio.StreamWriter
     server: asyncio.StreamWriter
