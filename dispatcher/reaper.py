@@ -98,7 +98,8 @@ class Reaper:
         after = self._hung_cursor.get(keys.capability, "-")
         page = self.gateway.run(ops.pending_page(keys, after, PAGE))
         self._hung_cursor[keys.capability] = page[-1].entry_id if len(page) == PAGE else "-"
-        grace_ms = max(self.settings.heartbeat_ttl_s, 5.0) * 1000
+        # The worker enforces timeout_s itself; an entry idle a heartbeat TTL past it has a stuck worker loop.
+        grace_ms = self.settings.heartbeat_ttl_s * 1000
         candidates = [p for p in page if p.consumer in live and p.idle_ms > grace_ms]
         if not candidates:
             return

@@ -186,6 +186,7 @@ class Worker:
     async def _fetch_loop(self) -> None:
         assert self._stopping is not None and self._slot_free is not None
         recover = True
+        outage = False
         delay_s = 0.05
         while not self._stopping.is_set():
             free = self.concurrency - self.inflight
@@ -201,12 +202,17 @@ class Worker:
             except DispatcherError as e:  # never a crash loop: back off, reconnect, re-read own pending
                 metrics.REDIS_ERRORS.labels("read").inc()
                 level = logging.WARNING if isinstance(e, RedisUnavailable) else logging.ERROR
-                log.log(level, "read failed, retrying delay_s=%.2f error=%s", delay_s, e)
+                if not outage:  # once per outage, not once per retry
+                    log.log(level, "read failed, retrying with backoff error=%s", e)
+                outage = True
                 await self._wait_any(asyncio.sleep(delay_s), None)
                 delay_s = min(delay_s * 2, 5.0)
                 recover = True
                 continue
             delay_s = 0.05
+            if outage:
+                log.info("reading again after an outage consumer=%s", self.name)
+                outage = False
             if not got and self.burst and self.inflight == 0 and not self.settler:
                 break
 

@@ -68,7 +68,8 @@ class Settler:
                 replies = await self._gateway.run(queue.transitions([p.command for p in batch]))
             except RedisUnavailable as e:
                 metrics.REDIS_ERRORS.labels("settle").inc()
-                log.warning("settle delayed: redis unavailable pending=%d error=%s", len(self._queue), e)
+                if delay_s == 0.05:  # the first failure of an outage; the backoff grows from there
+                    log.warning("settle delayed: redis unavailable pending=%d error=%s", len(self._queue), e)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 2.0)
                 continue

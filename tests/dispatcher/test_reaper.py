@@ -236,3 +236,26 @@ def test_skips_a_pass_right_after_a_redis_restart(prefix: str) -> None:
 
         wait_until(reclaimed, timeout_s=10, interval_s=0.1, message="a pass once uptime > 1.5 TTL")
         assert pending_of(client, keys) == {}
+
+
+def test_hung_handler_on_a_live_worker_is_reclaimed_past_timeout_plus_a_ttl(
+    client: redis.Redis, reaper: Reaper, keys: CapabilityKeys
+) -> None:
+    beat(client, keys, "live-stuck")
+    client.xgroup_create(keys.stream, GROUP, id="0", mkstream=True)
+    bounded = Task(capability=CAPABILITY, payload="bounded", timeout_s=0.5)
+    unbounded = Task(capability=CAPABILITY, payload="unbounded")
+    entry_ids = {}
+    for task in (bounded, unbounded):
+        fields = codec.entry_fields(codec.encode_task(task, LIMIT))
+        entry_ids[task.id] = client.xadd(keys.stream, dict(zip(fields[::2], fields[1::2], strict=True))).decode()  # type: ignore[arg-type]
+    client.xreadgroup(GROUP, "live-stuck", {keys.stream: ">"}, count=2)
+
+    # Not before timeout_s + one heartbeat TTL of idleness; then only the task with a timeout comes back.
+    assert reaper.run_once().hung == 0
+    wait_until(lambda: reaper.run_once().hung == 1, timeout_s=15, interval_s=0.2, message="a hung reclaim")
+
+    assert pending_of(client, keys) == {entry_ids[unbounded.id]: "live-stuck"}, "no timeout_s: never hung"
+    (fresh,) = stream_entries(client, keys)[-1:]
+    assert (fresh.task.id, fresh.attempt, fresh.reclaims) == (bounded.id, 2, 1)
+    assert "live-stuck" in consumer_names(client, keys)
