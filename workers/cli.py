@@ -35,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-upkeep", action="store_true", help="do not run the delayed-task mover and reaper here")
     p.add_argument("--log-level", default=os.environ.get("DISPATCHER_LOG_LEVEL", "INFO"))
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--metrics-addr", default="127.0.0.1", help="address for --metrics-port (0.0.0.0 in containers)")
     for name, field in Settings.model_fields.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=field.description or None)
     return p
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(args.metrics_port, addr="127.0.0.1")
+        start_http_server(args.metrics_port, addr=args.metrics_addr)
     try:
         asyncio.run(_serve(worker))
     except DispatcherError as e:
