@@ -1,0 +1,53 @@
+"""Smoke test of ``scripts/bench --quick``: it runs end to end on a private Redis, prints its table and writes
+valid JSON lines. Not a speed test: no figure is compared with a target here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXPECTED = {"ceiling", "submit", "drain", "end to end", "latency", "memory", "scale"}
+
+
+@pytest.mark.timeout(60)
+def test_quick_bench_prints_a_table_and_json_lines(tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server not found: install it with 'sudo apt-get install redis-server' (Debian/Ubuntu)")
+    out = tmp_path / "bench.jsonl"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    header = done.stdout.splitlines()[0].split()
+    assert header[:4] == ["workload", "variant", "result", "unit"]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    meta, results = lines[0], lines[1:]
+    assert meta["kind"] == "meta" and meta["nproc"] >= 1 and meta["redis"]
+    assert {r["workload"] for r in results} == EXPECTED
+    for r in results:
+        assert r["kind"] == "result"
+        assert isinstance(r["value"], int | float) and r["value"] >= 0, r
+        assert r["ok"] in (None, True, False)
+    memory = next(r for r in results if r["variant"].startswith("after drain"))
+    assert memory["extra"]["stream_length"] == 0 and memory["extra"]["pending"] == 0
+
+
+def test_peers_is_reported_as_not_implemented() -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench"), "--peers"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2 and "not implemented yet" in done.stderr
