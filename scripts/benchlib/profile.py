@@ -23,6 +23,41 @@ def py_spy() -> str:
     return found
 
 
+def _phase(stack: str) -> str:
+    """The phase of the worker's main thread a py-spy stack belongs to (as in docs/performance.md)."""
+    names = [f.split(" (")[0] for f in stack.split(";")]
+    leaf = names[-1]
+    if leaf == "EpollSelector.select":
+        return "waiting for Redis (epoll)"
+    if leaf == "_SelectorSocketTransport.write":
+        return "socket send"
+    if "Settler.run" in names:
+        return "settle: pack pipeline, parse replies"
+    if "Worker._read_new" in names or "Worker._recover_pending" in names:
+        return "read: XREADGROUP" if "AsyncGateway.run" in names else "dispatch: decode, create tasks"
+    if "Worker._execute" in names:
+        if "succeeded" in names:
+            return "execute: result record + settle command"
+        if any(n.startswith(("MetricWrapperBase", "MutexValue", "Histogram", "Counter", "Gauge")) for n in names):
+            return "execute: metrics"
+        if "Executor.call" in names:
+            return "execute: handler call, thread hand-off"
+        return "execute: other"
+    return "asyncio loop / other"
+
+
+def phases(raw: Path) -> str:
+    """Main-thread samples by phase."""
+    counts: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if stack.startswith("_run_module_as_main"):
+            counts[_phase(stack)] += int(count_text)
+    total = sum(counts.values()) or 1
+    rows = [f"  {count / total:6.1%}  {name}" for name, count in counts.most_common()]
+    return "main-thread samples by phase:\n" + "\n".join(rows)
+
+
 def summarise(raw: Path, top: int) -> str:
     """Top functions from py-spy's collapsed stacks: self share and inclusive share of all samples."""
     self_counts: collections.Counter[str] = collections.Counter()
@@ -81,4 +116,4 @@ def run(capability: str, tasks: int, worker_args: list[str], out: Path, top: int
         procs.stop_all()
         server.stop()
     del ids
-    return summarise(out, top)
+    return phases(out) + "\n\n" + summarise(out, top)
