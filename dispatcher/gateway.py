@@ -74,11 +74,15 @@ def _noscript_retry(commands: Sequence[Command], replies: list[Any]) -> list[int
     return [i for i, r in enumerate(replies) if isinstance(r, NoScriptError) and commands[i][0] == "EVALSHA"]
 
 
-def _load_command(command: Command) -> Command:
-    source = scripts.source_by_sha(command[1])
-    if source is None:
-        raise RedisError(f"unknown script sha {command[1]}")
-    return ("SCRIPT", "LOAD", source)
+def _load_commands(commands: Sequence[Command], missing: list[int]) -> list[Command]:
+    """One SCRIPT LOAD per distinct missing script (a batch may hold hundreds of calls of one script)."""
+    loads = []
+    for sha in dict.fromkeys(commands[i][1] for i in missing):
+        source = scripts.source_by_sha(sha)
+        if source is None:
+            raise RedisError(f"unknown script sha {sha}")
+        loads.append(("SCRIPT", "LOAD", source))
+    return loads
 
 
 class Gateway:
@@ -104,7 +108,7 @@ class Gateway:
         replies = self._send(commands)
         missing = _noscript_retry(commands, replies)
         if missing:
-            self._send([_load_command(commands[i]) for i in missing])
+            self._send(_load_commands(commands, missing))
             for i, reply in zip(missing, self._send([commands[i] for i in missing]), strict=True):
                 replies[i] = reply
         return replies
@@ -146,7 +150,7 @@ class AsyncGateway:
         replies = await self._send(commands)
         missing = _noscript_retry(commands, replies)
         if missing:
-            await self._send([_load_command(commands[i]) for i in missing])
+            await self._send(_load_commands(commands, missing))
             retried = await self._send([commands[i] for i in missing])
             for i, reply in zip(missing, retried, strict=True):
                 replies[i] = reply

@@ -34,7 +34,7 @@ def source_by_sha(sha: str) -> bytes | None:
     return None
 
 
-NAMES = ("submit", "settle", "retry", "bury", "promote", "lease", "forget", "requeue")
+NAMES = ("submit", "settle", "settle_many", "retry", "bury", "promote", "lease", "forget", "requeue")
 
 
 def call(name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:

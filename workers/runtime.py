@@ -109,8 +109,9 @@ class Worker:
 
     def stop(self) -> None:
         """Ask for a graceful stop; safe to call from a signal handler or another thread."""
-        if self._loop is not None and self._stopping is not None:
+        if self._loop is not None and self._stopping is not None and self._slot_free is not None:
             self._loop.call_soon_threadsafe(self._stopping.set)
+            self._loop.call_soon_threadsafe(self._slot_free.set)
 
     def record(self) -> WorkerRecord:
         """What the heartbeat publishes about this worker."""
@@ -192,7 +193,7 @@ class Worker:
             free = self.concurrency - self.inflight
             if free <= 0:
                 self._slot_free.clear()
-                await self._wait_any(self._slot_free.wait(), None)
+                await self._slot_free.wait()  # stop() sets it too
                 continue
             try:
                 if recover:

@@ -201,15 +201,53 @@ def bury_call(
 
 
 def transitions(commands: Sequence[Command]) -> Op[list[scripts.Settle | Exception]]:
-    """Run settle/retry/bury calls in one round trip. A failed call comes back as our exception, not raised."""
-    replies = yield list(commands)
+    """Run settle/retry/bury calls in one round trip. A failed call comes back as our exception, not raised.
+
+    Settle calls of one stream, consumer and TTL are merged into ``settle_many`` calls (up to
+    ``SETTLE_CHUNK`` tasks each): one script call instead of one per task, on the worker's hottest path.
+    """
+    merged, spans = _merge_settles(commands)
+    replies = yield merged
     out: list[scripts.Settle | Exception] = []
-    for reply in replies:
+    for call, position in spans:
+        reply = replies[call]
         try:
-            out.append(scripts.settle_outcome(check(reply)))
-        except Exception as e:
+            value = check(reply)
+            out.append(scripts.settle_outcome(value if position is None else value[position]))
+        except Exception as e:  # handed back per call so one failure does not hide the others
             out.append(e)
     return out
+
+
+SETTLE_CHUNK = 200
+
+
+def _merge_settles(commands: Sequence[Command]) -> tuple[list[Command], list[tuple[int, int | None]]]:
+    """Group settle calls; ``spans[i]`` is (index of the merged call, position in its reply or None)."""
+    settle_sha = scripts.script("settle").sha
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, command in enumerate(commands):
+        if command[1] == settle_sha:
+            # settle: EVALSHA sha 3 stream index result | group entry consumer task record ttl channel status
+            groups.setdefault((command[3], command[4], command[6], command[8], command[11]), []).append(i)
+    merged: list[Command] = []
+    spans: list[tuple[int, int | None]] = [(0, None)] * len(commands)
+    for i, command in enumerate(commands):
+        if command[1] != settle_sha:
+            spans[i] = (len(merged), None)
+            merged.append(command)
+    for (stream, index, group, consumer, ttl), members in groups.items():
+        for start in range(0, len(members), SETTLE_CHUNK):
+            chunk = members[start : start + SETTLE_CHUNK]
+            keys: list[Any] = [stream, index]
+            args: list[Any] = [group, consumer, ttl]
+            for position, i in enumerate(chunk):
+                c = commands[i]
+                keys.append(c[5])
+                args += [c[7], c[9], c[10], c[12], c[13]]
+                spans[i] = (len(merged), position)
+            merged.append(scripts.call("settle_many", keys, args))
+    return merged, spans
 
 
 def promote(keys: CapabilityKeys, now_ms: int, limit: int) -> Op[int]:
