@@ -96,6 +96,7 @@ class Worker:
         self.executor = Executor(concurrency)
         self.metrics = {c: metrics.CapabilityMetrics(c) for c in self.capabilities}
         self.inflight = 0
+        self._slotted: set[str] = set()
         self.held: dict[str, Delivery | None] = {}
         self.running: dict[str, asyncio.Task[None]] = {}
         self.started_at = time.time()
@@ -302,7 +303,8 @@ class Worker:
             return
         if self.faults.active:
             self.faults.reach("after_read")
-        self.inflight += 1
+        self.inflight += 1  # held until the outcome is recorded (_settled), not just until the handler returns
+        self._slotted.add(entry_id)
         self.breakers[keys.capability].started()
         self.metrics[keys.capability].inflight.inc()
         self.running[entry_id] = asyncio.create_task(self._execute(keys, delivery))
@@ -315,7 +317,6 @@ class Worker:
         assert handler is not None
         measures = self.metrics[keys.capability]
         started = time.perf_counter()
-        slot_kept = False
         ok = False
         try:
             value = await self.executor.call(handler, delivery.task, self._release_slot)
@@ -327,15 +328,14 @@ class Worker:
         except asyncio.CancelledError:
             raise  # shutdown: the runtime hands the task back
         except (Exception, SystemExit) as e:  # a handler's failure, whatever it is, fails the attempt
-            slot_kept = isinstance(e, HandlerTimeout) and e.thread_running  # freed when the thread ends
+            if isinstance(e, HandlerTimeout) and e.thread_running:
+                self.inflight += 1  # the thread still runs: it holds a slot of its own until it ends
             decision = transitions.failed(self.ctx, keys, delivery, e)
             if not isinstance(e, RetrySignal | Reject):
                 self._record_failure(keys.capability, delivery, e)
         finally:
             self.running.pop(delivery.entry_id, None)
             measures.inflight.dec()
-            if not slot_kept:
-                self._release_slot()
         if ok:
             self.breakers[keys.capability].record(True)
         measures.seconds.observe(time.perf_counter() - started)
@@ -368,7 +368,15 @@ class Worker:
         self._slot_free.set()
 
     def _settled(self, entry_id: str) -> None:
+        """The entry's outcome is recorded (or given up): it leaves this worker's hands and frees its slot.
+
+        Freeing the slot only now keeps this consumer's pending entries at most ``concurrency``: a task whose
+        result is not yet recorded is still held, and a worker that dies loses only what it really held.
+        """
         self.held.pop(entry_id, None)
+        if entry_id in self._slotted:
+            self._slotted.discard(entry_id)
+            self._release_slot()
 
     async def _wait_any(self, awaitable: Awaitable[Any], timeout_s: float | None) -> None:
         """Wait for ``awaitable`` or the stop request, whichever comes first."""
