@@ -31,6 +31,13 @@ def _remaining(deadline: float | None) -> float:
     return min(left, _RECHECK_S)
 
 
+def _announced(message: dict[str, Any] | None) -> bytes | None:
+    """The result record a settlement announcement carries (the scripts publish the stored record)."""
+    if message is not None and message.get("type") == "message" and isinstance(message.get("data"), bytes):
+        return message["data"]  # type: ignore[no-any-return]
+    return None
+
+
 class TaskHandle:
     """A submitted task: its ``id``, ``capability``, ``status()`` and ``result()``."""
 
@@ -72,11 +79,12 @@ class TaskHandle:
             # Read the subscribe confirmation first: only then is a settlement after our next GET announced.
             while pubsub.get_message(timeout=_remaining(deadline)) is None:
                 pass
-            while True:
-                record = d.gateway.run(queue.get_result(keys, self.id))
-                if record is not None:
-                    return record
-                pubsub.get_message(timeout=_remaining(deadline))
+            record = d.gateway.run(queue.get_result(keys, self.id))
+            while record is None:
+                record = _announced(pubsub.get_message(timeout=_remaining(deadline)))
+                if record is None:  # woken by something else, or the periodic re-check
+                    record = d.gateway.run(queue.get_result(keys, self.id))
+            return record
         except redis.exceptions.RedisError as e:
             raise wrap_error(e, d.settings.redis_url) from e
         finally:
@@ -184,11 +192,12 @@ class AsyncTaskHandle:
             await pubsub.subscribe(channel)
             while await pubsub.get_message(timeout=_remaining(deadline)) is None:
                 pass
-            while True:
-                record = await d.gateway.run(queue.get_result(keys, self.id))
-                if record is not None:
-                    return record
-                await pubsub.get_message(timeout=_remaining(deadline))
+            record = await d.gateway.run(queue.get_result(keys, self.id))
+            while record is None:
+                record = _announced(await pubsub.get_message(timeout=_remaining(deadline)))
+                if record is None:
+                    record = await d.gateway.run(queue.get_result(keys, self.id))
+            return record
         except redis.exceptions.RedisError as e:
             raise wrap_error(e, d.settings.redis_url) from e
         finally:

@@ -39,6 +39,6 @@ if ARGV[4] ~= '' then
   if redis.call('HGET', KEYS[2], ARGV[4]) == ARGV[2] then
     redis.call('HDEL', KEYS[2], ARGV[4])
   end
-  redis.call('PUBLISH', ARGV[7], 'dead')
+  redis.call('PUBLISH', ARGV[7], ARGV[5])  -- the dead result record
 end
 return 1

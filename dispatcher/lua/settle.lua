@@ -14,7 +14,7 @@
 -- ARGV[5]  bytes    result record (msgpack)
 -- ARGV[6]  integer  result TTL (ms)
 -- ARGV[7]  string   channel to announce the settlement on
--- ARGV[8]  string   status to announce ("succeeded" or "failed")
+-- ARGV[8]  string   status ("succeeded" or "failed"; the record itself is what is announced)
 -- Returns: 1 settled, 0 lease lost (entry not pending, or pending for another consumer)
 local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if not ok or #pending == 0 or pending[1][2] ~= ARGV[3] then
@@ -26,5 +26,5 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 if redis.call('HGET', KEYS[2], ARGV[4]) == ARGV[2] then
   redis.call('HDEL', KEYS[2], ARGV[4])
 end
-redis.call('PUBLISH', ARGV[7], ARGV[8])
+redis.call('PUBLISH', ARGV[7], ARGV[5])  -- the record: a waiter needs no second GET
 return 1

@@ -10,7 +10,8 @@
 -- ARGV[1]   string   consumer group
 -- ARGV[2]   string   consumer that must own the entries
 -- ARGV[3]   integer  result TTL (ms)
--- ARGV[4..] per task, 5 values: entry id, task id, result record (msgpack), channel, status to announce
+-- ARGV[4..] per task, 5 values: entry id, task id, result record (msgpack, also what is announced), channel,
+--                   status
 -- Returns: an array with, per task, 1 settled or 0 lease lost
 local out = {}
 local n = (#ARGV - 3) / 5
@@ -27,7 +28,7 @@ for i = 1, n do
     if redis.call('HGET', KEYS[2], task_id) == entry_id then
       redis.call('HDEL', KEYS[2], task_id)
     end
-    redis.call('PUBLISH', ARGV[base + 3], ARGV[base + 4])
+    redis.call('PUBLISH', ARGV[base + 3], ARGV[base + 2])
     out[i] = 1
   end
 end

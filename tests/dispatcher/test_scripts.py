@@ -191,7 +191,7 @@ def test_settle_by_owner_returns_1_stores_result_and_cleans_up(
     assert keyspace(client, prefix) == {keys.stream, keys.result(task.id)}
     message = pubsub.get_message(timeout=5)
     pubsub.close()
-    assert message is not None and message["data"] == b"succeeded"
+    assert message is not None and message["data"] == rec  # the announcement carries the record
 
 
 def test_settle_by_another_consumer_returns_0_and_changes_nothing(
@@ -310,7 +310,7 @@ def test_bury_by_owner_dead_letters_and_stores_a_dead_result(
     assert keyspace(client, prefix) == {keys.stream, keys.dead, keys.result(task.id)}
     message = pubsub.get_message(timeout=5)
     pubsub.close()
-    assert message is not None and message["data"] == b"dead"
+    assert message is not None and message["data"] == rec
 
 
 def test_bury_an_undecodable_entry_writes_no_result(
