@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dispatcher.errors import HandlerTimeout
 from dispatcher.task import Task
 from workers.registry import Handler
+from workers.threads import ThreadPool
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,7 @@ class Executor:
     """Calls handlers; ``concurrency`` bounds the thread pool (and, through the runtime, async handlers)."""
 
     def __init__(self, concurrency: int) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="handler")
-        self.busy_threads = 0
+        self.pool = ThreadPool(concurrency)
 
     async def call(self, handler: Handler, task: Task, on_late_done: Callable[[], None]) -> Any:
         """Run ``handler`` on ``task`` and return its value; raise what it raised, or ``HandlerTimeout``.
@@ -42,14 +41,7 @@ class Executor:
                 return await asyncio.wait_for(coro, timeout_s)
             except TimeoutError:
                 raise HandlerTimeout(f"handler ran past timeout_s={timeout_s}") from None
-        loop = asyncio.get_running_loop()
-        self.busy_threads += 1
-        future = loop.run_in_executor(self.pool, handler.func, task)
-
-        def done(_: object) -> None:
-            self.busy_threads -= 1
-
-        future.add_done_callback(done)
+        future = self.pool.submit(handler.func, task)
         if timeout_s is None:
             return await future
         try:
@@ -67,6 +59,11 @@ class Executor:
             )
             raise error from None
 
+    @property
+    def busy_threads(self) -> int:
+        """Sync handler calls not yet finished (a timed-out one runs on in its thread)."""
+        return self.pool.busy
+
     def shutdown(self) -> None:
         """Stop the pool without waiting for threads still running a handler."""
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown()
