@@ -243,3 +243,11 @@ def run_worker(redis_server: RedisServer, prefix: str, tmp_path: Path) -> Iterat
         yield runner
     finally:
         runner.stop_all()
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client of the session's private redis-server, closed after the test."""
+    c = redis_server.client()
+    yield c
+    c.close()

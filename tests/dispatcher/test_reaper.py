@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,13 +19,6 @@ CAPABILITY = "reap.me"
 LIMIT = 64 * 1024
 HEARTBEAT_TTL_S = 1.0
 """The reaper skips a pass while the server's uptime is under 1.5 TTL: keep it short."""
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    c = redis_server.client()
-    yield c
-    c.close()
 
 
 @pytest.fixture

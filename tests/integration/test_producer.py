@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,13 +34,6 @@ from dispatcher import (
 from dispatcher.gateway import Gateway
 from dispatcher.keys import GROUP, KeySpace
 from dispatcher.ops import queue
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    c = redis_server.client()
-    yield c
-    c.close()
 
 
 def read_as(client: redis.Redis, stream: str, consumer: str = "c1") -> str:

@@ -11,14 +11,12 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from apps.faulty import LEDGER_ENV, Ledger, worker_record
-from conftest import RedisServer, WorkerRunner
+from conftest import WorkerRunner
 from helpers import wait_exit, wait_until, worker_log
 
 from dispatcher import Dispatcher, Task, TaskDead
@@ -29,18 +27,6 @@ REAPER_INTERVAL_S = 0.5
 TIMERS = ("--heartbeat-ttl-s", "2", "--reaper-interval-s", "0.5", "--block-ms", "200")
 DEADLINE_S = 30.0
 RECLAIM_BOUND_S = HEARTBEAT_TTL_S + REAPER_INTERVAL_S + 3.0
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    c = redis_server.client()
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    return Ledger(tmp_path / "ledger.jsonl")
 
 
 def start(run_worker: WorkerRunner, ledger: Ledger, capability: str, *args: str, **env: str) -> subprocess.Popen[bytes]:

@@ -12,13 +12,12 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from apps.faulty import FAIL_FLAG_ENV, LEDGER_ENV, Ledger, worker_record
-from conftest import RedisServer, WorkerRunner
+from conftest import WorkerRunner
 from helpers import wait_exit, wait_until, worker_log
 
 from dispatcher import Dispatcher, Task, TaskDead, codec
@@ -31,18 +30,6 @@ BACKOFF = ("--backoff-base-s", "0.05", "--backoff-max-s", "0.2", "--backoff-fact
 DEADLINE_S = 30.0
 PROMOTE_SLACK_S = 0.4
 """How late a due retry or delayed task may start: the mover runs every 0.1 s, plus a read and a run."""
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    c = redis_server.client()
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    return Ledger(tmp_path / "ledger.jsonl")
 
 
 def start(run_worker: WorkerRunner, ledger: Ledger, capability: str, *args: str, **env: str) -> subprocess.Popen[bytes]:

@@ -12,12 +12,10 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from conftest import RedisServer
 from helpers import keyspace, wait_exit, wait_until, worker_log
 
 from dispatcher import Dispatcher, Task, UnsupportedRedis, codec
@@ -25,13 +23,6 @@ from dispatcher.keys import GROUP, CapabilityKeys, KeySpace
 from dispatcher.ops import queue
 
 MAX_BYTES = 4 << 20
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    c = redis_server.client()
-    yield c
-    c.close()
 
 
 def start(run_worker: Any, client: redis.Redis, prefix: str, name: str, *args: str, app: str | None = None) -> Any:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import fakeredis
 import pytest
 import redis
 
@@ -14,23 +12,6 @@ from dispatcher.gateway import Gateway
 from dispatcher.keys import GROUP, CapabilityKeys, KeySpace
 from dispatcher.ops import dlq, queue
 from dispatcher.ops import reaper as ops
-
-
-@pytest.fixture(params=["fakeredis", "redis"])
-def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
-    if request.param == "fakeredis":
-        fake = fakeredis.FakeRedis()
-        yield fake
-        fake.close()
-    else:
-        real = request.getfixturevalue("redis_server").client()
-        yield real
-        real.close()
-
-
-@pytest.fixture
-def gw(client: redis.Redis) -> Gateway:
-    return Gateway(client, "redis://test")
 
 
 @pytest.fixture

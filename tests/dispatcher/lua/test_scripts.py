@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import fakeredis
 import pytest
 import redis
 from helpers import keyspace
@@ -19,23 +17,6 @@ from dispatcher.scripts import Settle
 
 LIMIT = 64 * 1024
 TTL_MS = 60_000
-
-
-@pytest.fixture(params=["fakeredis", "redis"])
-def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
-    if request.param == "fakeredis":
-        fake = fakeredis.FakeRedis()
-        yield fake
-        fake.close()
-    else:
-        real = request.getfixturevalue("redis_server").client()
-        yield real
-        real.close()
-
-
-@pytest.fixture
-def gw(client: redis.Redis) -> Gateway:
-    return Gateway(client, "redis://test")
 
 
 @pytest.fixture

@@ -1,0 +1,51 @@
+"""The quick tier of the chaos suite (issue 5), inside the normal test run: scenarios 2, 3, 10, 11, 13, 15 and
+a small 1 (3,000 tasks), with scaled-down timers (heartbeat TTL 2 s, reaper 0.5 s).
+
+Each test runs the same scenario code as ``scripts/chaos --quick``: its own private redis-server on a free
+loopback port, real worker processes, ledgers outside Redis. The full tier (every scenario, 100k-task kill
+storm, 1M-task memory bound) is ``scripts/chaos``; its figures are in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
+
+from chaoslib.scenarios import SCENARIOS, run  # noqa: E402
+from chaoslib.scenarios.common import Ctx  # noqa: E402
+from chaoslib.scenarios.security import static_check  # noqa: E402
+from chaoslib.verdict import table  # noqa: E402
+from chaoslib.world import QUICK  # noqa: E402
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+
+QUICK_TIER = [n for n, s in SCENARIOS.items() if s.quick]
+
+
+def test_quick_tier_is_the_issues_list() -> None:
+    assert QUICK_TIER == [1, 2, 3, 10, 11, 13, 15]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("number", QUICK_TIER, ids=[f"s{n}" for n in QUICK_TIER])
+def test_scenario(number: int, tmp_path: Path) -> None:
+    verdict = run(number, Ctx(workdir=tmp_path, timers=QUICK, quick=True, seed=number))
+    assert verdict.passed, f"\n{table([verdict])}\n" + "\n".join(verdict.notes)
+    assert verdict.tally is not None and verdict.tally.lost == 0
+
+
+def test_static_check_finds_pickle_and_eval(tmp_path: Path) -> None:
+    (tmp_path / "dispatcher").mkdir()
+    (tmp_path / "workers").mkdir()
+    (tmp_path / "dispatcher" / "bad.py").write_text("import pickle\nx = eval('1')\n")
+    (tmp_path / "workers" / "ok.py").write_text("from importlib import resources\n")
+    found = static_check(tmp_path)
+    assert found == ["dispatcher/bad.py:1 imports ['pickle']", "dispatcher/bad.py:2 calls eval()"]
+    assert static_check() == []
