@@ -73,6 +73,11 @@ class Settler:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 2.0)
                 continue
+            except Exception:  # e.g. MemoryError mid-read: if settling died, the worker would run on, unrecorded
+                log.exception("settle failed unexpectedly, retrying pending=%d", len(self._queue))
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 2.0)
+                continue
             del self._queue[: len(batch)]
             requeued = [self._handle(item, reply) for item, reply in zip(batch, replies, strict=True)]
             if any(requeued):  # Redis refused some (full, or a passing error): back off before resending
