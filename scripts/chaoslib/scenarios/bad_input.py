@@ -177,11 +177,12 @@ def poison(ctx: Ctx, v: Verdict) -> None:
         v.check("others unaffected: 0 lost", tally.lost == 0, tally.lost)
         v.check("others unaffected: none dead", not tally.dead, dict(tally.dead))
         v.check(
-            "memory blow-up buried after max_retries + 1 runs, worker survived",
-            letters.get(balloon[0]) == "max_retries" and runs[balloon[0]] == 2,
+            "memory blow-up buried within bounded runs",
+            letters.get(balloon[0]) in ("max_retries", "poison") and 1 <= runs[balloon[0]] <= max_deliveries,
             (letters.get(balloon[0]), runs[balloon[0]]),
         )
         v.notes.append(
-            "memory blow-up under RLIMIT_AS: CPython raises MemoryError, so it is a handler failure (retried, then"
-            " dead as max_retries) and the worker survives; only a kernel OOM kill would make it a process death"
+            "memory blow-up under RLIMIT_AS: CPython raises MemoryError in the handler (a failure: retried, then"
+            " max_retries); the limit is process-wide, so the event loop may hit MemoryError too and the worker"
+            " exits, and then the task counts deliveries like any poison task"
         )
