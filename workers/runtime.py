@@ -38,6 +38,10 @@ from workers.settler import Settler
 log = logging.getLogger(__name__)
 
 
+Held = tuple[str, str]
+"""(capability, entry id): what identifies an entry this worker holds."""
+
+
 def consumer_name() -> str:
     """A unique, readable consumer name: host-pid-random."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -96,9 +100,11 @@ class Worker:
         self.executor = Executor(concurrency)
         self.metrics = {c: metrics.CapabilityMetrics(c) for c in self.capabilities}
         self.inflight = 0
-        self._slotted: set[str] = set()
-        self.held: dict[str, Delivery | None] = {}
-        self.running: dict[str, asyncio.Task[None]] = {}
+        # Keyed by (capability, entry id): entry ids are unique within a stream only, and two streams often
+        # hand out the same id in the same millisecond.
+        self._slotted: set[Held] = set()
+        self.held: dict[Held, Delivery | None] = {}
+        self.running: dict[Held, asyncio.Task[None]] = {}
         self.started_at = time.time()
         self._stopping: asyncio.Event | None = None
         self._slot_free: asyncio.Event | None = None
@@ -169,13 +175,13 @@ class Worker:
                 "stopping: waiting for in-flight tasks count=%d grace_s=%s", len(self.running), self.settings.grace_s
             )
             await asyncio.wait(list(self.running.values()), timeout=self.settings.grace_s)
-        for entry_id, running in list(self.running.items()):
+        for (capability, entry_id), running in list(self.running.items()):
             running.cancel()
-            delivery = self.held.get(entry_id)
+            delivery = self.held.get((capability, entry_id))
             if delivery is not None:  # still running after the grace period: back to the fleet at once
-                keys = self.keys[delivery.task.capability]
+                keys = self.keys[capability]
                 decision = transitions.retry(self.ctx, keys, delivery, 0, delivery.attempt + 1, delivery.reclaims)
-                self.settler.put(delivery.task.capability, entry_id, decision.command)
+                self.settler.put(capability, entry_id, decision.command)
         self.settler.close()
         try:
             await asyncio.wait_for(settling, timeout=max(5.0, self.settings.grace_s))
@@ -257,7 +263,10 @@ class Worker:
             for stream, entries in replies:
                 if entries:
                     cursors[stream] = entries[-1][0]
-            fresh = [(s, [e for e in entries if e[0] not in self.held]) for s, entries in replies]
+            fresh = [
+                (s, [e for e in entries if (self._by_stream[s].capability, e[0]) not in self.held])
+                for s, entries in replies
+            ]
             self._dispatch(fresh)
             cursors = {s: c for s, c in cursors.items() if s in seen}
         return True
@@ -269,11 +278,8 @@ class Worker:
             keys = self._by_stream[stream]
             gone = [entry_id for entry_id, fields in entries if not fields]
             if gone:  # deleted from the stream while pending: nothing to run, just release the PEL entry
-                for entry_id in gone:
-                    self.held[entry_id] = None
+                self.held[(keys.capability, gone[0])] = None
                 self.settler.put(keys.capability, gone[0], queue.ack(stream, gone))
-                for entry_id in gone[1:]:
-                    self.held.pop(entry_id, None)
             for entry_id, fields in entries:
                 if fields:
                     count += 1
@@ -288,14 +294,15 @@ class Worker:
             log.warning(
                 "undecodable entry dead-lettered capability=%s entry_id=%s error=%s", keys.capability, entry_id, e
             )
-            self.held[entry_id] = None
+            self.held[(keys.capability, entry_id)] = None
             self.settler.put(
                 keys.capability, entry_id, transitions.undecodable(self.ctx, keys, entry_id, fields, e).command
             )
             metrics.DEAD_LETTERS.labels(keys.capability, "decode_error").inc()
             return
         task = delivery.task
-        self.held[entry_id] = delivery
+        held = (keys.capability, entry_id)
+        self.held[held] = delivery
         if task.expires_at is not None and time.time() > task.expires_at:
             decision = transitions.dead(self.ctx, keys, delivery, "expired", None)
             self.settler.put(keys.capability, entry_id, decision.command)
@@ -304,10 +311,10 @@ class Worker:
         if self.faults.active:
             self.faults.reach("after_read")
         self.inflight += 1  # held until the outcome is recorded (_settled), not just until the handler returns
-        self._slotted.add(entry_id)
+        self._slotted.add(held)
         self.breakers[keys.capability].started()
         self.metrics[keys.capability].inflight.inc()
-        self.running[entry_id] = asyncio.create_task(self._execute(keys, delivery))
+        self.running[held] = asyncio.create_task(self._execute(keys, delivery))
 
     # ---- running ---------------------------------------------------------------------------------------
 
@@ -334,7 +341,7 @@ class Worker:
             if not isinstance(e, RetrySignal | Reject):
                 self._record_failure(keys.capability, delivery, e)
         finally:
-            self.running.pop(delivery.entry_id, None)
+            self.running.pop((keys.capability, delivery.entry_id), None)
             measures.inflight.dec()
         if ok:
             self.breakers[keys.capability].record(True)
@@ -367,15 +374,16 @@ class Worker:
         self.inflight -= 1
         self._slot_free.set()
 
-    def _settled(self, entry_id: str) -> None:
+    def _settled(self, capability: str, entry_id: str) -> None:
         """The entry's outcome is recorded (or given up): it leaves this worker's hands and frees its slot.
 
         Freeing the slot only now keeps this consumer's pending entries at most ``concurrency``: a task whose
         result is not yet recorded is still held, and a worker that dies loses only what it really held.
         """
-        self.held.pop(entry_id, None)
-        if entry_id in self._slotted:
-            self._slotted.discard(entry_id)
+        held = (capability, entry_id)
+        self.held.pop(held, None)
+        if held in self._slotted:
+            self._slotted.discard(held)
             self._release_slot()
 
     async def _wait_any(self, awaitable: Awaitable[Any], timeout_s: float | None) -> None:

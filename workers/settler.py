@@ -37,9 +37,9 @@ class Pending:
 
 
 class Settler:
-    """Batches transitions; ``on_settled(entry_id)`` is called once each is recorded or given up."""
+    """Batches transitions; ``on_settled(capability, entry_id)`` is called once each is recorded or given up."""
 
-    def __init__(self, gateway: AsyncGateway, on_settled: Callable[[str], None]) -> None:
+    def __init__(self, gateway: AsyncGateway, on_settled: Callable[[str, str], None]) -> None:
         self._gateway = gateway
         self._on_settled = on_settled
         self._queue: list[Pending] = []
@@ -99,7 +99,7 @@ class Settler:
             self.lease_lost += 1
             metrics.LEASE_LOST.labels(item.capability).inc()
             log.warning("lease lost, late result discarded entry_id=%s", item.entry_id)
-        self._on_settled(item.entry_id)
+        self._on_settled(item.capability, item.entry_id)
         return False
 
     def close(self) -> None:
