@@ -15,9 +15,14 @@
 -- ARGV[6]  integer  result TTL (ms)
 -- ARGV[7]  string   channel to announce the settlement on
 -- ARGV[8]  string   status ("succeeded" or "failed"; the record itself is what is announced)
--- Returns: 1 settled, 0 lease lost (entry not pending, or pending for another consumer)
+-- Returns: 1 settled (now, or already by this very record), 0 lease lost (entry not pending, or pending
+--          for another consumer)
 local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if not ok or #pending == 0 or pending[1][2] ~= ARGV[3] then
+  -- A client retry re-sends a settle whose reply was lost: our own record is already there, not a lost lease.
+  if redis.call('GET', KEYS[3]) == ARGV[5] then
+    return 1
+  end
   return 0
 end
 redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[6])

@@ -12,7 +12,7 @@
 -- ARGV[3]   integer  result TTL (ms)
 -- ARGV[4..] per task, 5 values: entry id, task id, result record (msgpack, also what is announced), channel,
 --                   status
--- Returns: an array with, per task, 1 settled or 0 lease lost
+-- Returns: an array with, per task, 1 settled (or already settled by this very record) or 0 lease lost
 local out = {}
 local n = (#ARGV - 3) / 5
 for i = 1, n do
@@ -20,7 +20,8 @@ for i = 1, n do
   local entry_id, task_id = ARGV[base], ARGV[base + 1]
   local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], entry_id, entry_id, 1)
   if not ok or #pending == 0 or pending[1][2] ~= ARGV[2] then
-    out[i] = 0
+    -- 1 when a re-sent call finds its own record already stored (its first reply was lost)
+    out[i] = redis.call('GET', KEYS[2 + i]) == ARGV[base + 2] and 1 or 0
   else
     redis.call('SET', KEYS[2 + i], ARGV[base + 2], 'PX', ARGV[3])
     redis.call('XACK', KEYS[1], ARGV[1], entry_id)

@@ -1,13 +1,14 @@
 -- submit: enqueue a batch of tasks of one capability, honouring idempotency keys and task ids.
 --
--- A task whose id is already queued, delayed or running is not added twice (a client retry that re-sends
--- the batch after a lost reply stays harmless). A task whose idempotency key was seen within the TTL is not
+-- A task whose id is already queued, delayed, running or settled (its result still kept) is not added
+-- twice: a client retry that re-sends the batch after a lost reply stays harmless. A task whose idempotency key was seen within the TTL is not
 -- added; the reply names the task that key created.
 --
 -- KEYS[1]  stream   work stream of the capability
 -- KEYS[2]  hash     index: task id -> entry id, or a delayed record "d<attempt>:<reclaims>:<task blob>"
 -- KEYS[3]  zset     delayed tasks: task id scored by due time (epoch ms)
--- KEYS[4..] string  idempotency keys, one per task that has one, referenced by slot below
+-- KEYS[4..3+N] string  result key of each task, in task order (a settled id is not added again)
+-- KEYS[4+N..] string  idempotency keys, one per task that has one, referenced by slot below
 -- ARGV[1]  integer  idempotency TTL (ms)
 -- ARGV[2]  string   wire format version
 -- ARGV[3]  integer  N, the number of tasks
@@ -29,7 +30,7 @@ for i = 0, n - 1 do
       redis.call('SET', KEYS[slot], task_id, 'PX', ARGV[1])
     end
   end
-  if not existing and redis.call('HEXISTS', KEYS[2], task_id) == 1 then
+  if not existing and (redis.call('HEXISTS', KEYS[2], task_id) == 1 or redis.call('EXISTS', KEYS[4 + i]) == 1) then
     existing = task_id
   end
   if existing then

@@ -44,7 +44,7 @@ def submit(batches: Sequence[tuple[CapabilityKeys, Sequence[Enqueue]]], idempote
 
 
 def _submit_call(keys: CapabilityKeys, items: Sequence[Enqueue], ttl_ms: int) -> Command:
-    script_keys = [keys.stream, keys.index, keys.delayed]
+    script_keys = [keys.stream, keys.index, keys.delayed, *(keys.result(item.task_id) for item in items)]
     args: list[Any] = [ttl_ms, FORMAT_VERSION, len(items)]
     for item in items:
         slot = 0

@@ -369,3 +369,28 @@ def test_promote_drops_a_due_id_without_a_delayed_record(
     assert gw.run(queue.promote(keys, int(time.time() * 1000), 100)) == 0
     assert client.zcard(keys.delayed) == 0
     assert not client.exists(keys.stream)
+
+
+def test_submit_refuses_an_id_whose_result_is_still_kept(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
+    task, blob, entry_id = running(gw, keys)
+    assert raw(gw, queue.settle_call(keys, entry_id, "c1", task.id, record(), TTL_MS, "succeeded")) == 1
+    # A client retry re-sends the submit after its reply was lost and the task already ran: not added again.
+    assert submit(gw, keys, queue.Enqueue(task.id, blob, 0, None)) == ["=" + task.id]
+    assert client.xlen(keys.stream) == 0
+
+
+def test_a_re_sent_settle_finds_its_own_record_and_returns_1(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
+    task, _, entry_id = running(gw, keys)
+    rec = record()
+    call = queue.settle_call(keys, entry_id, "c1", task.id, rec, TTL_MS, "succeeded")
+    assert raw(gw, call) == 1
+    assert raw(gw, call) == 1, "the same record is already stored: settled, not a lost lease"
+    other = queue.settle_call(keys, entry_id, "c1", task.id, record(value=7), TTL_MS, "succeeded")
+    assert raw(gw, other) == 0, "another result for a settled entry is a lost lease"
+    assert client.get(keys.result(task.id)) == rec
+    many = gw.run(queue.transitions([call, call]))
+    assert [r.name for r in many] == ["DONE", "DONE"]  # the batched settle_many path agrees
