@@ -30,6 +30,11 @@ TRANSIENT = ("LOADING", "BUSY ", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN")
 connection."""
 
 
+def text(value: bytes | str) -> str:
+    """A reply's bytes as str (ids and names come back as bytes: the clients do not decode responses)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def check(reply: Any) -> Any:
     """Return ``reply``, or raise it as our own error when it is an exception."""
     if isinstance(reply, Exception):

@@ -58,11 +58,8 @@ class Upkeep:
     def promote(self) -> int:
         """Move due delayed tasks of every known capability; returns how many moved."""
         names = self.gateway.run(queue.known_capabilities(self.keyspace.capabilities))
-        now_ms = int(time.time() * 1000)
-        moved = 0
-        for name in names:
-            moved += self.gateway.run(queue.promote(self.keyspace.capability(name), now_ms, PROMOTE_BATCH))
-        return moved
+        keys = [self.keyspace.capability(name) for name in names]
+        return self.gateway.run(queue.promote(keys, int(time.time() * 1000), PROMOTE_BATCH))
 
     def run(self) -> None:
         """Tick until ``stop()``; Redis errors are logged (once per outage) and retried."""

@@ -45,7 +45,6 @@ class Settler:
         self._queue: list[Pending] = []
         self._wake = asyncio.Event()
         self._closing = False
-        self.lease_lost = 0
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -96,7 +95,6 @@ class Settler:
         if isinstance(reply, Exception):
             log.error("settle failed entry_id=%s error=%s", item.entry_id, reply)
         elif reply is Settle.LEASE_LOST:
-            self.lease_lost += 1
             metrics.LEASE_LOST.labels(item.capability).inc()
             log.warning("lease lost, late result discarded entry_id=%s", item.entry_id)
         self._on_settled(item.capability, item.entry_id)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from dispatcher import scripts
 from dispatcher.codec import FORMAT_VERSION
-from dispatcher.gateway import Op, check
+from dispatcher.gateway import Op, check, text
 from dispatcher.keys import CapabilityKeys
 
 Letter = tuple[str, dict[bytes, bytes]]
@@ -16,7 +16,7 @@ def read(keys: CapabilityKeys, after: str, count: int) -> Op[list[Letter]]:
     """Up to ``count`` dead letters with ids after ``after`` ("-" for the oldest), oldest first."""
     start = "-" if after == "-" else "(" + after
     reply = check((yield [("XRANGE", keys.dead, start, "+", "COUNT", count)])[0])
-    return [(_text(entry_id), fields) for entry_id, fields in reply]
+    return [(text(entry_id), fields) for entry_id, fields in reply]
 
 
 def length(keys: CapabilityKeys) -> Op[int]:
@@ -34,7 +34,7 @@ def requeue(keys: CapabilityKeys, letters: Sequence[tuple[str, str]]) -> Op[list
         )
         for letter_id, task_id in letters
     ]
-    return [_text(r) if isinstance(r, bytes) else int(r) for r in map(check, replies)]
+    return [text(r) if isinstance(r, bytes) else int(r) for r in map(check, replies)]
 
 
 def delete(keys: CapabilityKeys, letter_ids: Sequence[str]) -> Op[int]:
@@ -48,7 +48,3 @@ def drop_all(keys: CapabilityKeys) -> Op[int]:
     """Delete the whole dead-letter stream; returns how many letters it held."""
     count, _ = yield [("XLEN", keys.dead), ("DEL", keys.dead)]
     return int(check(count))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -9,7 +9,7 @@ from typing import Any
 from dispatcher import scripts
 from dispatcher.codec import FORMAT_VERSION
 from dispatcher.errors import UnsupportedRedis
-from dispatcher.gateway import Command, Op, check, is_error
+from dispatcher.gateway import Command, Op, check, is_error, text
 from dispatcher.keys import GROUP, CapabilityKeys
 
 SUBMIT_CHUNK = 500
@@ -134,11 +134,7 @@ def read(
         return []
     if isinstance(reply, dict):  # RESP3 shape
         reply = list(reply.items())
-    return [(_text(stream), [(_text(entry_id), fields) for entry_id, fields in entries]) for stream, entries in reply]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return [(text(stream), [(text(entry_id), fields) for entry_id, fields in entries]) for stream, entries in reply]
 
 
 def ack(stream: str, entry_ids: Sequence[str]) -> Command:
@@ -250,10 +246,16 @@ def _merge_settles(commands: Sequence[Command]) -> tuple[list[Command], list[tup
     return merged, spans
 
 
-def promote(keys: CapabilityKeys, now_ms: int, limit: int) -> Op[int]:
-    """Move up to ``limit`` due delayed tasks of a capability onto its stream; returns how many moved."""
-    call = scripts.call("promote", [keys.stream, keys.index, keys.delayed], [now_ms, limit, FORMAT_VERSION])
-    return int(check((yield [call])[0]))
+def promote(keys: CapabilityKeys | Sequence[CapabilityKeys], now_ms: int, limit: int) -> Op[int]:
+    """Move up to ``limit`` due delayed tasks of each capability onto its stream, all capabilities in one
+    round trip; returns how many moved."""
+    every = [keys] if isinstance(keys, CapabilityKeys) else list(keys)
+    if not every:
+        return 0
+    replies = yield [
+        scripts.call("promote", [k.stream, k.index, k.delayed], [now_ms, limit, FORMAT_VERSION]) for k in every
+    ]
+    return sum(int(check(r)) for r in replies)
 
 
 def server_check() -> Op[tuple[str, str]]:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dispatcher import scripts
-from dispatcher.gateway import Op, check, is_error
+from dispatcher.gateway import Op, check, is_error, text
 from dispatcher.keys import GROUP, CapabilityKeys
 
 
@@ -47,7 +47,7 @@ def consumers(keys: CapabilityKeys) -> Op[list[Consumer]]:
     reply = (yield [("XINFO CONSUMERS", keys.stream, GROUP)])[0]  # one name: redis-py then parses the reply
     if is_error(reply, "NOGROUP") or is_error(reply, "ERR no such key"):
         return []
-    return [Consumer(_text(c["name"]), int(c["pending"])) for c in check(reply)]
+    return [Consumer(text(c["name"]), int(c["pending"])) for c in check(reply)]
 
 
 def pending_page(keys: CapabilityKeys, after: str, count: int, consumer: str | None = None) -> Op[list[PendingEntry]]:
@@ -61,7 +61,7 @@ def pending_page(keys: CapabilityKeys, after: str, count: int, consumer: str | N
         return []
     return [
         PendingEntry(
-            _text(p["message_id"]), _text(p["consumer"]), int(p["time_since_delivered"]), int(p["times_delivered"])
+            text(p["message_id"]), text(p["consumer"]), int(p["time_since_delivered"]), int(p["times_delivered"])
         )
         for p in check(reply)
     ]
@@ -90,7 +90,3 @@ def prune_registry(registry_key: str, consumers_: Sequence[str]) -> Op[None]:
     """Remove stale worker records."""
     if consumers_:
         check((yield [("HDEL", registry_key, *consumers_)])[0])
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
