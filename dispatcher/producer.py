@@ -12,30 +12,11 @@ import redis.asyncio
 
 from dispatcher.connection import make_async_client, make_client
 from dispatcher.core import ProducerCore, build_task, status_of, value_or_raise
-from dispatcher.errors import ResultTimeout
-from dispatcher.gateway import AsyncGateway, Gateway, wrap_error
+from dispatcher.gateway import AsyncGateway, Gateway
+from dispatcher.listener import AsyncListener, Listener
 from dispatcher.ops import queue
 from dispatcher.settings import Settings
 from dispatcher.task import Status, Task
-
-_RECHECK_S = 5.0
-"""While waiting on a result, re-read it at least this often: covers a notification lost with a connection."""
-
-
-def _remaining(deadline: float | None) -> float:
-    if deadline is None:
-        return _RECHECK_S
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise ResultTimeout("the task did not settle in time")
-    return min(left, _RECHECK_S)
-
-
-def _announced(message: dict[str, Any] | None) -> bytes | None:
-    """The result record a settlement announcement carries (the scripts publish the stored record)."""
-    if message is not None and message.get("type") == "message" and isinstance(message.get("data"), bytes):
-        return message["data"]  # type: ignore[no-any-return]
-    return None
 
 
 class TaskHandle:
@@ -67,28 +48,10 @@ class TaskHandle:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         record = d.gateway.run(queue.get_result(keys, self.id))
         if record is None:
-            record = self._wait(keys.channel(self.id), deadline)
+            record = d.listener.wait(
+                keys.channel(self.id), lambda: d.gateway.run(queue.get_result(keys, self.id)), deadline
+            )
         return value_or_raise(self.id, d.core.outcome(record))
-
-    def _wait(self, channel: str, deadline: float | None) -> bytes:
-        d = self._dispatcher
-        keys = d.core.keys(self.capability)
-        pubsub = d.client.pubsub()
-        try:
-            pubsub.subscribe(channel)
-            # Read the subscribe confirmation first: only then is a settlement after our next GET announced.
-            while pubsub.get_message(timeout=_remaining(deadline)) is None:
-                pass
-            record = d.gateway.run(queue.get_result(keys, self.id))
-            while record is None:
-                record = _announced(pubsub.get_message(timeout=_remaining(deadline)))
-                if record is None:  # woken by something else, or the periodic re-check
-                    record = d.gateway.run(queue.get_result(keys, self.id))
-            return record
-        except redis.exceptions.RedisError as e:
-            raise wrap_error(e, d.settings.redis_url) from e
-        finally:
-            pubsub.close()
 
 
 class Dispatcher:
@@ -105,6 +68,7 @@ class Dispatcher:
         self.client = client or make_client(self.settings)
         self.gateway = Gateway(self.client, self.settings.redis_url)
         self.core = ProducerCore(self.settings)
+        self.listener = Listener(self.client, self.settings.redis_url)
 
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> Dispatcher:
@@ -148,7 +112,8 @@ class Dispatcher:
         return TaskHandle(self, task_id, capability)
 
     def close(self) -> None:
-        """Close the connections this dispatcher opened."""
+        """Close the connections this dispatcher opened (and the one ``result()`` listens on)."""
+        self.listener.close()
         self.client.close()
 
     def __enter__(self) -> Dispatcher:
@@ -181,27 +146,10 @@ class AsyncTaskHandle:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         record = await d.gateway.run(queue.get_result(keys, self.id))
         if record is None:
-            record = await self._wait(keys.channel(self.id), deadline)
+            record = await d.listener.wait(
+                keys.channel(self.id), lambda: d.gateway.run(queue.get_result(keys, self.id)), deadline
+            )
         return value_or_raise(self.id, d.core.outcome(record))
-
-    async def _wait(self, channel: str, deadline: float | None) -> bytes:
-        d = self._dispatcher
-        keys = d.core.keys(self.capability)
-        pubsub = d.client.pubsub()
-        try:
-            await pubsub.subscribe(channel)
-            while await pubsub.get_message(timeout=_remaining(deadline)) is None:
-                pass
-            record = await d.gateway.run(queue.get_result(keys, self.id))
-            while record is None:
-                record = _announced(await pubsub.get_message(timeout=_remaining(deadline)))
-                if record is None:
-                    record = await d.gateway.run(queue.get_result(keys, self.id))
-            return record
-        except redis.exceptions.RedisError as e:
-            raise wrap_error(e, d.settings.redis_url) from e
-        finally:
-            await pubsub.aclose()
 
 
 class AsyncDispatcher:
@@ -212,6 +160,7 @@ class AsyncDispatcher:
         self.client = client or make_async_client(self.settings)
         self.gateway = AsyncGateway(self.client, self.settings.redis_url)
         self.core = ProducerCore(self.settings)
+        self.listener = AsyncListener(self.client, self.settings.redis_url)
 
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> AsyncDispatcher:
@@ -246,7 +195,8 @@ class AsyncDispatcher:
         return AsyncTaskHandle(self, task_id, capability)
 
     async def aclose(self) -> None:
-        """Close the connections this dispatcher opened."""
+        """Close the connections this dispatcher opened (and the one ``result()`` listens on)."""
+        await self.listener.aclose()
         await self.client.aclose()
 
     async def __aenter__(self) -> AsyncDispatcher:

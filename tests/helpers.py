@@ -1,4 +1,5 @@
-"""Small test helpers: bounded waiting, listing a prefix's keys, reading a worker's captured output."""
+"""Small test helpers: bounded waiting, listing a prefix's keys, reading a worker's captured output, settling a
+task by hand as a worker would."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
+
+from dispatcher import Settings, codec
+from dispatcher.gateway import Gateway
+from dispatcher.keys import GROUP, KeySpace
+from dispatcher.ops import queue
 
 
 def wait_until(
@@ -46,3 +52,21 @@ def wait_exit(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
         return proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise AssertionError(f"pid {proc.pid} still running after {timeout_s} s\n{worker_log(proc)}") from None
+
+
+def read_as(client: redis.Redis, stream: str, consumer: str = "c1") -> str:
+    """Take the next entry of ``stream`` as ``consumer`` through the group, as a worker would; its entry id."""
+    try:
+        client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    except redis.ResponseError as e:
+        assert str(e).startswith("BUSYGROUP")
+    ((_, ((entry_id, _),)),) = client.xreadgroup(GROUP, consumer, {stream: ">"}, count=1)
+    return entry_id.decode()  # type: ignore[no-any-return]
+
+
+def settle(client: redis.Redis, settings: Settings, handle: Any, outcome: codec.Outcome) -> None:
+    """Read ``handle``'s task as consumer c1 and settle it through the settle script."""
+    keys = KeySpace(settings.prefix).capability(handle.capability)
+    entry_id = read_as(client, keys.stream)
+    call = queue.settle_call(keys, entry_id, "c1", handle.id, codec.encode_outcome(outcome), 60_000, outcome.status)
+    assert Gateway(client, settings.redis_url).run(queue.transitions([call])) == [queue.scripts.Settle.DONE]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 from conftest import RedisServer, free_port
-from helpers import keyspace, wait_until
+from helpers import keyspace, settle, wait_until
 
 import dispatcher as dispatcher_pkg
 from dispatcher import (
@@ -34,25 +34,6 @@ from dispatcher import (
 from dispatcher.gateway import Gateway
 from dispatcher.keys import GROUP, KeySpace
 from dispatcher.ops import queue
-
-
-def read_as(client: redis.Redis, stream: str, consumer: str = "c1") -> str:
-    """Take the next entry of ``stream`` as ``consumer`` through the group, as a worker would; its entry id."""
-    try:
-        client.xgroup_create(stream, GROUP, id="0", mkstream=True)
-    except redis.ResponseError as e:
-        assert str(e).startswith("BUSYGROUP")
-    ((_, ((entry_id, _),)),) = client.xreadgroup(GROUP, consumer, {stream: ">"}, count=1)
-    return entry_id.decode()  # type: ignore[no-any-return]
-
-
-def settle(client: redis.Redis, settings: Settings, handle: Any, outcome: codec.Outcome) -> None:
-    """Read ``handle``'s task as consumer c1 and settle it through the settle script."""
-    keys = KeySpace(settings.prefix).capability(handle.capability)
-    entry_id = read_as(client, keys.stream)
-    call = queue.settle_call(keys, entry_id, "c1", handle.id, codec.encode_outcome(outcome), 60_000, outcome.status)
-    assert Gateway(client, settings.redis_url).run(queue.transitions([call])) == [queue.scripts.Settle.DONE]
-
 
 SUCCEEDED = codec.Outcome(status="succeeded", value={"answer": 42})
 FAILED = codec.Outcome(status="failed", error_type="ValueError", error_message="bad input", traceback="Traceback: x")

@@ -1,0 +1,98 @@
+"""The listener's bookkeeping (sans-IO): who is subscribed, whom a message wakes, what to unsubscribe."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from dispatcher.errors import ResultTimeout
+from dispatcher.listener import RECHECK_S, Subscriptions, Waiter, remaining_s
+
+
+class Recorder:
+    """A waiter whose wake-ups are counted."""
+
+    def __init__(self, channel: str) -> None:
+        self.wakes = 0
+        self.waiter = Waiter(channel, self._wake)
+
+    def _wake(self) -> None:
+        self.wakes += 1
+
+
+def message(kind: str, channel: str, data: object = 1) -> dict[str, object]:
+    return {"type": kind, "channel": channel.encode(), "data": data, "pattern": None}
+
+
+def test_only_the_first_waiter_of_a_channel_subscribes_and_later_ones_re_read_at_once() -> None:
+    subs = Subscriptions()
+    first, second = Recorder("c"), Recorder("c")
+    assert subs.join(first.waiter) is True
+    assert (first.wakes, subs.busy) == (0, True)
+    assert subs.join(second.waiter) is False
+    assert (first.wakes, second.wakes) == (0, 1)  # the confirmation may have come already: re-read now
+
+
+def test_a_subscribe_confirmation_wakes_its_channels_waiters_to_re_read() -> None:
+    subs = Subscriptions()
+    a, b = Recorder("a"), Recorder("b")
+    subs.join(a.waiter)
+    subs.join(b.waiter)
+    subs.deliver(message("subscribe", "a"))
+    assert (a.wakes, b.wakes) == (1, 0)
+    assert a.waiter.record is None
+
+
+def test_an_announcement_hands_its_record_to_every_waiter_of_the_channel() -> None:
+    subs = Subscriptions()
+    one, two, other = Recorder("c"), Recorder("c"), Recorder("d")
+    for r in (one, two, other):
+        subs.join(r.waiter)
+    subs.deliver(message("message", "c", b"record"))
+    assert (one.waiter.record, two.waiter.record, other.waiter.record) == (b"record", b"record", None)
+    assert other.wakes == 0
+
+
+def test_messages_for_channels_nobody_waits_on_are_ignored_and_a_stray_subscription_is_dropped() -> None:
+    subs = Subscriptions()
+    subs.deliver(message("message", "gone", b"x"))
+    assert subs.take_idle() == []
+    subs.deliver(message("subscribe", "gone"))  # re-subscribed after a reconnect, nobody waits any more
+    assert subs.take_idle() == ["gone"]
+
+
+def test_a_channel_is_unsubscribed_only_when_its_last_waiter_left_and_nobody_rejoined() -> None:
+    subs = Subscriptions()
+    one, two = Recorder("c"), Recorder("c")
+    subs.join(one.waiter)
+    subs.join(two.waiter)
+    subs.leave(one.waiter)
+    assert subs.take_idle() == []
+    subs.leave(two.waiter)
+    subs.leave(two.waiter)  # leaving twice is harmless
+    assert not subs.busy
+    again = Recorder("c")
+    assert subs.join(again.waiter) is True  # re-joined before the reader unsubscribed: subscribe again
+    assert subs.take_idle() == []
+    subs.leave(again.waiter)
+    assert subs.take_idle() == ["c"]
+    assert subs.take_idle() == []
+
+
+def test_wake_all_asks_every_waiter_to_re_read() -> None:
+    subs = Subscriptions()
+    recorders = [Recorder(c) for c in ("a", "a", "b")]
+    for r in recorders:
+        subs.join(r.waiter)
+    before = [r.wakes for r in recorders]
+    subs.wake_all()
+    assert [r.wakes - w for r, w in zip(recorders, before, strict=True)] == [1, 1, 1]
+
+
+def test_remaining_is_capped_by_the_recheck_period_and_raises_past_the_deadline() -> None:
+    assert remaining_s(None) == RECHECK_S
+    assert 0 < remaining_s(time.monotonic() + 0.5) <= 0.5
+    assert remaining_s(time.monotonic() + 3600) == RECHECK_S
+    with pytest.raises(ResultTimeout):
+        remaining_s(time.monotonic() - 0.001)
