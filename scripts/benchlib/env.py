@@ -105,9 +105,11 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def spawn(self, argv: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, argv: Sequence[str], env: dict[str, str] | None = None, stdout: int = subprocess.DEVNULL
+    ) -> subprocess.Popen[bytes]:
         full_env = {**os.environ, "PYTHONPATH": str(SCRIPTS), **(env or {})}
-        proc = subprocess.Popen(list(argv), env=full_env, cwd=REPO, stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(list(argv), env=full_env, cwd=REPO, stdout=stdout)
         self.procs.append(proc)
         return proc
 
