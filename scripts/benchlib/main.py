@@ -186,6 +186,7 @@ def e2e_latency_rows(server: RedisServer, procs: Processes, s: Sizes, c: dict[st
     lat = ours.latency(server, procs, s.latency, s.rate_per_s)
     start, stored = lat["submit_to_start"], lat["submit_to_result_stored"]
     returned, lag = lat["submit_to_result_returned"], lat["result_returns_after_stored"]
+    finished = lat["result_returns_after_handler_finished"]
     rows += [
         Row("latency", "submit→start p50", start["p50"], "ms", None, "≤ 0.5", start["p50"] <= 0.5),
         Row("latency", "submit→start p95", start["p95"], "ms"),
@@ -198,6 +199,8 @@ def e2e_latency_rows(server: RedisServer, procs: Processes, s: Sizes, c: dict[st
         Row("latency", "submit→result() returned p99", returned["p99"], "ms"),
         Row("latency", "result() after stored p50", lag["p50"], "ms", None, "≤ 1", lag["p50"] <= 1),
         Row("latency", "result() after stored p99", lag["p99"], "ms", None, "≤ 1", lag["p99"] <= 1, lat),
+        Row("latency", "result() after handler finished p50", finished["p50"], "ms"),
+        Row("latency", "result() after handler finished p99", finished["p99"], "ms"),
     ]
     idle = max(e["idle_rss_kb"] + lat["idle_rss_kb"]) / 1024
     rows.append(Row("memory", "worker RSS idle", idle, "MB", None, "≤ 60", idle <= 60))
