@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -155,6 +156,7 @@ class Listener:
         self._pubsub: redis.client.PubSub | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._pid = os.getpid()
 
     def wait(self, channel: str, fetch: Callable[[], bytes | None], deadline: float | None) -> bytes:
         """The result record announced on ``channel``, or the first one ``fetch`` finds after a wake-up.
@@ -197,6 +199,8 @@ class Listener:
         with self._lock:
             if self._closed:
                 raise RuntimeError("this dispatcher is closed")
+            if self._pid != os.getpid():  # forked: the parent's connection and reader are not ours
+                self._pubsub, self._thread, self._subs, self._pid = None, None, Subscriptions(), os.getpid()
             if self._pubsub is None:
                 self._pubsub = self._client.pubsub()
             try:

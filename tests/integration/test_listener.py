@@ -4,6 +4,8 @@ connection reuse, unsubscribing, a killed connection, and closing."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 import uuid
@@ -156,3 +158,35 @@ def test_async_waiters_share_one_pubsub_connection_and_survive_a_killed_one(
         assert not connections(client, name)
 
     asyncio.run(main())
+
+
+def test_a_forked_child_listens_on_a_connection_of_its_own(
+    named: Dispatcher, client: redis.Redis, settings: Settings, name: str
+) -> None:
+    first = named.submit("echo", 1)
+    thread, got = wait_in_thread(first)
+    wait_until(lambda: connections(client, name, "pubsub"), 10, message="never subscribed")
+    handle = named.submit("echo", 2)  # the parent's reader thread is running and its connection is open
+    channel = KeySpace(settings.prefix).capability("echo").channel(handle.id)
+    pid = os.fork()
+    if pid == 0:  # the child: wait through the inherited dispatcher, exit 0 only on a prompt, right result
+        code = 1
+        try:
+            started = time.monotonic()
+            code = 0 if handle.result(timeout_s=20) == "done" and time.monotonic() - started < RECHECK_S else 2
+        finally:
+            os._exit(code)
+    status = None
+    try:
+        wait_until(lambda: numsub(client, channel) == 1, 10, message="the child never subscribed")
+        assert len(connections(client, name, "pubsub")) == 2  # the parent's and the child's own
+        settle(client, settings, handle, DONE)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        if status is None:  # the child is still running: end it
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    settle(client, settings, first, DONE)
+    thread.join(10)
+    assert got == ["done"]
