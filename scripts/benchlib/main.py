@@ -45,7 +45,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tasks", type=int, help="tasks per drain / end-to-end / submit_many run (default 20,000)")
     p.add_argument("--json", metavar="PATH", help="write JSON lines to PATH ('-' for stdout)")
     p.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
-    p.add_argument("--peers", action="store_true", help="also run Celery, Dramatiq and taskiq (not implemented yet)")
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="after our suite, run the drain and latency workloads through Celery, Dramatiq and taskiq "
+        "(installed from PyPI into .bench/peers-venv on first use)",
+    )
+    p.add_argument("--peers-only", action="store_true", help="run only the peers, not our suite")
     p.add_argument("--profile", metavar="CAPABILITY", help="only profile one worker draining 200,000 tasks (echo/noop)")
     p.add_argument("--repeat", type=int, default=1, help="run everything N times, report each figure's median")
     p.add_argument("--no-aof", action="store_true", help="skip the drain run on a Redis with AOF everysec")
@@ -280,9 +286,6 @@ def _ok_of_median(runs: list[list[Row]], i: int, mid: float) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.peers:
-        print("bench: --peers is not implemented yet (see docs/performance.md)", file=sys.stderr)
-        return 2
     if args.profile:
         out = Path(tempfile.gettempdir()) / f"bench-profile-{args.profile}.txt"
         print(profile.run(args.profile, args.tasks or 200_000, [], out))
@@ -291,6 +294,11 @@ def run(args: argparse.Namespace) -> int:
     s = QUICK if args.quick else FULL
     if args.tasks:
         s = dataclasses.replace(s, tasks=args.tasks)
+    with_peers = args.peers or args.peers_only
+    if with_peers:
+        from benchlib.peers import runner as peers
+
+        versions = peers.prepare(log)  # before our suite: an install failure should not cost a whole run
     started = time.monotonic()
     server = RedisServer().start()
     client = server.client()
@@ -303,18 +311,25 @@ def run(args: argparse.Namespace) -> int:
     client.close()
     server.stop()
     runs = []
-    for i in range(max(args.repeat, 1)):
+    for i in range(0 if args.peers_only else max(args.repeat, 1)):
         if args.repeat > 1:
             log(f"run {i + 1} of {args.repeat}")
         runs.append(suite(s, aof=not (args.no_aof or args.quick)))
-    rows = medians(runs)
+    rows = medians(runs) if runs else []
+    if with_peers:
+        sizes = peers.PeerSizes(s.tasks, s.latency, s.rate_per_s, s.timeout_s)
+        peer_rows = medians([peers.rows(sizes, versions, log) for _ in range(max(args.repeat, 1))])
+        rows += peer_rows + peers.compare(rows, peer_rows)
+        meta["peers"] = versions
     meta["seconds"] = round(time.monotonic() - started, 1)
     meta["runs"] = len(runs)
     print(table(rows))
     print(
         f"\nmachine: {meta['nproc']} CPUs, {meta['cpu']}, Redis {meta['redis']}, Python {meta['python']}; "
-        f"{meta['seconds']} s, {len(runs)} run(s){', medians' if len(runs) > 1 else ''}"
+        f"{meta['seconds']} s, {len(runs)} run(s) of our suite{', medians' if max(args.repeat, 1) > 1 else ''}"
     )
+    if with_peers:
+        print("\n" + peers.describe(rows, versions))
     if args.markdown:
         print("\n" + markdown(rows))
     if args.json:
