@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import importlib
 import json
 import os
@@ -137,6 +138,23 @@ class Driver(Protocol):
     def close(self) -> None: ...
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child SIGTERMed when its parent dies, even by SIGKILL (Linux; None
+    elsewhere), so the child's own cleanup still runs: the harness stops its workers, a peer's worker parent its
+    pool. libc is loaded here, in the parent: the child only makes the one prctl call between fork and exec."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return preexec
+
+
 class Workers:
     """The peer's worker processes, each started as a session leader with its output in a log file."""
 
@@ -156,6 +174,7 @@ class Workers:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=parent_death_signal(),  # noqa: PLW1509 - one prctl call, see its docstring
                 )
             self.procs.append(proc)
 

@@ -17,6 +17,7 @@ from typing import Any
 from benchlib.common import percentiles_ms
 from benchlib.env import REPO, SCRIPTS, RedisServer
 from benchlib.peers import venv
+from benchlib.peers.harness import parent_death_signal
 from benchlib.report import Row
 
 PEERS = {"celery": ("Celery", "celery"), "dramatiq": ("Dramatiq", "dramatiq"), "taskiq": ("taskiq", "taskiq")}
@@ -58,7 +59,15 @@ def run_one(
     loadavg = os.getloadavg()[0]
     env = {**os.environ, "PYTHONPATH": str(SCRIPTS)}
     env.pop("VIRTUAL_ENV", None)
-    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=parent_death_signal(),  # noqa: PLW1509 - a killed bench still gets its peer workers stopped
+    )
     try:
         out, err = proc.communicate(timeout=s.timeout_s + STARTUP_ALLOWANCE_S)
     except subprocess.TimeoutExpired:
