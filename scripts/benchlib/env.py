@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import shutil
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child SIGTERMed when its parent dies, even by SIGKILL (Linux; None
+    elsewhere), so the child's own cleanup still runs (a worker's graceful stop, the peer harness stopping its
+    workers) and a killed bench leaves no redis-server or worker behind. libc is loaded here, in the parent: the
+    child only makes the one prctl call between fork and exec."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return preexec
 
 
 class RedisServer:
@@ -49,7 +68,13 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         log = (self.dir / "redis.log").open("ab")
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.dir,
+            preexec_fn=parent_death_signal(),  # noqa: PLW1509 - one prctl call, see parent_death_signal
+        )
         client = self.client()
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -109,7 +134,13 @@ class Processes:
         self, argv: Sequence[str], env: dict[str, str] | None = None, stdout: int = subprocess.DEVNULL
     ) -> subprocess.Popen[bytes]:
         full_env = {**os.environ, "PYTHONPATH": str(SCRIPTS), **(env or {})}
-        proc = subprocess.Popen(list(argv), env=full_env, cwd=REPO, stdout=stdout)
+        proc = subprocess.Popen(
+            list(argv),
+            env=full_env,
+            cwd=REPO,
+            stdout=stdout,
+            preexec_fn=parent_death_signal(),  # noqa: PLW1509 - one prctl call, see parent_death_signal
+        )
         self.procs.append(proc)
         return proc
 

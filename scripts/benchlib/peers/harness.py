@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import importlib
 import json
 import os
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import redis
+
+from benchlib.env import parent_death_signal
 
 SCRIPTS = Path(__file__).resolve().parents[2]
 REPO = SCRIPTS.parent
@@ -136,23 +137,6 @@ class Driver(Protocol):
     def result(self, handle: Any, timeout_s: float) -> list[float]: ...
 
     def close(self) -> None: ...
-
-
-PR_SET_PDEATHSIG = 1
-
-
-def parent_death_signal() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has the child SIGTERMed when its parent dies, even by SIGKILL (Linux; None
-    elsewhere), so the child's own cleanup still runs: the harness stops its workers, a peer's worker parent its
-    pool. libc is loaded here, in the parent: the child only makes the one prctl call between fork and exec."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return preexec
 
 
 class Workers:

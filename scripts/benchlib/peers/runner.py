@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from benchlib.common import percentiles_ms
-from benchlib.env import REPO, SCRIPTS, RedisServer
+from benchlib.env import REPO, SCRIPTS, RedisServer, parent_death_signal
 from benchlib.peers import venv
-from benchlib.peers.harness import parent_death_signal
 from benchlib.report import Row
 
 PEERS = {"celery": ("Celery", "celery"), "dramatiq": ("Dramatiq", "dramatiq"), "taskiq": ("taskiq", "taskiq")}
