@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,6 +157,7 @@ async def _latency(
     samples: list[dict[str, Any]] = []
 
     async def waiter(handle: Any, sample: dict[str, Any]) -> None:
+        sample["called"] = time.time()
         await handle.result(timeout_s=10)
         sample["returned"] = time.time()
 
@@ -183,8 +185,9 @@ def latency(
     """Idle workers; ``n`` tasks submitted at a fixed rate (submit→start, submit→result stored), then
     ``n // 4`` more, each awaited with ``result()`` (the waiters share the loop). ``result()``'s lag is timed
     from the moment an idle observer process heard the task's announcement, i.e. from when the result was
-    stored; the lag from the handler's finish time (which also holds the worker's settle round trip) is kept
-    beside it."""
+    stored, or from the ``result()`` call when that came later (the waiter task starts when the submitting loop
+    next yields); the lag from the handler's finish time (which also holds the worker's settle round trip) is
+    kept beside it."""
     prefix = "b-lat"
     client = server.client()
     client.flushall()
@@ -193,6 +196,11 @@ def latency(
     time.sleep(0.5)
     idle = [status_kb(p.pid, "VmRSS") or 0 for p in workers]
     keys = keys_of(prefix, capability)
+    # The bench process carries every earlier workload's heap: a full collection of it took ~28 ms mid-run and
+    # stalled the submitting loop (measured with gc.callbacks). Freeze what exists, as a latency-minded service
+    # would after start-up, so only the objects of this workload are collected.
+    gc.collect()
+    gc.freeze()
     plain = asyncio.run(_latency(server.url, prefix, capability, n, rate_per_s, wait=False))
     time.sleep(0.2)
     records = outcomes(client, keys, [str(s["id"]) for s in plain])
@@ -200,12 +208,14 @@ def latency(
     observer = start_observer(procs, server.url, keys.channel("*"), waited_n + 1, 60.0)  # + the warm-up task
     waited = asyncio.run(_latency(server.url, prefix, capability, waited_n, rate_per_s, wait=True))
     heard = observer_result(observer, 30.0)
+    gc.unfreeze()
     waited_records = outcomes(client, keys, [str(s["id"]) for s in waited])
     procs.stop_all()
     client.close()
     pairs = list(zip(plain, records, strict=True))
     wpairs = list(zip(waited, waited_records, strict=True))
-    lags = [s["returned"] - heard[keys.channel(str(s["id"]))] for s in waited]
+    # From when the result was stored, or from the call when it was stored before result() was even called.
+    lags = [s["returned"] - max(heard[keys.channel(str(s["id"]))], s["called"]) for s in waited]
     return {
         "submit_to_start": percentiles_ms([r.value - s["submitted_at"] for s, r in pairs]),
         "submit_call": percentiles_ms([s["returned_submit"] - s["submitted_at"] for s, r in pairs]),
