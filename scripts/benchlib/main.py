@@ -264,6 +264,7 @@ def medians(runs: list[list[Row]]) -> list[Row]:
         ceilings = [r[i].ceiling for r in runs if r[i].ceiling is not None]
         oks = [r[i].ok for r in runs]
         mid = statistics.median(values)
+        closest = _closest(runs, i, mid)
         out.append(
             Row(
                 row.workload,
@@ -271,18 +272,17 @@ def medians(runs: list[list[Row]]) -> list[Row]:
                 mid,
                 row.unit,
                 statistics.median(ceilings) if ceilings else None,
-                row.target,
-                None if oks[0] is None else _ok_of_median(runs, i, mid),
+                closest[i].target,  # a target may depend on its run's ceiling: shown with the run that decides ok
+                None if oks[0] is None else bool(closest[i].ok),
                 {**runs[values.index(sorted(values)[len(values) // 2])][i].extra, "runs": values},
             )
         )
     return out
 
 
-def _ok_of_median(runs: list[list[Row]], i: int, mid: float) -> bool:
-    # The run whose value is closest to the median decides (its target test saw that value).
-    closest = min(runs, key=lambda r: abs(r[i].value - mid))
-    return bool(closest[i].ok)
+def _closest(runs: list[list[Row]], i: int, mid: float) -> list[Row]:
+    # The run whose value is closest to the median decides "ok" (its target test saw that value).
+    return min(runs, key=lambda r: abs(r[i].value - mid))
 
 
 def run(args: argparse.Namespace) -> int:
