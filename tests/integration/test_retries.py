@@ -53,7 +53,7 @@ def dead_letters(client: redis.Redis, prefix: str, capability: str) -> list[dict
 def test_failures_retry_with_backoff_then_dead_letter_max_retries(
     client: redis.Redis, dispatcher: Dispatcher, run_worker: WorkerRunner, ledger: Ledger, prefix: str
 ) -> None:
-    start(run_worker, ledger, "faulty.flaky")
+    worker = start(run_worker, ledger, "faulty.flaky")
     doomed = dispatcher.submit("faulty.flaky", {"fail_times": 100}, max_retries=3)
     healed = dispatcher.submit("faulty.flaky", {"fail_times": 2}, max_retries=3)
 
@@ -74,7 +74,7 @@ def test_failures_retry_with_backoff_then_dead_letter_max_retries(
     expected = [0.05, 0.1, 0.2]  # base 0.05, factor 2, capped at 0.2, no jitter
     print(f"\nretry gaps {[round(g, 3) for g in gaps]} s for backoff {expected} s")
     for gap, delay in zip(gaps, expected, strict=True):
-        assert delay - 0.01 <= gap <= delay + PROMOTE_SLACK_S, gaps
+        assert delay - 0.01 <= gap <= delay + PROMOTE_SLACK_S, (gaps, worker_log(worker))
     assert [r["attempt"] for r in ledger.records("start", healed.id)] == [1, 2, 3]
 
     (letter,) = dead_letters(client, prefix, "faulty.flaky")
