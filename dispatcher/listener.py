@@ -32,6 +32,7 @@ import redis.client
 
 from dispatcher.errors import ResultTimeout
 from dispatcher.gateway import wrap_error
+from dispatcher.settings import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ _LINGER_S = 10.0
 """The sync reader thread ends after this long without waiters; the next ``result()`` starts a new one."""
 
 _STOP_JOIN_S = 2.0
+_RECONNECT = Backoff(base_s=0.1, factor=2.0, max_s=1.0, jitter=0.0)
+"""Pause of the reader between attempts while its connection is down: 0.1 s, doubling up to 1 s."""
 _READ_ERRORS = (redis.exceptions.RedisError, OSError)
 
 
@@ -116,8 +119,7 @@ class Subscriptions:
 
     def take_idle(self) -> list[str]:
         """Channels to unsubscribe now (no waiter joined them since they went idle)."""
-        idle = [c for c in self._idle if c not in self._waiters]
-        self._idle.clear()
+        idle, self._idle = list(self._idle), set()  # join() takes a re-joined channel out of this set
         return idle
 
     def deliver(self, message: dict[str, Any]) -> None:
@@ -246,7 +248,7 @@ class Listener:
                 _report(failures, e)
                 with self._lock:
                     self._subs.wake_all()
-                time.sleep(_backoff_s(failures))
+                time.sleep(_RECONNECT.delay_s(failures))
                 continue
             if message is not None:
                 with self._lock:
@@ -328,14 +330,10 @@ class AsyncListener:
                 failures += 1
                 _report(failures, e)
                 self._subs.wake_all()
-                await asyncio.sleep(_backoff_s(failures))
+                await asyncio.sleep(_RECONNECT.delay_s(failures))
                 continue
             if message is not None:
                 self._subs.deliver(message)
-
-
-def _backoff_s(failures: int) -> float:
-    return float(min(0.05 * 2 ** min(failures, 5), 1.0))
 
 
 def _report(failures: int, error: BaseException) -> None:

@@ -46,11 +46,13 @@ class TaskHandle:
         d = self._dispatcher
         keys = d.core.keys(self.capability)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        record = d.gateway.run(queue.get_result(keys, self.id))
+
+        def fetch() -> bytes | None:
+            return d.gateway.run(queue.get_result(keys, self.id))
+
+        record = fetch()
         if record is None:
-            record = d.listener.wait(
-                keys.channel(self.id), lambda: d.gateway.run(queue.get_result(keys, self.id)), deadline
-            )
+            record = d.listener.wait(keys.channel(self.id), fetch, deadline)
         return value_or_raise(self.id, d.core.outcome(record))
 
 
@@ -144,11 +146,13 @@ class AsyncTaskHandle:
         d = self._dispatcher
         keys = d.core.keys(self.capability)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        record = await d.gateway.run(queue.get_result(keys, self.id))
+
+        async def fetch() -> bytes | None:
+            return await d.gateway.run(queue.get_result(keys, self.id))
+
+        record = await fetch()
         if record is None:
-            record = await d.listener.wait(
-                keys.channel(self.id), lambda: d.gateway.run(queue.get_result(keys, self.id)), deadline
-            )
+            record = await d.listener.wait(keys.channel(self.id), fetch, deadline)
         return value_or_raise(self.id, d.core.outcome(record))
 
 
