@@ -10,6 +10,14 @@ regardless. Channels whose last waiter left are unsubscribed by the reader.
 One connection for all waiters is what keeps ``result()`` fast: a pub/sub connection of its own per call costs a
 TCP connect and handshake, and closing it costs a disconnect, on every call.
 
+Holding: once a dispatcher's ``result()`` has been called, it expects more of them, so for ``_LINGER_S`` after
+each call the channels of newly submitted tasks are subscribed right after their submit, before the task can
+have run, and kept for as long as their handle lives. The announcement then usually arrives before or while
+``result()`` waits, without a subscribe round trip and without the re-read that a settlement landing during the
+subscribe needs; an announcement that comes before the call is kept for it, so that ``result()`` returns at once.
+A joining waiter still re-reads once (the hold's SUBSCRIBE may not have been confirmed before the settlement),
+so holding changes how fast ``result()`` returns, never what it returns.
+
 The pub/sub commands go through redis-py's ``PubSub`` here, not through the gateway, which sends request/reply
 batches only.
 """
@@ -17,12 +25,14 @@ batches only.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis
@@ -44,6 +54,9 @@ _POLL_S = 1.0
 
 _LINGER_S = 10.0
 """The sync reader thread ends after this long without waiters; the next ``result()`` starts a new one."""
+
+MAX_HELD = 10_000
+"""At most this many channels are held for handles at once; tasks submitted beyond it are not held."""
 
 _STOP_JOIN_S = 2.0
 _RECONNECT = Backoff(base_s=0.1, factor=2.0, max_s=1.0, jitter=0.0)
@@ -86,39 +99,90 @@ class Subscriptions:
 
     def __init__(self) -> None:
         self._waiters: dict[str, set[Waiter]] = {}
+        self._held: dict[str, bytes | None] = {}  # held channel -> its announced record, None until announced
+        self._released: collections.deque[str] = collections.deque()
         self._idle: set[str] = set()
 
     @property
     def busy(self) -> bool:
-        return bool(self._waiters)
+        return bool(self._waiters or self._held)
+
+    def holds(self, channel: str) -> bool:
+        return channel in self._held
+
+    def hold(self, channels: Sequence[str]) -> list[str]:
+        """Keep ``channels`` subscribed until ``release``, keeping their announcement for a later waiter.
+
+        Returns the channels to SUBSCRIBE now (none beyond ``MAX_HELD`` held channels).
+        """
+        self._apply_released()
+        new = []
+        for channel in channels:
+            if channel in self._held:
+                continue
+            if len(self._held) >= MAX_HELD:
+                break
+            self._held[channel] = None
+            self._idle.discard(channel)
+            if channel not in self._waiters:
+                new.append(channel)
+        return new
+
+    def release(self, channel: str) -> None:
+        """Stop holding ``channel`` (its handle is gone or has its result); again is harmless."""
+        if channel in self._held:
+            del self._held[channel]
+            self._drop_if_unwanted(channel)
+
+    def release_later(self, channel: str) -> None:
+        """``release`` at the next ``hold`` or ``take_idle``: safe from any thread, so from a finalizer too."""
+        self._released.append(channel)
+
+    def _apply_released(self) -> None:
+        while self._released:
+            self.release(self._released.popleft())
 
     def join(self, waiter: Waiter) -> bool:
-        """Add ``waiter``; True when its channel had no waiter, so the caller must send SUBSCRIBE.
+        """Add ``waiter``; True when its channel was not subscribed, so the caller must send SUBSCRIBE.
 
-        A waiter that joins a channel already subscribed is woken at once: the confirmation it would wait for
-        may have come already. If it has not, it comes later and wakes this waiter again.
+        A waiter that joins a channel already subscribed is woken at once, with the announcement when a held
+        channel has had it: else the confirmation it would wait for may have come already. If it has not, it
+        comes later and wakes this waiter again.
         """
-        group = self._waiters.get(waiter.channel)
-        self._idle.discard(waiter.channel)
+        channel = waiter.channel
+        announced = self._held.get(channel)
+        if announced is not None:
+            waiter.wake(announced)
+            return False
+        group = self._waiters.get(channel)
+        self._idle.discard(channel)
         if group is None:
-            self._waiters[waiter.channel] = {waiter}
-            return True
-        group.add(waiter)
+            self._waiters[channel] = {waiter}
+            if channel not in self._held:
+                return True
+        else:
+            group.add(waiter)
         waiter.wake()
         return False
 
     def leave(self, waiter: Waiter) -> None:
-        """Remove ``waiter`` (again is harmless); a channel left without waiters is due for UNSUBSCRIBE."""
+        """Remove ``waiter`` (again is harmless); a channel nobody wants any more is due for UNSUBSCRIBE."""
         group = self._waiters.get(waiter.channel)
         if group is None or waiter not in group:
             return
         group.discard(waiter)
         if not group:
             del self._waiters[waiter.channel]
-            self._idle.add(waiter.channel)
+            self._drop_if_unwanted(waiter.channel)
+
+    def _drop_if_unwanted(self, channel: str) -> None:
+        # Wanted: someone waits on it, or it is held and its announcement has not come yet.
+        if channel not in self._waiters and self._held.get(channel, b"") is not None:
+            self._idle.add(channel)
 
     def take_idle(self) -> list[str]:
         """Channels to unsubscribe now (no waiter joined them since they went idle)."""
+        self._apply_released()
         idle, self._idle = list(self._idle), set()  # join() takes a re-joined channel out of this set
         return idle
 
@@ -126,13 +190,16 @@ class Subscriptions:
         """Hand one pub/sub message to the waiters of its channel."""
         raw = message.get("channel")
         channel = raw.decode() if isinstance(raw, bytes) else str(raw)
-        group = self._waiters.get(channel)
         kind = message.get("type")
+        data = message.get("data")
+        if kind == "message" and isinstance(data, bytes) and channel in self._held:
+            self._held[channel] = data  # kept for the handle's result(); nothing more will be announced
+            self._drop_if_unwanted(channel)
+        group = self._waiters.get(channel)
         if group is None:
-            if kind == "subscribe":  # re-subscribed after a reconnect, but nobody waits any more
+            if kind == "subscribe" and channel not in self._held:  # re-subscribed after a reconnect, unwanted
                 self._idle.add(channel)
             return
-        data = message.get("data")
         if kind == "message" and isinstance(data, bytes):
             for waiter in list(group):
                 waiter.wake(data)
@@ -147,7 +214,37 @@ class Subscriptions:
                 waiter.wake()
 
 
-class Listener:
+class _Holding:
+    """When to hold (``result()`` was called in the last ``_LINGER_S``), and a hold's release with its handle."""
+
+    _subs: Subscriptions
+    _wanted_until = 0.0
+
+    def expect(self) -> None:
+        """A ``result()`` call: hold the channels of tasks submitted from now on, for a while."""
+        self._wanted_until = time.monotonic() + _LINGER_S
+
+    def holds(self, channel: str) -> bool:
+        """Whether ``channel`` is held: a waiter on it starts with the listener, not with a read of its own."""
+        return self._subs.holds(channel)
+
+    def wanted(self) -> bool:
+        """Whether ``hold`` holds now."""
+        return time.monotonic() < self._wanted_until
+
+    def _tie(self, owners: Sequence[tuple[object, str]]) -> None:
+        for owner, channel in owners:  # a handle garbage-collected before its result() releases its channel
+            if self._subs.holds(channel):
+                weakref.finalize(owner, self._subs.release_later, channel).atexit = False
+
+
+def _hold_failed(channels: Sequence[str], subs: Subscriptions, error: BaseException) -> None:
+    for channel in channels:
+        subs.release(channel)
+    log.debug("could not hold result channels error=%s; their result() reads and subscribes itself", error)
+
+
+class Listener(_Holding):
     """The sync driver: a reader thread, started on demand, ending after ``_LINGER_S`` without waiters."""
 
     def __init__(self, client: redis.Redis, url: str) -> None:
@@ -159,6 +256,30 @@ class Listener:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._pid = os.getpid()
+
+    def release(self, channel: str) -> None:
+        """Stop holding ``channel``: its ``result()`` has returned (a later call reads the result afresh)."""
+        with self._lock:
+            self._subs.release(channel)
+
+    def hold(self, owners: Sequence[tuple[object, str]]) -> None:
+        """Subscribe the channels of just-submitted tasks, each held while its owner (the handle) lives, when
+        ``result()`` calls are expected. Never raises: the tasks are submitted already."""
+        if not self.wanted():
+            return
+        with self._lock:
+            if self._closed:
+                return
+            pubsub = self._ready()
+            new = self._subs.hold([channel for _, channel in owners])
+            try:
+                if new:
+                    pubsub.subscribe(*new)
+            except _READ_ERRORS as e:
+                _hold_failed(new, self._subs, e)
+                return
+            self._start_reader()
+        self._tie(owners)
 
     def wait(self, channel: str, fetch: Callable[[], bytes | None], deadline: float | None) -> bytes:
         """The result record announced on ``channel``, or the first one ``fetch`` finds after a wake-up.
@@ -201,21 +322,30 @@ class Listener:
         with self._lock:
             if self._closed:
                 raise RuntimeError("this dispatcher is closed")
-            if self._pid != os.getpid():  # forked: the parent's connection and reader are not ours
-                self._pubsub, self._thread, self._subs, self._pid = None, None, Subscriptions(), os.getpid()
-            if self._pubsub is None:
-                self._pubsub = self._client.pubsub()
+            pubsub = self._ready()
             try:
                 if self._subs.join(waiter):
                     # Sent under the lock, so a SUBSCRIBE and the reader's UNSUBSCRIBE of the same channel go out
                     # in the order the bookkeeping decided them.
-                    self._pubsub.subscribe(waiter.channel)
+                    pubsub.subscribe(waiter.channel)
             except BaseException:
                 self._subs.leave(waiter)
                 raise
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._read, name="dispatcher-listener", daemon=True)
-                self._thread.start()
+            self._start_reader()
+
+    def _ready(self) -> redis.client.PubSub:
+        # Under the lock.
+        if self._pid != os.getpid():  # forked: the parent's connection and reader are not ours
+            self._pubsub, self._thread, self._subs, self._pid = None, None, Subscriptions(), os.getpid()
+        if self._pubsub is None:
+            self._pubsub = self._client.pubsub()
+        return self._pubsub
+
+    def _start_reader(self) -> None:
+        # Under the lock.
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._read, name="dispatcher-listener", daemon=True)
+            self._thread.start()
 
     def _read(self) -> None:
         try:
@@ -255,8 +385,8 @@ class Listener:
                     self._subs.deliver(message)
 
 
-class AsyncListener:
-    """The asyncio driver: a reader task, started on demand, ending as soon as no one waits."""
+class AsyncListener(_Holding):
+    """The asyncio driver: a reader task, started on demand, ending as soon as no one waits or holds."""
 
     def __init__(self, client: redis.asyncio.Redis, url: str) -> None:
         self._client = client
@@ -265,6 +395,7 @@ class AsyncListener:
         self._lock = asyncio.Lock()
         self._pubsub: redis.asyncio.client.PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def wait(self, channel: str, fetch: Callable[[], Awaitable[bytes | None]], deadline: float | None) -> bytes:
         """See ``Listener.wait``."""
@@ -279,7 +410,7 @@ class AsyncListener:
                 woken.clear()
                 if waiter.record is not None:
                     return waiter.record
-                record = await fetch()
+                record = await _read_unless_announced(fetch, woken, waiter)
                 if record is not None:
                     return record
         except redis.exceptions.RedisError as e:
@@ -289,27 +420,58 @@ class AsyncListener:
 
     async def aclose(self) -> None:
         """Stop the reader and close the pub/sub connection."""
+        self._closed = True
         reader, self._reader = self._reader, None
         if reader is not None:
+            # redis-py's pub/sub read can lose a cancellation that races with its own read timeout (seen on
+            # Python 3.11: the reader read on): the reader also stops at its next turn, within _POLL_S, on the flag.
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await asyncio.wait([reader], timeout=_STOP_JOIN_S)
         if self._pubsub is not None:
             await self._pubsub.aclose()
             self._pubsub = None
 
-    async def _join(self, waiter: Waiter) -> None:
+    def release(self, channel: str) -> None:
+        """See ``Listener.release``."""
+        self._subs.release(channel)
+
+    async def hold(self, owners: Sequence[tuple[object, str]]) -> None:
+        """See ``Listener.hold``."""
+        if not self.wanted() or self._closed:
+            return
         async with self._lock:
-            if self._pubsub is None:
-                self._pubsub = self._client.pubsub()
+            pubsub = self._ready()
+            new = self._subs.hold([channel for _, channel in owners])
+            try:
+                if new:
+                    await pubsub.subscribe(*new)
+            except _READ_ERRORS as e:
+                _hold_failed(new, self._subs, e)
+                return
+        self._start_reader(pubsub)
+        self._tie(owners)
+
+    async def _join(self, waiter: Waiter) -> None:
+        if self._closed:
+            raise RuntimeError("this dispatcher is closed")
+        async with self._lock:
+            pubsub = self._ready()
             try:
                 if self._subs.join(waiter):
-                    await self._pubsub.subscribe(waiter.channel)
+                    await pubsub.subscribe(waiter.channel)
             except BaseException:
                 self._subs.leave(waiter)
                 raise
+        self._start_reader(pubsub)
+
+    def _ready(self) -> redis.asyncio.client.PubSub:
+        if self._pubsub is None:
+            self._pubsub = self._client.pubsub()
+        return self._pubsub
+
+    def _start_reader(self, pubsub: redis.asyncio.client.PubSub) -> None:
         if self._reader is None or self._reader.done():
-            self._reader = asyncio.get_running_loop().create_task(self._read(self._pubsub))
+            self._reader = asyncio.get_running_loop().create_task(self._read(pubsub))
 
     async def _read(self, pubsub: redis.asyncio.client.PubSub) -> None:
         failures = 0
@@ -321,6 +483,8 @@ class AsyncListener:
                     idle = self._subs.take_idle()
                     if idle:
                         await pubsub.unsubscribe(*idle)
+                if self._closed:
+                    return
                 if not self._subs.busy:  # no await between this check and the exit: a joiner starts a new reader
                     self._reader = None
                     return
@@ -334,6 +498,29 @@ class AsyncListener:
                 continue
             if message is not None:
                 self._subs.deliver(message)
+
+
+async def _read_unless_announced(
+    fetch: Callable[[], Awaitable[bytes | None]], woken: asyncio.Event, waiter: Waiter
+) -> bytes | None:
+    """``fetch()``, or the announcement if the reader hands it over first: it may already be in the socket
+    buffer, behind this very task in the loop. The read is left to finish on its own then (cancelling a command
+    would close its connection)."""
+    read = asyncio.ensure_future(fetch())
+    read.add_done_callback(_retrieve)  # an abandoned read's error is not reported as never retrieved
+    wake = asyncio.ensure_future(woken.wait())
+    try:
+        await asyncio.wait((read, wake), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        wake.cancel()
+    if waiter.record is not None and not read.done():
+        return waiter.record
+    return await read  # a wake-up without a record (a confirmation) leaves ``woken`` set: the caller reads again
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _report(failures: int, error: BaseException) -> None:

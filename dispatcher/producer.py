@@ -50,9 +50,12 @@ class TaskHandle:
         def fetch() -> bytes | None:
             return d.gateway.run(queue.get_result(keys, self.id))
 
-        record = fetch()
+        channel = keys.channel(self.id)
+        d.listener.expect()
+        record = None if d.listener.holds(channel) else fetch()  # a held channel's waiter reads once itself
         if record is None:
-            record = d.listener.wait(keys.channel(self.id), fetch, deadline)
+            record = d.listener.wait(channel, fetch, deadline)
+        d.listener.release(channel)
         return value_or_raise(self.id, d.core.outcome(record))
 
 
@@ -100,7 +103,10 @@ class Dispatcher:
             self.gateway.run(queue.register_capabilities(self.core.keyspace.capabilities, new))
             self.core.registered.update(new)
         replies = self.gateway.run(queue.submit(batches, self.core.ttl_ms()))
-        return [TaskHandle(self, tid, cap) for cap, tid in self.core.task_ids(tasks, batches, replies)]
+        handles = [TaskHandle(self, tid, cap) for cap, tid in self.core.task_ids(tasks, batches, replies)]
+        if self.listener.wanted():
+            self.listener.hold([(h, self.core.keys(h.capability).channel(h.id)) for h in handles])
+        return handles
 
     def handle(self, task_id: str, capability: str | None = None) -> TaskHandle:
         """Re-attach to a task by id. Without ``capability``, the known capabilities are searched for it;
@@ -150,9 +156,12 @@ class AsyncTaskHandle:
         async def fetch() -> bytes | None:
             return await d.gateway.run(queue.get_result(keys, self.id))
 
-        record = await fetch()
+        channel = keys.channel(self.id)
+        d.listener.expect()
+        record = None if d.listener.holds(channel) else await fetch()
         if record is None:
-            record = await d.listener.wait(keys.channel(self.id), fetch, deadline)
+            record = await d.listener.wait(channel, fetch, deadline)
+        d.listener.release(channel)
         return value_or_raise(self.id, d.core.outcome(record))
 
 
@@ -186,7 +195,10 @@ class AsyncDispatcher:
             await self.gateway.run(queue.register_capabilities(self.core.keyspace.capabilities, new))
             self.core.registered.update(new)
         replies = await self.gateway.run(queue.submit(batches, self.core.ttl_ms()))
-        return [AsyncTaskHandle(self, tid, cap) for cap, tid in self.core.task_ids(tasks, batches, replies)]
+        handles = [AsyncTaskHandle(self, tid, cap) for cap, tid in self.core.task_ids(tasks, batches, replies)]
+        if self.listener.wanted():
+            await self.listener.hold([(h, self.core.keys(h.capability).channel(h.id)) for h in handles])
+        return handles
 
     async def handle(self, task_id: str, capability: str | None = None) -> AsyncTaskHandle:
         """See ``Dispatcher.handle``."""

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from dispatcher.errors import ResultTimeout
-from dispatcher.listener import RECHECK_S, Subscriptions, Waiter, remaining_s
+from dispatcher.listener import MAX_HELD, RECHECK_S, Subscriptions, Waiter, remaining_s
 
 
 class Recorder:
@@ -96,3 +96,52 @@ def test_remaining_is_capped_by_the_recheck_period_and_raises_past_the_deadline(
     assert remaining_s(time.monotonic() + 3600) == RECHECK_S
     with pytest.raises(ResultTimeout):
         remaining_s(time.monotonic() - 0.001)
+
+
+def test_held_channels_are_subscribed_once_and_keep_an_announcement_for_a_later_waiter() -> None:
+    subs = Subscriptions()
+    assert subs.hold(["a", "b"]) == ["a", "b"]
+    assert subs.hold(["a"]) == []  # held already
+    assert subs.busy and subs.holds("a")
+    subs.deliver(message("subscribe", "a"))
+    assert subs.take_idle() == []  # a held channel's confirmation is no reason to unsubscribe
+    subs.deliver(message("message", "a", b"record"))
+    assert subs.take_idle() == ["a"]  # announced: nothing more will come on it
+    late = Recorder("a")
+    assert subs.join(late.waiter) is False  # no SUBSCRIBE: the announcement is at hand
+    assert (late.wakes, late.waiter.record) == (1, b"record")
+    subs.leave(late.waiter)
+    assert subs.take_idle() == []
+
+
+def test_a_waiter_on_a_held_channel_re_reads_once_and_then_gets_the_announcement() -> None:
+    subs = Subscriptions()
+    subs.hold(["a"])
+    waiter = Recorder("a")
+    assert subs.join(waiter.waiter) is False
+    assert (waiter.wakes, waiter.waiter.record) == (1, None)  # the hold may not be confirmed yet: read once
+    subs.deliver(message("message", "a", b"record"))
+    assert (waiter.wakes, waiter.waiter.record) == (2, b"record")
+    subs.leave(waiter.waiter)
+    subs.release("a")
+    assert subs.take_idle() == ["a"]
+    assert not subs.busy
+
+
+def test_releasing_a_held_channel_unsubscribes_it_unless_someone_waits_on_it() -> None:
+    subs = Subscriptions()
+    subs.hold(["a", "b"])
+    waiter = Recorder("b")
+    subs.join(waiter.waiter)
+    subs.release_later("a")  # from a finalizer: applied at the reader's next turn
+    subs.release_later("b")
+    assert sorted(subs.take_idle()) == ["a"]
+    assert not subs.holds("a") and not subs.holds("b")
+    subs.leave(waiter.waiter)
+    assert subs.take_idle() == ["b"]
+
+
+def test_holding_stops_at_the_cap() -> None:
+    subs = Subscriptions()
+    assert len(subs.hold([f"c{i}" for i in range(MAX_HELD + 5)])) == MAX_HELD
+    assert not subs.holds(f"c{MAX_HELD}")
