@@ -188,7 +188,7 @@ def e2e_latency_rows(server: RedisServer, procs: Processes, s: Sizes, c: dict[st
         Row("end to end", "worker CPU per task (sum of 2)", e["worker_cpu_us_per_task"], "µs/task"),
         Row("end to end", "Redis CPU per task", e["redis_cpu_us_per_task"], "µs/task"),
     ]
-    log(f"latency: {s.latency} tasks at {s.rate_per_s:.0f}/s, then {max(s.latency // 4, 20)} awaited with result()")
+    log(f"latency: {s.latency} tasks at {s.rate_per_s:.0f}/s, then {s.latency} awaited with result()")
     lat = ours.latency(server, procs, s.latency, s.rate_per_s)
     start, stored = lat["submit_to_start"], lat["submit_to_result_stored"]
     returned, lag = lat["submit_to_result_returned"], lat["result_returns_after_stored"]

@@ -183,7 +183,7 @@ def latency(
     server: RedisServer, procs: Processes, n: int, rate_per_s: float, capability: str = "bench.stamp"
 ) -> dict[str, Any]:
     """Idle workers; ``n`` tasks submitted at a fixed rate (submit→start, submit→result stored), then
-    ``n // 4`` more, each awaited with ``result()`` (the waiters share the loop). ``result()``'s lag is timed
+    ``n`` more, each awaited with ``result()`` (the waiters share the loop). ``result()``'s lag is timed
     from the moment an idle observer process heard the task's announcement, i.e. from when the result was
     stored, or from the ``result()`` call when that came later (the waiter task starts when the submitting loop
     next yields); the lag from the handler's finish time (which also holds the worker's settle round trip) is
@@ -204,9 +204,8 @@ def latency(
     plain = asyncio.run(_latency(server.url, prefix, capability, n, rate_per_s, wait=False))
     time.sleep(0.2)
     records = outcomes(client, keys, [str(s["id"]) for s in plain])
-    waited_n = max(n // 4, 20)
-    observer = start_observer(procs, server.url, keys.channel("*"), waited_n + 1, 60.0)  # + the warm-up task
-    waited = asyncio.run(_latency(server.url, prefix, capability, waited_n, rate_per_s, wait=True))
+    observer = start_observer(procs, server.url, keys.channel("*"), n + 1, 60.0)  # + the warm-up task
+    waited = asyncio.run(_latency(server.url, prefix, capability, n, rate_per_s, wait=True))
     heard = observer_result(observer, 30.0)
     gc.unfreeze()
     waited_records = outcomes(client, keys, [str(s["id"]) for s in waited])
