@@ -115,9 +115,7 @@ def test_an_announcement_lost_with_a_killed_connection_is_found_on_resubscribe(
     assert time.monotonic() - settled_at < RECHECK_S / 2, "found by the periodic re-check, not on reconnect"
 
 
-def test_close_stops_the_reader_and_closes_its_connection(
-    settings: Settings, client: redis.Redis, name: str
-) -> None:
+def test_close_stops_the_reader_and_closes_its_connection(settings: Settings, client: redis.Redis, name: str) -> None:
     d = Dispatcher(settings, client=make_client(settings, client_name=name))
     handle = d.submit("echo", 1)
     thread, got = wait_in_thread(handle)
@@ -243,9 +241,7 @@ def test_a_held_task_settled_while_waited_on_returns_its_result(
         wait_until(lambda h=h: numsub(client, keys.channel(h.id)) == 0, 10, message="stayed subscribed")
 
 
-def test_a_dropped_handle_releases_its_held_channel(
-    named: Dispatcher, client: redis.Redis, settings: Settings
-) -> None:
+def test_a_dropped_handle_releases_its_held_channel(named: Dispatcher, client: redis.Redis, settings: Settings) -> None:
     named.listener.expect()
     handle = named.submit("echo", 1)
     channel = KeySpace(settings.prefix).capability("echo").channel(handle.id)
