@@ -37,6 +37,18 @@ def test_id_time_prefix_is_the_epoch_millisecond() -> None:
     assert before <= value >> 80 <= after
 
 
+def test_id_is_the_millisecond_then_the_random_bits_in_crockford_base32(monkeypatch: pytest.MonkeyPatch) -> None:
+    random = bytes(range(246, 256))
+    monkeypatch.setattr("dispatcher.task.os.urandom", lambda n: random[:n])
+    monkeypatch.setattr("dispatcher.task.time.time_ns", lambda: 1_700_000_000_123_456_789)
+    expected = 1_700_000_000_123 << 80 | int.from_bytes(random, "big")
+    digits = []
+    for _ in range(26):  # the value, 5 bits a digit, most significant first
+        digits.append("0123456789ABCDEFGHJKMNPQRSTVWXYZ"[expected & 31])
+        expected >>= 5
+    assert new_task_id() == "".join(reversed(digits))
+
+
 @pytest.mark.parametrize("name", ["a", "llm.chat", "gpu-a100_x", "0", "x" * 64])
 def test_valid_capabilities(name: str) -> None:
     assert check_capability(name) == name
