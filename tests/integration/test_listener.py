@@ -20,7 +20,7 @@ from helpers import settle, wait_until
 from dispatcher import AsyncDispatcher, Dispatcher, Settings, codec
 from dispatcher.connection import make_async_client, make_client
 from dispatcher.keys import KeySpace
-from dispatcher.listener import RECHECK_S
+from dispatcher.subscriptions import RECHECK_S
 
 DONE = codec.Outcome(status="succeeded", value="done")
 
