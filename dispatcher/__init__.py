@@ -16,9 +16,9 @@ from dispatcher.errors import (
     TaskFailed,
     UnsupportedRedis,
 )
-from dispatcher.keys import KeySpace
 from dispatcher.producer import AsyncDispatcher, AsyncTaskHandle, Dispatcher, TaskHandle, submit
 from dispatcher.settings import Backoff, Settings
+from dispatcher.store.keys import KeySpace
 from dispatcher.task import Status, Task
 
 __version__ = "0.1.0"

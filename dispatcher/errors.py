@@ -10,6 +10,8 @@
     │   ├── RedisFull          Redis is out of memory (maxmemory with noeviction): nothing was written
     │   └── UnsupportedRedis   the server is older than the supported 7.0
     ├── ResultTimeout          result(timeout_s=...) elapsed before the task settled
+    ├── TaskNotFound           no capability knows a task id (also a LookupError)
+    ├── DispatcherClosed       the dispatcher was closed and cannot wait for results any more
     ├── HandlerTimeout         a handler ran past its task's timeout_s (recorded as the attempt's error)
     └── TaskFailed             the task failed remotely; carries the remote error type, message, traceback
         └── TaskDead           the task ended in the dead-letter stream; carries the reason
@@ -58,6 +60,14 @@ class UnsupportedRedis(RedisError):
 
 class ResultTimeout(DispatcherError):
     """The task did not settle within the time ``result()`` was given."""
+
+
+class TaskNotFound(DispatcherError, LookupError):
+    """No known capability has a task with this id (queued, delayed, running or settled)."""
+
+
+class DispatcherClosed(DispatcherError):
+    """The dispatcher was closed: ``result()`` cannot wait on it any more."""
 
 
 class HandlerTimeout(DispatcherError):

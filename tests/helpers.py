@@ -3,6 +3,7 @@ task by hand as a worker would."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -11,10 +12,10 @@ from typing import Any
 
 import redis
 
-from dispatcher import Settings, codec
-from dispatcher.gateway import Gateway
-from dispatcher.keys import GROUP, KeySpace
-from dispatcher.ops import queue
+from dispatcher import Settings
+from dispatcher.store import codec, streams
+from dispatcher.store.gateway import Gateway
+from dispatcher.store.keys import GROUP, KeySpace
 
 
 def wait_until(
@@ -68,5 +69,19 @@ def settle(client: redis.Redis, settings: Settings, handle: Any, outcome: codec.
     """Read ``handle``'s task as consumer c1 and settle it through the settle script."""
     keys = KeySpace(settings.prefix).capability(handle.capability)
     entry_id = read_as(client, keys.stream)
-    call = queue.settle_call(keys, entry_id, "c1", handle.id, codec.encode_outcome(outcome), 60_000, outcome.status)
-    assert Gateway(client, settings.redis_url).run(queue.transitions([call])) == [queue.scripts.Settle.DONE]
+    call = streams.settle_call(keys, entry_id, "c1", handle.id, codec.encode_outcome(outcome), 60_000, outcome.status)
+    assert Gateway(client, settings.redis_url).run(streams.transitions([call])) == [streams.scripts.Settle.DONE]
+
+
+def children() -> set[int]:
+    """PIDs of this process's children, zombies included (read from /proc)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
+                out.add(int(entry.name))
+    return out

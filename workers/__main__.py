@@ -2,6 +2,6 @@
 
 import sys
 
-from workers.cli import main
+from workers.command import main
 
 sys.exit(main())

@@ -10,13 +10,13 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from dispatcher.codec import WorkerRecord, encode_worker
-from dispatcher.connection import make_client
 from dispatcher.errors import DispatcherError
-from dispatcher.gateway import Gateway
-from dispatcher.keys import KeySpace
-from dispatcher.ops import fleet
 from dispatcher.settings import Settings
+from dispatcher.store import liveness
+from dispatcher.store.codec import WorkerRecord, encode_worker
+from dispatcher.store.connection import make_client
+from dispatcher.store.gateway import Gateway
+from dispatcher.store.keys import KeySpace
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Heartbeat:
 
     def beat(self) -> None:
         """One refresh (raises our Redis errors)."""
-        op = fleet.heartbeat(
+        op = liveness.heartbeat(
             self._keys,
             self._registry,
             self._consumer,
@@ -85,7 +85,7 @@ class Heartbeat:
             self._thread.join(timeout=5)
         if unregister:
             try:
-                self._gateway.run(fleet.unregister(self._keys, self._registry, self._consumer))
+                self._gateway.run(liveness.unregister(self._keys, self._registry, self._consumer))
             except DispatcherError as e:
                 log.warning("heartbeat unregister failed consumer=%s error=%s", self._consumer, e)
         self._client.close()

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from dispatcher.errors import ConfigError
 from dispatcher.task import Task, check_capability
 
 
@@ -37,12 +38,19 @@ class Registry:
         self._handlers: dict[str, Handler] = {}
 
     def register(self, capability: str, func: Callable[[Task], Any]) -> Handler:
-        """Register ``func`` for ``capability``; registering another function for it raises ``ValueError``."""
-        check_capability(capability)
+        """Register ``func`` for ``capability``.
+
+        Raises:
+            ConfigError: the capability name is invalid, or another function already handles it.
+        """
+        try:
+            check_capability(capability)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         found = self._handlers.get(capability)
         entry = Handler(capability, func, inspect.iscoroutinefunction(func), getattr(func, "__module__", "?"))
         if found is not None and found.func is not func:
-            raise ValueError(f"capability {capability!r} already has a handler in {found.module}")
+            raise ConfigError(f"capability {capability!r} already has a handler in {found.module}")
         self._handlers[capability] = entry
         return entry
 

@@ -18,17 +18,19 @@ from typing import Any
 
 import redis.asyncio
 
-from dispatcher import __version__, codec, metrics, transitions
-from dispatcher.codec import Delivery, WorkerRecord
-from dispatcher.connection import make_async_client
+from dispatcher import __version__
 from dispatcher.errors import ConfigError, DecodeError, DispatcherError, HandlerTimeout, RedisUnavailable, Reject
 from dispatcher.errors import Retry as RetrySignal
 from dispatcher.faults import Faults
-from dispatcher.gateway import AsyncGateway
-from dispatcher.keys import CapabilityKeys, KeySpace
-from dispatcher.ops import queue
+from dispatcher.fleet import decide
+from dispatcher.fleet.upkeep import Upkeep
+from dispatcher.observe import metrics
 from dispatcher.settings import Settings
-from dispatcher.upkeep import Upkeep
+from dispatcher.store import codec, streams
+from dispatcher.store.codec import Delivery, WorkerRecord
+from dispatcher.store.connection import make_async_client
+from dispatcher.store.gateway import AsyncGateway
+from dispatcher.store.keys import CapabilityKeys, KeySpace
 from workers.breaker import Breaker
 from workers.executor import Executor
 from workers.heartbeat import Heartbeat
@@ -92,7 +94,7 @@ class Worker:
         self._by_stream = {k.stream: k for k in self.keys.values()}
         self.client = client or make_async_client(settings)
         self.gateway = AsyncGateway(self.client, settings.redis_url)
-        self.ctx = transitions.Context(settings, self.name)
+        self.ctx = decide.Context(settings, self.name)
         self.breakers = {
             c: Breaker(settings.breaker_threshold, settings.breaker_cooldown_s, settings.breaker_max_cooldown_s)
             for c in self.capabilities
@@ -161,11 +163,11 @@ class Worker:
             log.info("worker stopped consumer=%s", self.name)
 
     async def _start_up(self) -> None:
-        version, policy = await self.gateway.run(queue.server_check())
+        version, policy = await self.gateway.run(streams.server_check())
         if policy not in ("noeviction", "unknown"):
             log.warning("maxmemory-policy is %s, not noeviction: Redis may evict a stream and lose tasks", policy)
-        await self.gateway.run(queue.ensure_groups([k.stream for k in self.keys.values()]))
-        await self.gateway.run(queue.register_capabilities(self.keyspace.capabilities, self.capabilities))
+        await self.gateway.run(streams.ensure_groups([k.stream for k in self.keys.values()]))
+        await self.gateway.run(streams.register_capabilities(self.keyspace.capabilities, self.capabilities))
         log.debug("redis ok version=%s policy=%s", version, policy)
 
     async def _shut_down(self, settling: asyncio.Task[None]) -> None:
@@ -180,7 +182,7 @@ class Worker:
             delivery = self.held.get((capability, entry_id))
             if delivery is not None:  # still running after the grace period: back to the fleet at once
                 keys = self.keys[capability]
-                decision = transitions.retry(self.ctx, keys, delivery, 0, delivery.attempt + 1, delivery.reclaims)
+                decision = decide.retry(self.ctx, keys, delivery, 0, delivery.attempt + 1, delivery.reclaims)
                 self.settler.put(capability, entry_id, decision.command)
         self.settler.close()
         try:
@@ -225,13 +227,13 @@ class Worker:
                 break
 
     async def _read_new(self, free: int) -> int:
-        streams, count = self._plan(free)
-        if not streams:
+        wanted, count = self._plan(free)
+        if not wanted:
             wait_s = min((b.seconds_until_trial() for b in self.breakers.values()), default=0.1)
             await self._wait_any(asyncio.sleep(max(wait_s, 0.05)), None)
             return 0
         block_ms = None if self.burst else self.settings.block_ms
-        replies = await self.gateway.run(queue.read(streams, self.name, count, block_ms))
+        replies = await self.gateway.run(streams.read(wanted, self.name, count, block_ms))
         return self._dispatch(replies)
 
     def _plan(self, free: int) -> tuple[list[str], int]:
@@ -255,9 +257,9 @@ class Worker:
         for _ in range(10_000):  # bounded: each round advances a cursor or ends
             if not cursors or self.inflight >= self.concurrency:
                 return not cursors
-            streams = list(cursors)
+            wanted = list(cursors)
             replies = await self.gateway.run(
-                queue.read(streams, self.name, max(free, 1), None, after=[cursors[s] for s in streams])
+                streams.read(wanted, self.name, max(free, 1), None, after=[cursors[s] for s in wanted])
             )
             seen = {stream for stream, entries in replies if entries}
             for stream, entries in replies:
@@ -279,7 +281,7 @@ class Worker:
             gone = [entry_id for entry_id, fields in entries if not fields]
             if gone:  # deleted from the stream while pending: nothing to run, just release the PEL entry
                 self.held[(keys.capability, gone[0])] = None
-                self.settler.put(keys.capability, gone[0], queue.ack(stream, gone))
+                self.settler.put(keys.capability, gone[0], streams.ack(stream, gone))
             for entry_id, fields in entries:
                 if fields:
                     count += 1
@@ -295,16 +297,14 @@ class Worker:
                 "undecodable entry dead-lettered capability=%s entry_id=%s error=%s", keys.capability, entry_id, e
             )
             self.held[(keys.capability, entry_id)] = None
-            self.settler.put(
-                keys.capability, entry_id, transitions.undecodable(self.ctx, keys, entry_id, fields, e).command
-            )
+            self.settler.put(keys.capability, entry_id, decide.undecodable(self.ctx, keys, entry_id, fields, e).command)
             metrics.DEAD_LETTERS.labels(keys.capability, "decode_error").inc()
             return
         task = delivery.task
         held = (keys.capability, entry_id)
         self.held[held] = delivery
         if task.expires_at is not None and time.time() > task.expires_at:
-            decision = transitions.dead(self.ctx, keys, delivery, "expired", None)
+            decision = decide.dead(self.ctx, keys, delivery, "expired", None)
             self.settler.put(keys.capability, entry_id, decision.command)
             metrics.DEAD_LETTERS.labels(keys.capability, "expired").inc()
             return
@@ -330,14 +330,14 @@ class Worker:
             if self.faults.active:
                 self.faults.record(delivery.task.id, self.name)
                 self.faults.reach("after_handler")
-            decision = transitions.succeeded(self.ctx, keys, delivery, value)
+            decision = decide.succeeded(self.ctx, keys, delivery, value)
             ok = True
         except asyncio.CancelledError:
             raise  # shutdown: the runtime hands the task back
         except (Exception, SystemExit) as e:  # a handler's failure, whatever it is, fails the attempt
             if isinstance(e, HandlerTimeout) and e.thread_running:
                 self.inflight += 1  # the thread still runs: it holds a slot of its own until it ends
-            decision = transitions.failed(self.ctx, keys, delivery, e)
+            decision = decide.failed(self.ctx, keys, delivery, e)
             if not isinstance(e, RetrySignal | Reject):
                 self._record_failure(keys.capability, delivery, e)
         finally:

@@ -12,11 +12,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dispatcher import metrics
 from dispatcher.errors import DispatcherError, RedisFull, RedisUnavailable
-from dispatcher.gateway import AsyncGateway, Command
-from dispatcher.ops import queue
-from dispatcher.scripts import Settle
+from dispatcher.observe import metrics
+from dispatcher.store import streams
+from dispatcher.store.gateway import AsyncGateway, Command
+from dispatcher.store.scripts import Settle
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class Settler:
                 continue
             batch = self._queue[:BATCH]
             try:
-                replies = await self._gateway.run(queue.transitions([p.command for p in batch]))
+                replies = await self._gateway.run(streams.transitions([p.command for p in batch]))
             except RedisUnavailable as e:
                 metrics.REDIS_ERRORS.labels("settle").inc()
                 if delay_s == 0.05:  # the first failure of an outage; the backoff grows from there

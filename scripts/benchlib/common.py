@@ -9,8 +9,8 @@ from typing import Any
 
 import redis
 
-from dispatcher import codec
-from dispatcher.keys import GROUP, CapabilityKeys, KeySpace
+from dispatcher.store import codec
+from dispatcher.store.keys import GROUP, CapabilityKeys, KeySpace
 
 PAYLOAD = "x" * 100
 """The ≈100-byte payload of every bench task."""

@@ -12,7 +12,8 @@ import redis
 
 from benchlib.common import PAYLOAD, WORKERS, wait_drained
 from benchlib.env import Processes, RedisServer
-from dispatcher import Task, codec
+from dispatcher import Task
+from dispatcher.store import codec
 
 GROUP = "g"
 STREAM = "raw:stream"

@@ -9,12 +9,13 @@ import redis
 
 from benchlib.common import PAYLOAD
 from benchlib.env import RedisServer
-from dispatcher import Dispatcher, KeySpace, Settings, Task, codec
-from dispatcher.codec import WorkerRecord, encode_worker
-from dispatcher.gateway import Gateway
-from dispatcher.keys import GROUP
-from dispatcher.reaper import Reaper
-from dispatcher.stats import collect
+from dispatcher import Dispatcher, KeySpace, Settings, Task
+from dispatcher.fleet.reaper import Reaper
+from dispatcher.fleet.stats import collect
+from dispatcher.store import codec
+from dispatcher.store.codec import WorkerRecord, encode_worker
+from dispatcher.store.gateway import Gateway
+from dispatcher.store.keys import GROUP
 
 
 def _build_fleet(client: redis.Redis, settings: Settings, capabilities: int, workers: int) -> None:

@@ -17,7 +17,7 @@ import redis
 from chaoslib import ledger
 from chaoslib.procs import Procs, RedisProc, worker_argv, worker_env
 from dispatcher import Dispatcher, DispatcherError, Settings, Task
-from dispatcher.keys import CapabilityKeys, KeySpace
+from dispatcher.store.keys import CapabilityKeys, KeySpace
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,8 @@ from typing import Any
 
 import redis
 
-from dispatcher import codec
-from dispatcher.keys import KeySpace
+from dispatcher.store import codec
+from dispatcher.store.keys import KeySpace
 from workers import Reject, Retry, Task, handler
 
 LEDGER_ENV = "FAULTY_LEDGER"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +10,8 @@ import redis
 from conftest import free_port
 
 from dispatcher import Dispatcher, KeySpace, Settings
-from dispatcher.cli import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_USAGE, main
-from dispatcher.codec import WorkerRecord, encode_worker
+from dispatcher.cli.main import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_USAGE, main
+from dispatcher.store.codec import WorkerRecord, encode_worker
 
 
 @pytest.fixture
@@ -28,20 +26,6 @@ def one_error_line(err: str) -> str:
     assert lines[0].startswith("dispatcher: error: "), err
     assert "Traceback" not in err
     return lines[0]
-
-
-def children() -> set[int]:
-    """PIDs of this process's children, zombies included (read from /proc)."""
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
-                out.add(int(entry.name))
-    return out
 
 
 # --- submit -----------------------------------------------------------------------------------------------
@@ -107,7 +91,6 @@ def test_submit_wait_timeout(cli: list[str], capsys: pytest.CaptureFixture[str])
         (["stats", "--prefix", "has space"], EXIT_USAGE),
         (["stats", "--watch", "--count", "0"], EXIT_USAGE),
         (["stats", "--watch", "--interval-s", "0"], EXIT_USAGE),
-        (["demo", "--tasks", "0"], EXIT_USAGE),
     ],
 )
 def test_user_mistakes_print_one_line(
@@ -190,29 +173,3 @@ def test_stats_watch_is_bounded_by_count(cli: list[str], capsys: pytest.CaptureF
     assert main(["stats", "--json", "--watch", "--count", "3", "--interval-s", "0.01", *cli]) == EXIT_OK
     docs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [d["totals"]["waiting"] for d in docs] == [0, 0, 0]
-
-
-# --- demo -------------------------------------------------------------------------------------------------
-
-
-def test_demo_without_redis_server_installed(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.delenv("REDIS_URL", raising=False)
-    monkeypatch.delenv("DISPATCHER_REDIS_URL", raising=False)
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert main(["demo", "--tasks", "1"]) == EXIT_USAGE
-    assert "redis-server not found" in one_error_line(capsys.readouterr().err)
-
-
-def test_demo_runs_its_own_server_and_leaves_nothing_behind(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.delenv("REDIS_URL", raising=False)
-    monkeypatch.delenv("DISPATCHER_REDIS_URL", raising=False)
-    before = children()
-    assert main(["demo", "--tasks", "40", "--workers", "2", "--deadline-s", "60"]) == EXIT_OK
-    out = capsys.readouterr().out
-    assert "40/40 done" in out
-    assert "40/40 succeeded" in out
-    assert children() <= before

@@ -9,8 +9,8 @@ import pytest
 from helpers import wait_until
 
 from dispatcher import Dispatcher, TaskDead
-from dispatcher.cli import main
-from dispatcher.keys import KeySpace
+from dispatcher.cli.main import main
+from dispatcher.store.keys import KeySpace
 
 
 def _args(settings: Any) -> list[str]:

@@ -7,7 +7,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from dispatcher import DecodeError, InvalidTask, PayloadTooLarge, Task, codec
+from dispatcher import DecodeError, InvalidTask, PayloadTooLarge, Task
+from dispatcher.store import codec
 
 LIMIT = 64 * 1024
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from dispatcher import KeySpace
-from dispatcher.keys import GROUP
+from dispatcher.store.keys import GROUP
 
 
 def slot_tag(key: str) -> str:

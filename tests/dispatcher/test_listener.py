@@ -7,7 +7,7 @@ import time
 import pytest
 
 from dispatcher.errors import ResultTimeout
-from dispatcher.subscriptions import MAX_HELD, RECHECK_S, Subscriptions, Waiter, remaining_s
+from dispatcher.producer.subscriptions import MAX_HELD, RECHECK_S, Subscriptions, Waiter, remaining_s
 
 
 class Recorder:

@@ -9,11 +9,12 @@ import redis
 from conftest import RedisServer
 from helpers import wait_until
 
-from dispatcher import Settings, Task, codec
-from dispatcher.gateway import Gateway
-from dispatcher.keys import GROUP, CapabilityKeys, KeySpace
-from dispatcher.ops import reaper as ops
-from dispatcher.reaper import PAGE, Reaper
+from dispatcher import Settings, Task
+from dispatcher.fleet.reaper import PAGE, Reaper
+from dispatcher.store import codec
+from dispatcher.store import pending as ops
+from dispatcher.store.gateway import Gateway
+from dispatcher.store.keys import GROUP, CapabilityKeys, KeySpace
 
 CAPABILITY = "reap.me"
 LIMIT = 64 * 1024

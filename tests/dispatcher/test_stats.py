@@ -10,10 +10,10 @@ import pytest
 import redis
 
 from dispatcher import Dispatcher, KeySpace, Task
-from dispatcher.codec import WorkerRecord, encode_worker
-from dispatcher.gateway import Command, Gateway
-from dispatcher.keys import GROUP
-from dispatcher.stats import CapabilityStats, FleetStats, Totals, collect
+from dispatcher.fleet.stats import CapabilityStats, FleetStats, Totals, collect
+from dispatcher.store.codec import WorkerRecord, encode_worker
+from dispatcher.store.gateway import Command, Gateway
+from dispatcher.store.keys import GROUP
 
 
 class CountingGateway(Gateway):

@@ -17,10 +17,11 @@ import pytest
 import redis
 from helpers import settle, wait_until
 
-from dispatcher import AsyncDispatcher, Dispatcher, Settings, codec
-from dispatcher.connection import make_async_client, make_client
-from dispatcher.keys import KeySpace
-from dispatcher.subscriptions import RECHECK_S
+from dispatcher import AsyncDispatcher, Dispatcher, Settings
+from dispatcher.producer.subscriptions import RECHECK_S
+from dispatcher.store import codec
+from dispatcher.store.connection import make_async_client, make_client
+from dispatcher.store.keys import KeySpace
 
 DONE = codec.Outcome(status="succeeded", value="done")
 

@@ -7,8 +7,9 @@ from typing import Any
 import redis
 from helpers import wait_exit
 
-from dispatcher import Dispatcher, Task, codec
-from dispatcher.keys import KeySpace
+from dispatcher import Dispatcher, Task
+from dispatcher.store import codec
+from dispatcher.store.keys import KeySpace
 
 
 def test_the_same_entry_id_in_two_streams_is_two_tasks(

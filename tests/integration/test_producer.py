@@ -28,12 +28,11 @@ from dispatcher import (
     Task,
     TaskDead,
     TaskFailed,
-    codec,
-    producer,
 )
-from dispatcher.gateway import Gateway
-from dispatcher.keys import GROUP, KeySpace
-from dispatcher.ops import queue
+from dispatcher.producer import sync as producer
+from dispatcher.store import codec, streams
+from dispatcher.store.gateway import Gateway
+from dispatcher.store.keys import GROUP, KeySpace
 
 SUCCEEDED = codec.Outcome(status="succeeded", value={"answer": 42})
 FAILED = codec.Outcome(status="failed", error_type="ValueError", error_message="bad input", traceback="Traceback: x")
@@ -145,8 +144,8 @@ def test_status_queued_running_succeeded(
     ((_, ((entry_id, _),)),) = client.xreadgroup(GROUP, "c1", {stream: ">"}, count=1)
     assert handle.status() == "running"
     keys = KeySpace(prefix).capability("echo")
-    call = queue.settle_call(keys, entry_id.decode(), "c1", handle.id, codec.encode_outcome(SUCCEEDED), 60_000, "x")
-    Gateway(client, settings.redis_url).run(queue.transitions([call]))
+    call = streams.settle_call(keys, entry_id.decode(), "c1", handle.id, codec.encode_outcome(SUCCEEDED), 60_000, "x")
+    Gateway(client, settings.redis_url).run(streams.transitions([call]))
     assert handle.status() == "succeeded"
     assert keyspace(client, prefix) == {keys.stream, keys.result(handle.id), f"{prefix}:capabilities"}
 
@@ -332,7 +331,7 @@ def test_importing_dispatcher_connects_to_nothing() -> None:
         "DISPATCHER_SOCKET_TIMEOUT_S": "2",
     }
     try:
-        code = "import dispatcher, dispatcher.producer as p; assert p._default is None"
+        code = "import dispatcher, dispatcher.producer.sync as p; assert p._default is None"
         subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=30)
         listener.setblocking(False)
         with pytest.raises(BlockingIOError):

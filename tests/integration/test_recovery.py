@@ -20,7 +20,7 @@ from conftest import WorkerRunner
 from helpers import wait_exit, wait_until, worker_log
 
 from dispatcher import Dispatcher, Task, TaskDead
-from dispatcher.keys import GROUP, KeySpace
+from dispatcher.store.keys import GROUP, KeySpace
 
 HEARTBEAT_TTL_S = 2.0
 REAPER_INTERVAL_S = 0.5

@@ -20,10 +20,11 @@ from apps.faulty import FAIL_FLAG_ENV, LEDGER_ENV, Ledger, worker_record
 from conftest import WorkerRunner
 from helpers import wait_exit, wait_until, worker_log
 
-from dispatcher import Dispatcher, Task, TaskDead, codec
-from dispatcher.dlq import DeadLetters
-from dispatcher.gateway import Gateway
-from dispatcher.keys import KeySpace
+from dispatcher import Dispatcher, Task, TaskDead
+from dispatcher.fleet.deadletters import DeadLetters
+from dispatcher.store import codec
+from dispatcher.store.gateway import Gateway
+from dispatcher.store.keys import KeySpace
 
 TIMERS = ("--heartbeat-ttl-s", "2", "--reaper-interval-s", "0.5", "--block-ms", "200")
 BACKOFF = ("--backoff-base-s", "0.05", "--backoff-max-s", "0.2", "--backoff-factor", "2", "--backoff-jitter", "0")

@@ -18,9 +18,9 @@ import pytest
 import redis
 from helpers import keyspace, wait_exit, wait_until, worker_log
 
-from dispatcher import Dispatcher, Task, UnsupportedRedis, codec
-from dispatcher.keys import GROUP, CapabilityKeys, KeySpace
-from dispatcher.ops import queue
+from dispatcher import Dispatcher, Task, UnsupportedRedis
+from dispatcher.store import codec, streams
+from dispatcher.store.keys import GROUP, CapabilityKeys, KeySpace
 
 MAX_BYTES = 4 << 20
 
@@ -235,7 +235,7 @@ def drive(op: Any, replies: list[Any]) -> Any:
 
 
 def test_server_check_refuses_redis_6() -> None:
-    op = queue.server_check()
+    op = streams.server_check()
     next(op)
     with pytest.raises(UnsupportedRedis, match=r"6\.2\.0.*>= 7\.0"):
         op.send([{"redis_version": "6.2.0"}, [b"maxmemory-policy", b"noeviction"]])
@@ -250,4 +250,4 @@ def test_server_check_refuses_redis_6() -> None:
     ],
 )
 def test_server_check_accepts_redis_7_and_reads_the_policy(policy_reply: Any, expected: tuple[str, str]) -> None:
-    assert drive(queue.server_check(), [{"redis_version": "7.0.15"}, policy_reply]) == expected
+    assert drive(streams.server_check(), [{"redis_version": "7.0.15"}, policy_reply]) == expected

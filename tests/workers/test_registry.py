@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 import workers.registry as registry_module
+from dispatcher import ConfigError
 from workers import Registry, Task, handler
 
 
@@ -50,7 +51,7 @@ def test_registering_the_same_function_again_is_harmless() -> None:
 def test_another_function_for_a_taken_capability_is_refused_naming_the_first_module() -> None:
     registry = Registry()
     registry.register("x", plain)
-    with pytest.raises(ValueError, match=rf"'x' already has a handler in {__name__}"):
+    with pytest.raises(ConfigError, match=rf"'x' already has a handler in {__name__}"):
         registry.register("x", coroutine)
     assert registry.get("x") is not None and registry.get("x").func is plain  # type: ignore[union-attr]
 
@@ -58,7 +59,7 @@ def test_another_function_for_a_taken_capability_is_refused_naming_the_first_mod
 @pytest.mark.parametrize("name", ["", "Upper", "has space", "x" * 65, "end\n", "semi;colon", "{tag}"])
 def test_invalid_capability_names_are_refused(name: str) -> None:
     registry = Registry()
-    with pytest.raises(ValueError, match="invalid capability"):
+    with pytest.raises(ConfigError, match="invalid capability"):
         registry.register(name, plain)
     assert registry.capabilities() == []
 

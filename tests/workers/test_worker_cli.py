@@ -6,7 +6,7 @@ import pytest
 from conftest import free_port
 
 from dispatcher import Settings
-from workers.cli import EXIT_UNAVAILABLE, EXIT_USAGE, main, parser
+from workers.command import EXIT_UNAVAILABLE, EXIT_USAGE, main, parser
 
 
 @pytest.fixture

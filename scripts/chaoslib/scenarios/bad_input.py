@@ -12,7 +12,7 @@ from chaoslib.scenarios.common import Ctx, pending_of, tracebacks
 from chaoslib.scenarios.kills import APP, _submit
 from chaoslib.verdict import Verdict
 from chaoslib.world import World
-from dispatcher import codec
+from dispatcher.store import codec
 
 MAX_BYTES = 4096
 """The workers of scenario 10 run with ``--max-payload-bytes 4096`` so an oversized entry stays cheap."""

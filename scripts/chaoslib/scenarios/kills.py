@@ -11,7 +11,8 @@ from chaoslib import ledger
 from chaoslib.scenarios.common import Ctx, pending_of, tracebacks, wait_exit, wait_for
 from chaoslib.verdict import Verdict, summary
 from chaoslib.world import Producer, World
-from dispatcher import Dispatcher, Task, codec
+from dispatcher import Dispatcher, Task
+from dispatcher.store import codec
 
 APP = "chaoslib.handlers"
 HOLD = "chaos.hold"
@@ -146,9 +147,7 @@ def kill_storm(ctx: Ctx, v: Verdict) -> None:
         # dead-lettered as poison). That is the poison rule working, not a loss; this scenario is about loss, so
         # the storm allows more deliveries than the default 3. Scenario 11 covers poison.
         extra = ("--max-deliveries", "10")
-        live = {
-            f"w{i}": w.start_worker(f"w{i}", ["sleep"], concurrency=concurrency, extra=extra) for i in range(4)
-        }
+        live = {f"w{i}": w.start_worker(f"w{i}", ["sleep"], concurrency=concurrency, extra=extra) for i in range(4)}
         # Paced in the quick tier so that the storm lasts long enough to kill several times.
         # ``sleep`` 20 ms: a kill always catches tasks in flight (instant tasks would rarely be held).
         producer = Producer(

@@ -8,7 +8,7 @@ import fakeredis
 import pytest
 import redis
 
-from dispatcher.gateway import Gateway
+from dispatcher.store.gateway import Gateway
 
 
 @pytest.fixture(params=["fakeredis", "redis"])

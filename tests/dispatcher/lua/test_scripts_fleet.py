@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher import Task, codec, scripts
-from dispatcher.gateway import Gateway
-from dispatcher.keys import GROUP, CapabilityKeys, KeySpace
-from dispatcher.ops import dlq, queue
-from dispatcher.ops import reaper as ops
+from dispatcher import Task
+from dispatcher.store import codec, letters, scripts, streams
+from dispatcher.store import pending as ops
+from dispatcher.store.gateway import Gateway
+from dispatcher.store.keys import GROUP, CapabilityKeys, KeySpace
 
 
 @pytest.fixture
@@ -54,9 +54,9 @@ def test_lease_released_only_by_its_owner(gw: Gateway, client: redis.Redis, pref
 
 def _consumer_with_pending(gw: Gateway, keys: CapabilityKeys, name: str) -> str:
     task = Task(capability="echo", payload=1)
-    gw.run(queue.submit([(keys, [queue.Enqueue(task.id, codec.encode_task(task, 1 << 16), 0, None)])], 1000))
-    gw.run(queue.ensure_groups([keys.stream]))
-    ((_, entries),) = gw.run(queue.read([keys.stream], name, 10, None))
+    gw.run(streams.submit([(keys, [streams.Enqueue(task.id, codec.encode_task(task, 1 << 16), 0, None)])], 1000))
+    gw.run(streams.ensure_groups([keys.stream]))
+    ((_, entries),) = gw.run(streams.read([keys.stream], name, 10, None))
     return str(entries[0][0])
 
 
@@ -68,7 +68,7 @@ def _consumers(client: redis.Redis, keys: CapabilityKeys) -> set[str]:
 
 
 def test_forget_keeps_a_consumer_whose_heartbeat_exists(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
-    gw.run(queue.ensure_groups([keys.stream]))
+    gw.run(streams.ensure_groups([keys.stream]))
     client.xgroup_createconsumer(keys.stream, GROUP, "alive")
     client.set(keys.heartbeat("alive"), "alive", px=10_000)
     assert run(gw, "forget", [keys.stream, keys.heartbeat("alive")], [GROUP, "alive"]) == 0
@@ -86,7 +86,7 @@ def test_forget_keeps_a_dead_consumer_with_pending_entries(
 def test_forget_deletes_a_dead_consumer_with_nothing_pending(
     gw: Gateway, client: redis.Redis, keys: CapabilityKeys
 ) -> None:
-    gw.run(queue.ensure_groups([keys.stream]))
+    gw.run(streams.ensure_groups([keys.stream]))
     client.xgroup_createconsumer(keys.stream, GROUP, "gone")
     assert gw.run(ops.forget(keys, "gone")) is True
     assert "gone" not in _consumers(client, keys)
@@ -107,7 +107,7 @@ def test_requeue_adds_a_fresh_entry_and_removes_the_letter(
     blob = codec.encode_task(task, 1 << 16)
     letter_id = _letter(client, keys, task.id, blob)
     client.set(keys.result(task.id), b"old dead result")
-    (entry_id,) = gw.run(dlq.requeue(keys, [(letter_id, task.id)]))
+    (entry_id,) = gw.run(letters.requeue(keys, [(letter_id, task.id)]))
     assert isinstance(entry_id, str)
     ((found_id, fields),) = client.xrange(keys.stream)
     assert found_id.decode() == entry_id
@@ -118,7 +118,7 @@ def test_requeue_adds_a_fresh_entry_and_removes_the_letter(
 
 
 def test_requeue_of_a_letter_already_gone_returns_0(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
-    assert gw.run(dlq.requeue(keys, [("1-1", "some-task")])) == [0]
+    assert gw.run(letters.requeue(keys, [("1-1", "some-task")])) == [0]
     assert client.exists(keys.stream) == 0
 
 
@@ -126,7 +126,7 @@ def test_requeue_of_a_letter_without_a_task_returns_minus_1(
     gw: Gateway, client: redis.Redis, keys: CapabilityKeys
 ) -> None:
     letter_id = _letter(client, keys, "", b"")  # a decode_error letter: nothing to run
-    assert gw.run(dlq.requeue(keys, [(letter_id, "")])) == [-1]
+    assert gw.run(letters.requeue(keys, [(letter_id, "")])) == [-1]
     other = _letter(client, keys, "real-id", b"\x80")
-    assert gw.run(dlq.requeue(keys, [(other, "another-id")])) == [-1]  # the letter holds another task
+    assert gw.run(letters.requeue(keys, [(other, "another-id")])) == [-1]  # the letter holds another task
     assert client.xlen(keys.dead) == 2 and client.exists(keys.stream) == 0

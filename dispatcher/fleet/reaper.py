@@ -14,15 +14,16 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from dispatcher import codec, metrics, transitions
 from dispatcher.errors import DecodeError
 from dispatcher.faults import Faults
-from dispatcher.gateway import Command, Gateway
-from dispatcher.keys import CapabilityKeys, KeySpace
-from dispatcher.ops import fleet, queue
-from dispatcher.ops import reaper as ops
-from dispatcher.scripts import Settle
+from dispatcher.fleet import decide
+from dispatcher.observe import metrics
 from dispatcher.settings import Settings
+from dispatcher.store import codec, liveness, streams
+from dispatcher.store import pending as ops
+from dispatcher.store.gateway import Command, Gateway
+from dispatcher.store.keys import CapabilityKeys, KeySpace
+from dispatcher.store.scripts import Settle
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Reaper:
         if self.gateway.run(ops.uptime_s()) < self.settings.heartbeat_ttl_s * 1.5:
             report.skipped_after_restart = True
             return report
-        for name in self.gateway.run(queue.known_capabilities(self.keyspace.capabilities)):
+        for name in self.gateway.run(streams.known_capabilities(self.keyspace.capabilities)):
             self.reap(self.keyspace.capability(name), report)
         self._prune_registry()
         return report
@@ -71,7 +72,7 @@ class Reaper:
     def reap(self, keys: CapabilityKeys, report: ReapReport) -> None:
         """Reclaim the entries of dead consumers of one capability, forget the empty ones, check for hung."""
         found = self.gateway.run(ops.consumers(keys))
-        alive = self.gateway.run(fleet.alive([keys.heartbeat(c.name) for c in found]))
+        alive = self.gateway.run(liveness.alive([keys.heartbeat(c.name) for c in found]))
         for consumer, is_alive in zip(found, alive, strict=True):
             if is_alive:
                 continue
@@ -132,7 +133,7 @@ class Reaper:
             command, kind = self._decide(keys, entry, raw, owner_dead)
             commands.append(command)
             kinds.append(kind)
-        replies = self.gateway.run(queue.transitions(commands))
+        replies = self.gateway.run(streams.transitions(commands))
         for kind, reply in zip(kinds, replies, strict=True):
             if isinstance(reply, Exception):
                 log.error("reclaim failed capability=%s error=%s", keys.capability, reply)
@@ -149,24 +150,24 @@ class Reaper:
         self, keys: CapabilityKeys, entry: ops.PendingEntry, raw: dict[bytes, bytes] | None, owner_dead: bool
     ) -> tuple[Command, str]:
         if raw is None:  # deleted from the stream: nothing to run; release the PEL entry
-            return queue.ack(keys.stream, [entry.entry_id]), "deleted"
-        ctx = transitions.Context(self.settings, entry.consumer)
+            return streams.ack(keys.stream, [entry.entry_id]), "deleted"
+        ctx = decide.Context(self.settings, entry.consumer)
         try:
             delivery = codec.decode_entry(keys.capability, entry.entry_id, raw, self._max_bytes)
         except DecodeError as e:
-            decision = transitions.undecodable(ctx, keys, entry.entry_id, raw, e, owner_dead)
+            decision = decide.undecodable(ctx, keys, entry.entry_id, raw, e, owner_dead)
             return decision.command, "poison"
         if delivery.reclaims + 1 >= self.settings.max_deliveries:
             error = RuntimeError(f"delivered {delivery.reclaims + 1} times without settling (worker lost each time)")
-            decision = transitions.dead(ctx, keys, delivery, "poison", error, owner_dead)
+            decision = decide.dead(ctx, keys, delivery, "poison", error, owner_dead)
             return decision.command, "poison"
-        decision = transitions.reclaim(ctx, keys, delivery, owner_dead)
+        decision = decide.reclaim(ctx, keys, delivery, owner_dead)
         return decision.command, "reclaimed" if owner_dead else "hung"
 
     def _prune_registry(self) -> None:
         cutoff = time.time() - self.settings.heartbeat_ttl_s * 3
         stale = []
-        for consumer, raw in self.gateway.run(fleet.registry(self.keyspace.workers)).items():
+        for consumer, raw in self.gateway.run(liveness.registry(self.keyspace.workers)).items():
             try:
                 if codec.decode_worker(raw).last_seen < cutoff:
                     stale.append(consumer)

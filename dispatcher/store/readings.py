@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dispatcher import codec
 from dispatcher.errors import DecodeError
-from dispatcher.gateway import Command, Op, check, is_error
-from dispatcher.keys import GROUP, KeySpace
+from dispatcher.store import codec
+from dispatcher.store.gateway import Command, Op, check, is_error
+from dispatcher.store.keys import GROUP, KeySpace
 
 logger = logging.getLogger(__name__)
 

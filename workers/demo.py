@@ -1,4 +1,5 @@
-"""The demo: a private redis-server (unless one is configured), worker processes, a batch of tasks, progress.
+"""The demo (``python -m workers.demo``, run by ``scripts/demo``): a private redis-server (unless one is
+configured), worker processes, a batch of tasks, progress.
 
 Every process the demo starts is stopped by its PID (SIGTERM, a bounded wait, then SIGKILL) on the way out,
 whether the demo succeeded, failed or was interrupted.
@@ -6,6 +7,7 @@ whether the demo succeeded, failed or was interrupted.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import random
@@ -21,12 +23,15 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
-from dispatcher.errors import ConfigError, TaskFailed
-from dispatcher.keys import KeySpace
+from dispatcher.cli import render
+from dispatcher.cli.exits import Exit, exit_code, say_error
+from dispatcher.errors import ConfigError, DispatcherError, TaskFailed
+from dispatcher.fleet.stats import FleetStats, collect
 from dispatcher.producer import Dispatcher
 from dispatcher.settings import Settings
-from dispatcher.stats import FleetStats, collect
+from dispatcher.store.keys import KeySpace
 from dispatcher.task import Task
 
 logger = logging.getLogger(__name__)
@@ -222,3 +227,61 @@ def _answers_ping(port: int) -> bool:
             return s.recv(64).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def parser() -> argparse.ArgumentParser:
+    """The demo's arguments."""
+    p = argparse.ArgumentParser(
+        prog="demo", description="Start Redis (unless one is given), workers and tasks; show progress."
+    )
+    p.add_argument(
+        "--redis-url", help="a Redis to use (default: $DISPATCHER_REDIS_URL, $REDIS_URL, else a private one)"
+    )
+    p.add_argument("--tasks", type=int, default=300, help="how many tasks to submit (default 300)")
+    p.add_argument("--workers", type=int, default=2, help="how many worker processes to start (default 2)")
+    p.add_argument("--deadline-s", type=float, default=120.0, help="give up after this many seconds")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; returns the exit code."""
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:
+        return Exit.OK if e.code == 0 else Exit.USAGE
+    if args.tasks < 1 or args.workers < 1 or args.deadline_s <= 0:
+        say_error("demo", "--tasks, --workers and --deadline-s must be positive")
+        return Exit.USAGE
+    tty = sys.stdout.isatty()
+
+    def show(p: Progress) -> None:
+        line = render.progress_line(p.done, p.total, p.elapsed_s, p.workers)
+        print("\r" + line if tty else line, end="" if tty else "\n", flush=True)
+
+    options = DemoOptions(redis_url=args.redis_url, tasks=args.tasks, workers=args.workers, deadline_s=args.deadline_s)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # unwinds like Ctrl-C: everything started is stopped
+    try:
+        report = run(options, on_progress=show)
+    except DispatcherError as e:
+        say_error("demo", e)
+        return exit_code(e)
+    except KeyboardInterrupt:
+        print("demo: interrupted", file=sys.stderr)
+        return Exit.INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print("\n" if tty else "", end="")
+    print(render.stats_table(report.stats))
+    print(f"{report.succeeded}/{report.total} succeeded in {report.elapsed_s:.1f} s ({report.redis_url})")
+    if report.problem:
+        say_error("demo", report.problem)
+        return Exit.FAILED
+    return Exit.OK
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dispatcher import scripts
-from dispatcher.codec import FORMAT_VERSION
 from dispatcher.errors import UnsupportedRedis
-from dispatcher.gateway import Command, Op, check, is_error, text
-from dispatcher.keys import GROUP, CapabilityKeys
+from dispatcher.store import scripts
+from dispatcher.store.codec import FORMAT_VERSION
+from dispatcher.store.gateway import Command, Op, check, is_error, text
+from dispatcher.store.keys import GROUP, CapabilityKeys
 
 SUBMIT_CHUNK = 500
 """Tasks per submit script call: large enough to amortise the call, small enough not to stall Redis."""

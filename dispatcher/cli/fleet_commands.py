@@ -11,12 +11,12 @@ import socket
 import sys
 from typing import Any
 
-from dispatcher.connection import make_client
-from dispatcher.dlq import DeadLetter, DeadLetters
-from dispatcher.gateway import Gateway
-from dispatcher.keys import KeySpace
+from dispatcher.fleet.deadletters import DeadLetter, DeadLetters
+from dispatcher.fleet.upkeep import Upkeep
 from dispatcher.settings import Settings
-from dispatcher.upkeep import Upkeep
+from dispatcher.store.connection import make_client
+from dispatcher.store.gateway import Gateway
+from dispatcher.store.keys import KeySpace
 
 EXIT_OK = 0
 EXIT_USAGE = 2

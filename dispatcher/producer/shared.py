@@ -8,11 +8,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dispatcher import codec
 from dispatcher.errors import InvalidTask, TaskDead, TaskFailed
-from dispatcher.keys import CapabilityKeys, KeySpace
-from dispatcher.ops.queue import Enqueue, Lookup
 from dispatcher.settings import Settings
+from dispatcher.store import codec
+from dispatcher.store.keys import CapabilityKeys, KeySpace
+from dispatcher.store.streams import Enqueue, Lookup
 from dispatcher.task import Status, Task
 
 

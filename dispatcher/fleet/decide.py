@@ -11,13 +11,12 @@ import traceback as tb
 from dataclasses import dataclass
 from typing import Any
 
-from dispatcher import codec
-from dispatcher.codec import Delivery, Outcome
 from dispatcher.errors import DecodeError, InvalidTask, Reject, Retry
-from dispatcher.gateway import Command
-from dispatcher.keys import CapabilityKeys
-from dispatcher.ops import queue
 from dispatcher.settings import Settings
+from dispatcher.store import codec, streams
+from dispatcher.store.codec import Delivery, Outcome
+from dispatcher.store.gateway import Command
+from dispatcher.store.keys import CapabilityKeys
 
 RAW_LIMIT = 4096
 """Bytes of an undecodable entry kept in its dead letter."""
@@ -51,7 +50,7 @@ def succeeded(ctx: Context, keys: CapabilityKeys, d: Delivery, value: Any) -> De
         blob = codec.encode_outcome(record)
     except InvalidTask as e:
         return dead(ctx, keys, d, "rejected", e)
-    command = queue.settle_call(keys, d.entry_id, ctx.consumer, d.task.id, blob, ctx.ttl_ms, "succeeded")
+    command = streams.settle_call(keys, d.entry_id, ctx.consumer, d.task.id, blob, ctx.ttl_ms, "succeeded")
     return Decision(command, "succeeded")
 
 
@@ -71,7 +70,7 @@ def failed(ctx: Context, keys: CapabilityKeys, d: Delivery, error: BaseException
 def retry(ctx: Context, keys: CapabilityKeys, d: Delivery, delay_s: float, attempt: int, reclaims: int) -> Decision:
     """Give the task back to the fleet as a fresh entry, now or after ``delay_s``."""
     due_ms = int((time.time() + delay_s) * 1000) if delay_s > 0 else 0
-    command = queue.retry_call(keys, d.entry_id, ctx.consumer, d.task.id, d.blob, attempt, reclaims, due_ms)
+    command = streams.retry_call(keys, d.entry_id, ctx.consumer, d.task.id, d.blob, attempt, reclaims, due_ms)
     return Decision(command, "retried")
 
 
@@ -81,7 +80,7 @@ def reclaim(ctx: Context, keys: CapabilityKeys, d: Delivery, only_if_owner_dead:
     ``ctx.consumer`` is the entry's owner, whose ownership (and, with ``only_if_owner_dead``, whose missing
     heartbeat) the script re-checks.
     """
-    command = queue.retry_call(
+    command = streams.retry_call(
         keys, d.entry_id, ctx.consumer, d.task.id, d.blob, d.attempt + 1, d.reclaims + 1, 0, only_if_owner_dead
     )
     return Decision(command, "reclaimed")
@@ -108,7 +107,7 @@ def dead(
         finished_at=time.time(),
     )
     letter = dead_letter(d.task.id, d.blob, d.attempt, d.reclaims, reason, error, ctx.consumer, d.entry_id)
-    command = queue.bury_call(
+    command = streams.bury_call(
         keys,
         d.entry_id,
         ctx.consumer,
@@ -152,7 +151,7 @@ def undecodable(
                 finished_at=time.time(),
             )
         )
-    command = queue.bury_call(
+    command = streams.bury_call(
         keys,
         entry_id,
         ctx.consumer,

@@ -22,7 +22,7 @@ class Script:
 @cache
 def script(name: str) -> Script:
     """The script ``dispatcher/lua/<name>.lua`` (read once, on first use)."""
-    source = resources.files("dispatcher").joinpath("lua", f"{name}.lua").read_bytes()
+    source = resources.files("dispatcher.store").joinpath("lua", f"{name}.lua").read_bytes()
     return Script(name, source, hashlib.sha1(source, usedforsecurity=False).hexdigest())
 
 

@@ -1,4 +1,4 @@
-"""The ``dispatcher`` command: submit a task, show fleet stats, run the demo.
+"""The ``dispatcher`` command: submit a task, show fleet stats, operate dead letters and the reaper.
 
 Each subcommand is a pair (configure its parser, run it) in ``COMMANDS``: parse, build settings, call one
 library function, render. A user mistake prints one ``dispatcher: error: ...`` line on stderr and returns a
@@ -17,21 +17,15 @@ from collections.abc import Callable
 from types import FrameType
 from typing import NoReturn
 
-from dispatcher import cli_ops, demo, render
-from dispatcher.connection import make_client
-from dispatcher.errors import (
-    ConfigError,
-    DispatcherError,
-    InvalidTask,
-    RedisUnavailable,
-    ResultTimeout,
-    TaskFailed,
-)
-from dispatcher.gateway import Gateway
-from dispatcher.keys import KeySpace
+from dispatcher.cli import fleet_commands as cli_ops
+from dispatcher.cli import render
+from dispatcher.errors import ConfigError, DispatcherError, InvalidTask, RedisUnavailable, ResultTimeout, TaskFailed
+from dispatcher.fleet.stats import collect
 from dispatcher.producer import Dispatcher
 from dispatcher.settings import Settings
-from dispatcher.stats import collect
+from dispatcher.store.connection import make_client
+from dispatcher.store.gateway import Gateway
+from dispatcher.store.keys import KeySpace
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -131,37 +125,6 @@ def _run_stats(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# --- demo -------------------------------------------------------------------------------------------------
-
-
-def _configure_demo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tasks", type=int, default=300, help="how many tasks to submit (default 300)")
-    p.add_argument("--workers", type=int, default=2, help="how many worker processes to start (default 2)")
-    p.add_argument("--deadline-s", type=float, default=120.0, help="give up after this many seconds")
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    if args.tasks < 1 or args.workers < 1 or args.deadline_s <= 0:
-        raise UsageError("--tasks, --workers and --deadline-s must be positive")
-    tty = sys.stdout.isatty()
-
-    def show(p: demo.Progress) -> None:
-        line = render.progress_line(p.done, p.total, p.elapsed_s, p.workers)
-        print("\r" + line if tty else line, end="" if tty else "\n", flush=True)
-
-    options = demo.DemoOptions(
-        redis_url=args.redis_url, tasks=args.tasks, workers=args.workers, deadline_s=args.deadline_s
-    )
-    report = demo.run(options, on_progress=show)
-    print("\n" if tty else "", end="")
-    print(render.stats_table(report.stats))
-    print(f"{report.succeeded}/{report.total} succeeded in {report.elapsed_s:.1f} s ({report.redis_url})")
-    if report.problem:
-        print(f"dispatcher: error: {report.problem}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
-
-
 def _run_dlq(args: argparse.Namespace) -> int:
     return _operator(cli_ops.run_dlq, args)
 
@@ -180,7 +143,6 @@ def _operator(run: Callable[[argparse.Namespace, Settings], int], args: argparse
 COMMANDS: dict[str, tuple[str, Configure, Run]] = {
     "submit": ("submit a task; print its id (or its result with --wait)", _configure_submit, _run_submit),
     "stats": ("show waiting/running/delayed/dead tasks and workers per capability", _configure_stats, _run_stats),
-    "demo": ("start Redis (if none is configured), workers and tasks; show progress", _configure_demo, _run_demo),
     "dlq": ("list, show, requeue or purge dead letters of a capability", cli_ops.configure_dlq, _run_dlq),
     "reaper": ("run the reaper and delayed-task mover as a process of its own", cli_ops.configure_reaper, _run_reaper),
 }
@@ -226,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else EXIT_OK
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # SIGTERM unwinds like Ctrl-C, so the demo still stops the processes it started.
+    # SIGTERM unwinds like Ctrl-C: a waiting command still closes its connections.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return COMMANDS[args.command][2](args)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dispatcher.gateway import Command, Op, check, is_error
+from dispatcher.store.gateway import Command, Op, check, is_error
 
 
 def heartbeat(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dispatcher import scripts
-from dispatcher.gateway import Op, check, is_error, text
-from dispatcher.keys import GROUP, CapabilityKeys
+from dispatcher.store import scripts
+from dispatcher.store.gateway import Op, check, is_error, text
+from dispatcher.store.keys import GROUP, CapabilityKeys
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dispatcher import scripts
-from dispatcher.codec import FORMAT_VERSION
-from dispatcher.gateway import Op, check, text
-from dispatcher.keys import CapabilityKeys
+from dispatcher.store import scripts
+from dispatcher.store.codec import FORMAT_VERSION
+from dispatcher.store.gateway import Op, check, text
+from dispatcher.store.keys import CapabilityKeys
 
 Letter = tuple[str, dict[bytes, bytes]]
 

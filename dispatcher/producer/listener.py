@@ -39,9 +39,10 @@ import redis.asyncio
 import redis.asyncio.client
 import redis.client
 
-from dispatcher.gateway import wrap_error
+from dispatcher.errors import DispatcherClosed
+from dispatcher.producer.subscriptions import Subscriptions, Waiter, remaining_s
 from dispatcher.settings import Backoff
-from dispatcher.subscriptions import Subscriptions, Waiter, remaining_s
+from dispatcher.store.gateway import wrap_error
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class Listener(_Holding):
     def _join(self, waiter: Waiter) -> None:
         with self._lock:
             if self._closed:
-                raise RuntimeError("this dispatcher is closed")
+                raise DispatcherClosed("this dispatcher is closed")
             pubsub = self._ready()
             try:
                 if self._subs.join(waiter):
@@ -296,7 +297,7 @@ class AsyncListener(_Holding):
 
     async def _join(self, waiter: Waiter) -> None:
         if self._closed:
-            raise RuntimeError("this dispatcher is closed")
+            raise DispatcherClosed("this dispatcher is closed")
         async with self._lock:
             pubsub = self._ready()
             try:

@@ -10,15 +10,15 @@ import logging
 import threading
 import time
 
-from dispatcher.connection import make_client
 from dispatcher.errors import DispatcherError
 from dispatcher.faults import Faults
-from dispatcher.gateway import Gateway
-from dispatcher.keys import KeySpace
-from dispatcher.ops import queue
-from dispatcher.ops import reaper as ops
-from dispatcher.reaper import Reaper
+from dispatcher.fleet.reaper import Reaper
 from dispatcher.settings import Settings
+from dispatcher.store import pending as ops
+from dispatcher.store import streams
+from dispatcher.store.connection import make_client
+from dispatcher.store.gateway import Gateway
+from dispatcher.store.keys import KeySpace
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,9 @@ class Upkeep:
 
     def promote(self) -> int:
         """Move due delayed tasks of every known capability; returns how many moved."""
-        names = self.gateway.run(queue.known_capabilities(self.keyspace.capabilities))
+        names = self.gateway.run(streams.known_capabilities(self.keyspace.capabilities))
         keys = [self.keyspace.capability(name) for name in names]
-        return self.gateway.run(queue.promote(keys, int(time.time() * 1000), PROMOTE_BATCH))
+        return self.gateway.run(streams.promote(keys, int(time.time() * 1000), PROMOTE_BATCH))
 
     def run(self) -> None:
         """Tick until ``stop()``; Redis errors are logged (once per outage) and retried."""

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dispatcher.gateway import Gateway
-from dispatcher.keys import KeySpace
-from dispatcher.ops import stats as ops
-from dispatcher.ops.stats import CapabilityReading
+from dispatcher.store import readings as ops
+from dispatcher.store.gateway import Gateway
+from dispatcher.store.keys import KeySpace
+from dispatcher.store.readings import CapabilityReading
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dispatcher import codec
 from dispatcher.errors import DecodeError
-from dispatcher.gateway import Gateway
-from dispatcher.keys import KeySpace
-from dispatcher.ops import dlq as ops
+from dispatcher.store import codec
+from dispatcher.store import letters as ops
+from dispatcher.store.gateway import Gateway
+from dispatcher.store.keys import KeySpace
 from dispatcher.task import check_capability
 
 PAGE = 500

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dispatcher.stats import FleetStats
+from dispatcher.fleet.stats import FleetStats
 
 COLUMNS = ("waiting", "running", "delayed", "dead", "workers")
 

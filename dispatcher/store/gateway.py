@@ -15,9 +15,9 @@ import redis
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-from dispatcher import scripts
-from dispatcher.connection import mask_url
 from dispatcher.errors import RedisError, RedisFull, RedisUnavailable
+from dispatcher.store import scripts
+from dispatcher.store.connection import mask_url
 
 T = TypeVar("T")
 Command = tuple[Any, ...]

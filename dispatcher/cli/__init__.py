@@ -1,0 +1,1 @@
+"""The ``dispatcher`` command line (internal): parse, build settings, call one library function, render."""

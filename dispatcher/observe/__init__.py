@@ -1,0 +1,1 @@
+"""Observability (internal): the Prometheus metrics of every process."""

@@ -1,1 +1,0 @@
-"""Redis operations written once as generators (see ``dispatcher.gateway``), grouped by what they touch."""

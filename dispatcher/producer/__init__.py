@@ -1,0 +1,6 @@
+"""The producer API: ``Dispatcher`` and ``AsyncDispatcher``, their task handles, and waiting for results."""
+
+from dispatcher.producer.aio import AsyncDispatcher, AsyncTaskHandle
+from dispatcher.producer.sync import Dispatcher, TaskHandle, default_dispatcher, submit
+
+__all__ = ["AsyncDispatcher", "AsyncTaskHandle", "Dispatcher", "TaskHandle", "default_dispatcher", "submit"]

@@ -1,0 +1,109 @@
+"""The asyncio producer API: ``AsyncDispatcher`` and ``AsyncTaskHandle`` (the same API with coroutines)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis.asyncio
+
+from dispatcher.errors import TaskNotFound
+from dispatcher.producer.listener import AsyncListener
+from dispatcher.producer.shared import ProducerCore, build_task, status_of, value_or_raise
+from dispatcher.settings import Settings
+from dispatcher.store import streams
+from dispatcher.store.connection import make_async_client
+from dispatcher.store.gateway import AsyncGateway
+from dispatcher.task import Status, Task
+
+
+class AsyncTaskHandle:
+    """A submitted task, for asyncio code: ``await handle.status()``, ``await handle.result()``."""
+
+    def __init__(self, dispatcher: AsyncDispatcher, task_id: str, capability: str) -> None:
+        self.id = task_id
+        self.capability = capability
+        self._dispatcher = dispatcher
+
+    def __repr__(self) -> str:
+        return f"AsyncTaskHandle(id={self.id!r}, capability={self.capability!r})"
+
+    async def status(self) -> Status:
+        """See ``TaskHandle.status``."""
+        d = self._dispatcher
+        return status_of(await d.gateway.run(streams.lookup(d.core.keys(self.capability), self.id)), d.core)
+
+    async def result(self, timeout_s: float | None = None) -> Any:
+        """See ``TaskHandle.result``."""
+        d = self._dispatcher
+        keys = d.core.keys(self.capability)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+
+        async def fetch() -> bytes | None:
+            return await d.gateway.run(streams.get_result(keys, self.id))
+
+        channel = keys.channel(self.id)
+        d.listener.expect()
+        record = None if d.listener.holds(channel) else await fetch()
+        if record is None:
+            record = await d.listener.wait(channel, fetch, deadline)
+        d.listener.release(channel)
+        return value_or_raise(self.id, d.core.outcome(record))
+
+
+class AsyncDispatcher:
+    """``Dispatcher`` for asyncio: the same arguments, and coroutines in place of methods."""
+
+    def __init__(self, settings: Settings | None = None, client: redis.asyncio.Redis | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.client = client or make_async_client(self.settings)
+        self.gateway = AsyncGateway(self.client, self.settings.redis_url)
+        self.core = ProducerCore(self.settings)
+        self.listener = AsyncListener(self.client, self.settings.redis_url)
+
+    @classmethod
+    def from_url(cls, url: str, **settings: Any) -> AsyncDispatcher:
+        """An async dispatcher for Redis at ``url``."""
+        return cls(Settings.from_env(redis_url=url, **settings))
+
+    async def submit(
+        self, task: Task | str, payload: Any = None, /, *, delay_s: float | None = None, **options: Any
+    ) -> AsyncTaskHandle:
+        """See ``Dispatcher.submit``."""
+        return (await self.submit_many([build_task(task, payload, delay_s, options)]))[0]
+
+    async def submit_many(self, tasks: Iterable[Task]) -> list[AsyncTaskHandle]:
+        """See ``Dispatcher.submit_many``."""
+        tasks = list(tasks)
+        batches = self.core.prepare(tasks)
+        new = self.core.unregistered(batches)
+        if new:
+            await self.gateway.run(streams.register_capabilities(self.core.keyspace.capabilities, new))
+            self.core.registered.update(new)
+        replies = await self.gateway.run(streams.submit(batches, self.core.ttl_ms()))
+        handles = [AsyncTaskHandle(self, tid, cap) for cap, tid in self.core.task_ids(tasks, batches, replies)]
+        if self.listener.wanted():
+            await self.listener.hold([(h, self.core.keys(h.capability).channel(h.id)) for h in handles])
+        return handles
+
+    async def handle(self, task_id: str, capability: str | None = None) -> AsyncTaskHandle:
+        """See ``Dispatcher.handle``."""
+        if capability is None:
+            names = await self.gateway.run(streams.known_capabilities(self.core.keyspace.capabilities))
+            found = await self.gateway.run(streams.find_capability([self.core.keys(n) for n in names], task_id))
+            if found is None:
+                raise TaskNotFound(f"no capability knows task {task_id}; pass capability= to wait for it")
+            capability = found.capability
+        return AsyncTaskHandle(self, task_id, capability)
+
+    async def aclose(self) -> None:
+        """Close the connections this dispatcher opened (and the one ``result()`` listens on)."""
+        await self.listener.aclose()
+        await self.client.aclose()
+
+    async def __aenter__(self) -> AsyncDispatcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
