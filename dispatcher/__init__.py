@@ -3,7 +3,9 @@
 from dispatcher.errors import (
     ConfigError,
     DecodeError,
+    DispatcherClosed,
     DispatcherError,
+    HandlerTimeout,
     InvalidTask,
     PayloadTooLarge,
     RedisError,
@@ -14,6 +16,7 @@ from dispatcher.errors import (
     Retry,
     TaskDead,
     TaskFailed,
+    TaskNotFound,
     UnsupportedRedis,
 )
 from dispatcher.producer import AsyncDispatcher, AsyncTaskHandle, Dispatcher, TaskHandle, submit
@@ -30,7 +33,9 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "Dispatcher",
+    "DispatcherClosed",
     "DispatcherError",
+    "HandlerTimeout",
     "InvalidTask",
     "KeySpace",
     "PayloadTooLarge",
@@ -46,6 +51,7 @@ __all__ = [
     "TaskDead",
     "TaskFailed",
     "TaskHandle",
+    "TaskNotFound",
     "UnsupportedRedis",
     "__version__",
     "submit",

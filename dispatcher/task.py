@@ -52,6 +52,9 @@ class Task(BaseModel):
     submitted_at: float = Field(default_factory=time.time)
     not_before: float | None = None
     expires_at: float | None = None
+    store_result: Annotated[
+        bool, Field(description="Keep the result record (False: fire-and-forget, nothing stored or announced).")
+    ] = True
     attempt: Annotated[int, Field(ge=1)] = 1
 
     @classmethod

@@ -13,9 +13,11 @@ from typing import Any
 import redis
 
 from dispatcher import Settings
-from dispatcher.store import codec, streams
+from dispatcher.store import codec, transitions
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import GROUP, KeySpace
+from dispatcher.store.transitions import Settle
+from dispatcher.store.wire import Applied
 
 
 def wait_until(
@@ -69,8 +71,8 @@ def settle(client: redis.Redis, settings: Settings, handle: Any, outcome: codec.
     """Read ``handle``'s task as consumer c1 and settle it through the settle script."""
     keys = KeySpace(settings.prefix).capability(handle.capability)
     entry_id = read_as(client, keys.stream)
-    call = streams.settle_call(keys, entry_id, "c1", handle.id, codec.encode_outcome(outcome), 60_000, outcome.status)
-    assert Gateway(client, settings.redis_url).run(streams.transitions([call])) == [streams.scripts.Settle.DONE]
+    transition = Settle(keys, entry_id, "c1", handle.id, codec.encode_outcome(outcome), 60_000)
+    assert Gateway(client, settings.redis_url).run(transitions.record([transition])) == [Applied.DONE]
 
 
 def children() -> set[int]:

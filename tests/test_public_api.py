@@ -12,7 +12,9 @@ DISPATCHER_ALL = {
     "ConfigError",
     "DecodeError",
     "Dispatcher",
+    "DispatcherClosed",
     "DispatcherError",
+    "HandlerTimeout",
     "InvalidTask",
     "KeySpace",
     "PayloadTooLarge",
@@ -28,6 +30,7 @@ DISPATCHER_ALL = {
     "TaskDead",
     "TaskFailed",
     "TaskHandle",
+    "TaskNotFound",
     "UnsupportedRedis",
     "__version__",
     "submit",
@@ -61,6 +64,8 @@ def test_errors_share_one_base_and_shadow_no_builtin() -> None:
 
     errors = [getattr(dispatcher, n) for n in dispatcher.__all__ if n.endswith(("Error", "Unavailable", "Full"))]
     errors += [dispatcher.InvalidTask, dispatcher.PayloadTooLarge, dispatcher.TaskFailed, dispatcher.TaskDead]
+    errors += [dispatcher.HandlerTimeout, dispatcher.TaskNotFound, dispatcher.DispatcherClosed, dispatcher.ConfigError]
+    errors += [dispatcher.DecodeError, dispatcher.ResultTimeout, dispatcher.UnsupportedRedis]
     for error in errors:
         assert issubclass(error, dispatcher.DispatcherError), error
         assert not hasattr(builtins, error.__name__), error

@@ -31,6 +31,7 @@ from dispatcher.store.codec import Delivery, WorkerRecord
 from dispatcher.store.connection import make_async_client
 from dispatcher.store.gateway import AsyncGateway
 from dispatcher.store.keys import CapabilityKeys, KeySpace
+from dispatcher.store.transitions import Release
 from workers.breaker import Breaker
 from workers.executor import Executor
 from workers.heartbeat import Heartbeat
@@ -183,7 +184,7 @@ class Worker:
             if delivery is not None:  # still running after the grace period: back to the fleet at once
                 keys = self.keys[capability]
                 decision = decide.retry(self.ctx, keys, delivery, 0, delivery.attempt + 1, delivery.reclaims)
-                self.settler.put(capability, entry_id, decision.command)
+                self.settler.put(decision.transition)
         self.settler.close()
         try:
             await asyncio.wait_for(settling, timeout=max(5.0, self.settings.grace_s))
@@ -280,8 +281,9 @@ class Worker:
             keys = self._by_stream[stream]
             gone = [entry_id for entry_id, fields in entries if not fields]
             if gone:  # deleted from the stream while pending: nothing to run, just release the PEL entry
-                self.held[(keys.capability, gone[0])] = None
-                self.settler.put(keys.capability, gone[0], streams.ack(stream, gone))
+                for entry_id in gone:
+                    self.held[(keys.capability, entry_id)] = None
+                    self.settler.put(Release(keys, entry_id))
             for entry_id, fields in entries:
                 if fields:
                     count += 1
@@ -297,15 +299,14 @@ class Worker:
                 "undecodable entry dead-lettered capability=%s entry_id=%s error=%s", keys.capability, entry_id, e
             )
             self.held[(keys.capability, entry_id)] = None
-            self.settler.put(keys.capability, entry_id, decide.undecodable(self.ctx, keys, entry_id, fields, e).command)
+            self.settler.put(decide.undecodable(self.ctx, keys, entry_id, fields, e).transition)
             metrics.DEAD_LETTERS.labels(keys.capability, "decode_error").inc()
             return
         task = delivery.task
         held = (keys.capability, entry_id)
         self.held[held] = delivery
         if task.expires_at is not None and time.time() > task.expires_at:
-            decision = decide.dead(self.ctx, keys, delivery, "expired", None)
-            self.settler.put(keys.capability, entry_id, decision.command)
+            self.settler.put(decide.dead(self.ctx, keys, delivery, "expired", None).transition)
             metrics.DEAD_LETTERS.labels(keys.capability, "expired").inc()
             return
         if self.faults.active:
@@ -349,7 +350,7 @@ class Worker:
         measures.outcomes[decision.outcome].inc()
         if decision.outcome == "dead":
             metrics.DEAD_LETTERS.labels(keys.capability, decision.reason).inc()
-        self.settler.put(keys.capability, delivery.entry_id, decision.command)
+        self.settler.put(decision.transition)
 
     def _record_failure(self, capability: str, delivery: Delivery, error: BaseException) -> None:
         log.info(

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from dispatcher.errors import DispatcherError, RedisFull, RedisUnavailable
 from dispatcher.observe import metrics
-from dispatcher.store import streams
-from dispatcher.store.gateway import AsyncGateway, Command
-from dispatcher.store.scripts import Settle
+from dispatcher.store import transitions
+from dispatcher.store.gateway import AsyncGateway
+from dispatcher.store.transitions import Transition
+from dispatcher.store.wire import Applied
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,9 @@ MAX_ATTEMPTS = 5
 
 @dataclass(slots=True)
 class Pending:
-    """A transition waiting to be sent, and the entry it settles."""
+    """A transition waiting to be recorded, and how often Redis refused it."""
 
-    capability: str
-    entry_id: str
-    command: Command
+    transition: Transition
     attempts: int = 0
 
 
@@ -49,9 +48,9 @@ class Settler:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def put(self, capability: str, entry_id: str, command: Command) -> None:
+    def put(self, transition: Transition) -> None:
         """Queue a transition for the next batch."""
-        self._queue.append(Pending(capability, entry_id, command))
+        self._queue.append(Pending(transition))
         self._wake.set()
 
     async def run(self) -> None:
@@ -64,7 +63,7 @@ class Settler:
                 continue
             batch = self._queue[:BATCH]
             try:
-                replies = await self._gateway.run(streams.transitions([p.command for p in batch]))
+                replies = await self._gateway.run(transitions.record([p.transition for p in batch]))
             except RedisUnavailable as e:
                 metrics.REDIS_ERRORS.labels("settle").inc()
                 if delay_s == 0.05:  # the first failure of an outage; the backoff grows from there
@@ -85,19 +84,20 @@ class Settler:
             else:
                 delay_s = 0.05
 
-    def _handle(self, item: Pending, reply: Settle | Exception) -> bool:
+    def _handle(self, item: Pending, reply: Applied | Exception) -> bool:
         """Act on one reply; True when the transition was queued again."""
         item.attempts += 1
         transient = isinstance(reply, RedisFull | RedisUnavailable)
         if isinstance(reply, DispatcherError) and (transient or item.attempts < MAX_ATTEMPTS):
             self._queue.append(item)
             return True
+        t = item.transition
         if isinstance(reply, Exception):
-            log.error("settle failed entry_id=%s error=%s", item.entry_id, reply)
-        elif reply is Settle.LEASE_LOST:
-            metrics.LEASE_LOST.labels(item.capability).inc()
-            log.warning("lease lost, late result discarded entry_id=%s", item.entry_id)
-        self._on_settled(item.capability, item.entry_id)
+            log.error("settle failed capability=%s entry_id=%s error=%s", t.keys.capability, t.entry_id, reply)
+        elif reply is Applied.LEASE_LOST:
+            metrics.LEASE_LOST.labels(t.keys.capability).inc()
+            log.warning("lease lost, late result discarded capability=%s entry_id=%s", t.keys.capability, t.entry_id)
+        self._on_settled(t.keys.capability, t.entry_id)
         return False
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
-"""Task transitions after a handler ran (or its worker died): settle, retry with backoff, or dead-letter.
+"""What becomes of a task after its handler ran, or after its worker died: settle, retry with backoff, or bury.
 
-Pure decisions: each function returns the one script call (``dispatcher.ops.queue``) that records the
-outcome; the runtime sends them in batches.
+Pure decisions: each function returns the typed transition (``dispatcher.store.transitions``) that records the
+outcome, and what it means for logs and metrics. Nothing here talks to Redis; the worker's settler and the reaper
+record the transitions in batches.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import traceback as tb
 from dataclasses import dataclass
 from typing import Any
 
-from dispatcher.errors import DecodeError, InvalidTask, Reject, Retry
+from dispatcher import errors
+from dispatcher.errors import DecodeError, InvalidTask, Reject
 from dispatcher.settings import Settings
-from dispatcher.store import codec, streams
+from dispatcher.store import codec
 from dispatcher.store.codec import Delivery, Outcome
-from dispatcher.store.gateway import Command
 from dispatcher.store.keys import CapabilityKeys
+from dispatcher.store.transitions import Bury, Letter, Requeue, Settle, Transition
 
 RAW_LIMIT = 4096
 """Bytes of an undecodable entry kept in its dead letter."""
@@ -24,7 +26,7 @@ RAW_LIMIT = 4096
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What every decision needs: settings, the consumer name, and the time."""
+    """What every decision needs: the settings, and the consumer that holds the entry."""
 
     settings: Settings
     consumer: str
@@ -36,22 +38,23 @@ class Context:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """A script call and what it means, for logs and metrics (``succeeded``, ``retried``, ``dead``)."""
+    """A transition and what it means: ``outcome`` (succeeded, retried, dead, reclaimed, hung) and ``reason``."""
 
-    command: Command
+    transition: Transition
     outcome: str
     reason: str = ""
 
 
 def succeeded(ctx: Context, keys: CapabilityKeys, d: Delivery, value: Any) -> Decision:
     """Store ``value`` as the result. A value msgpack cannot encode fails the task instead (no retry helps)."""
-    record = Outcome("succeeded", value=value, attempt=d.attempt, worker=ctx.consumer, finished_at=time.time())
-    try:
-        blob = codec.encode_outcome(record)
-    except InvalidTask as e:
-        return dead(ctx, keys, d, "rejected", e)
-    command = streams.settle_call(keys, d.entry_id, ctx.consumer, d.task.id, blob, ctx.ttl_ms, "succeeded")
-    return Decision(command, "succeeded")
+    record = None
+    if d.task.store_result:
+        outcome = Outcome("succeeded", value=value, attempt=d.attempt, worker=ctx.consumer, finished_at=time.time())
+        try:
+            record = codec.encode_outcome(outcome)
+        except InvalidTask as e:
+            return dead(ctx, keys, d, "rejected", e)
+    return Decision(Settle(keys, d.entry_id, ctx.consumer, d.task.id, record, ctx.ttl_ms), "succeeded")
 
 
 def failed(ctx: Context, keys: CapabilityKeys, d: Delivery, error: BaseException) -> Decision:
@@ -60,7 +63,7 @@ def failed(ctx: Context, keys: CapabilityKeys, d: Delivery, error: BaseException
         return dead(ctx, keys, d, "rejected", error)
     if d.attempt > d.task.max_retries:
         return dead(ctx, keys, d, "max_retries", error)
-    if isinstance(error, Retry) and error.delay_s is not None:
+    if isinstance(error, errors.Retry) and error.delay_s is not None:
         delay_s = max(error.delay_s, 0.0)
     else:
         delay_s = ctx.settings.backoff.delay_s(d.attempt)
@@ -70,20 +73,23 @@ def failed(ctx: Context, keys: CapabilityKeys, d: Delivery, error: BaseException
 def retry(ctx: Context, keys: CapabilityKeys, d: Delivery, delay_s: float, attempt: int, reclaims: int) -> Decision:
     """Give the task back to the fleet as a fresh entry, now or after ``delay_s``."""
     due_ms = int((time.time() + delay_s) * 1000) if delay_s > 0 else 0
-    command = streams.retry_call(keys, d.entry_id, ctx.consumer, d.task.id, d.blob, attempt, reclaims, due_ms)
-    return Decision(command, "retried")
+    return Decision(_requeue(ctx, keys, d, attempt, reclaims, due_ms), "retried")
 
 
 def reclaim(ctx: Context, keys: CapabilityKeys, d: Delivery, only_if_owner_dead: bool) -> Decision:
     """Re-add a task whose worker died (or whose handler hung) now, counting the attempt and the reclaim.
 
-    ``ctx.consumer`` is the entry's owner, whose ownership (and, with ``only_if_owner_dead``, whose missing
+    ``ctx.consumer`` is the entry's owner, whose hold (and, with ``only_if_owner_dead``, whose missing
     heartbeat) the script re-checks.
     """
-    command = streams.retry_call(
-        keys, d.entry_id, ctx.consumer, d.task.id, d.blob, d.attempt + 1, d.reclaims + 1, 0, only_if_owner_dead
-    )
-    return Decision(command, "reclaimed")
+    transition = _requeue(ctx, keys, d, d.attempt + 1, d.reclaims + 1, 0, only_if_owner_dead)
+    return Decision(transition, "reclaimed" if only_if_owner_dead else "hung")
+
+
+def _requeue(
+    ctx: Context, keys: CapabilityKeys, d: Delivery, attempt: int, reclaims: int, due_ms: int, owner_dead: bool = False
+) -> Requeue:
+    return Requeue(keys, d.entry_id, ctx.consumer, d.task.id, d.blob, d.version, attempt, reclaims, due_ms, owner_dead)
 
 
 def dead(
@@ -94,31 +100,12 @@ def dead(
     error: BaseException | None,
     only_if_owner_dead: bool = False,
 ) -> Decision:
-    """Dead-letter the task with ``reason`` and the error, and store its ``dead`` result."""
-    error_type, message, trace = describe(error)
-    record = Outcome(
-        "dead",
-        error_type=error_type,
-        error_message=message,
-        traceback=trace,
-        reason=reason,
-        attempt=d.attempt,
-        worker=ctx.consumer,
-        finished_at=time.time(),
-    )
-    letter = dead_letter(d.task.id, d.blob, d.attempt, d.reclaims, reason, error, ctx.consumer, d.entry_id)
-    command = streams.bury_call(
-        keys,
-        d.entry_id,
-        ctx.consumer,
-        d.task.id,
-        codec.encode_outcome(record),
-        ctx.ttl_ms,
-        ctx.settings.dead_letter_maxlen,
-        letter,
-        only_if_owner_dead,
-    )
-    return Decision(command, "dead", reason)
+    """Dead-letter the task with ``reason`` and the error, and store its ``dead`` result (if it keeps results)."""
+    record = _dead_record(ctx, reason, error, d.attempt) if d.task.store_result else None
+    letter = dead_letter(d.task.id, d.blob, d.version, d.attempt, d.reclaims, reason, error, ctx.consumer, d.entry_id)
+    maxlen = ctx.settings.dead_letter_maxlen
+    transition = Bury(keys, d.entry_id, ctx.consumer, d.task.id, record, ctx.ttl_ms, maxlen, letter, only_if_owner_dead)
+    return Decision(transition, "dead", reason)
 
 
 def undecodable(
@@ -136,33 +123,30 @@ def undecodable(
     share = RAW_LIMIT // max(len(items), 1) - 16
     raw = codec.pack({k[:64]: v[:share] for k, v in items})
     task_id = readable_task_id(fields.get(b"task"))
-    letter = [*dead_letter(task_id, b"", 0, 0, "decode_error", error, ctx.consumer, entry_id), ("raw", raw)]
-    record = b""
-    if task_id:
-        error_type, message, trace = describe(error)
-        record = codec.encode_outcome(
-            Outcome(
-                "dead",
-                error_type=error_type,
-                error_message=message,
-                traceback=trace,
-                reason="decode_error",
-                worker=ctx.consumer,
-                finished_at=time.time(),
-            )
-        )
-    command = streams.bury_call(
-        keys,
-        entry_id,
-        ctx.consumer,
-        task_id,
-        record,
-        ctx.ttl_ms,
-        ctx.settings.dead_letter_maxlen,
-        letter,
-        only_if_owner_dead,
+    # The letter holds no task to requeue: its version is the base one (the entry's own "v" is kept in "raw").
+    letter = (
+        *dead_letter(task_id, b"", codec.FORMAT_VERSION, 0, 0, "decode_error", error, ctx.consumer, entry_id),
+        ("raw", raw),
     )
-    return Decision(command, "dead", "decode_error")
+    record = _dead_record(ctx, "decode_error", error, 0) if task_id else None
+    maxlen = ctx.settings.dead_letter_maxlen
+    transition = Bury(keys, entry_id, ctx.consumer, task_id, record, ctx.ttl_ms, maxlen, letter, only_if_owner_dead)
+    return Decision(transition, "dead", "decode_error")
+
+
+def _dead_record(ctx: Context, reason: str, error: BaseException | None, attempt: int) -> bytes:
+    error_type, message, trace = describe(error)
+    outcome = Outcome(
+        "dead",
+        error_type=error_type,
+        error_message=message,
+        traceback=trace,
+        reason=reason,
+        attempt=attempt,
+        worker=ctx.consumer,
+        finished_at=time.time(),
+    )
+    return codec.encode_outcome(outcome)
 
 
 def readable_task_id(blob: bytes | None) -> str:
@@ -190,17 +174,18 @@ def describe(error: BaseException | None) -> tuple[str, str, str]:
 def dead_letter(
     task_id: str,
     blob: bytes,
+    version: bytes,
     attempt: int,
     reclaims: int,
     reason: str,
     error: BaseException | None,
     worker: str,
     entry_id: str,
-) -> list[tuple[str, bytes | str | int]]:
-    """The fields of a dead letter (see docs/wire-format.md)."""
+) -> Letter:
+    """The fields of a dead letter (see docs/wire-format.md); ``v`` is the format version of the task it holds."""
     error_type, message, trace = describe(error)
-    return [
-        ("v", codec.FORMAT_VERSION),
+    return (
+        ("v", version),
         ("task_id", task_id),
         ("task", blob),
         ("attempt", attempt),
@@ -210,4 +195,4 @@ def dead_letter(
         ("worker", worker),
         ("entry_id", entry_id),
         ("failed_at_ms", int(time.time() * 1000)),
-    ]
+    )

@@ -19,11 +19,12 @@ from dispatcher.faults import Faults
 from dispatcher.fleet import decide
 from dispatcher.observe import metrics
 from dispatcher.settings import Settings
-from dispatcher.store import codec, liveness, streams
+from dispatcher.store import codec, liveness, streams, transitions
 from dispatcher.store import pending as ops
-from dispatcher.store.gateway import Command, Gateway
+from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import CapabilityKeys, KeySpace
-from dispatcher.store.scripts import Settle
+from dispatcher.store.transitions import Release, Transition
+from dispatcher.store.wire import Applied
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class Reaper:
         report = ReapReport()
         # After a Redis restart every heartbeat may be gone although the workers live: give them one TTL to
         # beat again before treating anyone as dead (no reclaim storm after an outage).
-        if self.gateway.run(ops.uptime_s()) < self.settings.heartbeat_ttl_s * 1.5:
+        if self.gateway.run(liveness.uptime_s()) < self.settings.heartbeat_ttl_s * 1.5:
             report.skipped_after_restart = True
             return report
         for name in self.gateway.run(streams.known_capabilities(self.keyspace.capabilities)):
@@ -127,17 +128,12 @@ class Reaper:
     ) -> None:
         fields = self.gateway.run(ops.entries(keys, [p.entry_id for p in page]))
         self.faults.reach("after_reclaim_read")
-        commands: list[Command] = []
-        kinds: list[str] = []
-        for entry, raw in zip(page, fields, strict=True):
-            command, kind = self._decide(keys, entry, raw, owner_dead)
-            commands.append(command)
-            kinds.append(kind)
-        replies = self.gateway.run(streams.transitions(commands))
-        for kind, reply in zip(kinds, replies, strict=True):
+        kinds = [self._decide(keys, entry, raw, owner_dead) for entry, raw in zip(page, fields, strict=True)]
+        replies = self.gateway.run(transitions.record([t for t, _ in kinds]))
+        for (_, kind), reply in zip(kinds, replies, strict=True):
             if isinstance(reply, Exception):
                 log.error("reclaim failed capability=%s error=%s", keys.capability, reply)
-            elif reply is Settle.DONE:
+            elif reply is Applied.DONE:
                 metrics.RECLAIMED.labels(keys.capability, kind).inc()
                 report.by_capability[keys.capability] += 1
                 setattr(report, kind, getattr(report, kind) + 1)
@@ -148,21 +144,20 @@ class Reaper:
 
     def _decide(
         self, keys: CapabilityKeys, entry: ops.PendingEntry, raw: dict[bytes, bytes] | None, owner_dead: bool
-    ) -> tuple[Command, str]:
+    ) -> tuple[Transition, str]:
+        """The transition for one pending entry, and its kind for the report (reclaimed, hung, poison, deleted)."""
         if raw is None:  # deleted from the stream: nothing to run; release the PEL entry
-            return streams.ack(keys.stream, [entry.entry_id]), "deleted"
+            return Release(keys, entry.entry_id), "deleted"
         ctx = decide.Context(self.settings, entry.consumer)
         try:
             delivery = codec.decode_entry(keys.capability, entry.entry_id, raw, self._max_bytes)
         except DecodeError as e:
-            decision = decide.undecodable(ctx, keys, entry.entry_id, raw, e, owner_dead)
-            return decision.command, "poison"
+            return decide.undecodable(ctx, keys, entry.entry_id, raw, e, owner_dead).transition, "poison"
         if delivery.reclaims + 1 >= self.settings.max_deliveries:
             error = RuntimeError(f"delivered {delivery.reclaims + 1} times without settling (worker lost each time)")
-            decision = decide.dead(ctx, keys, delivery, "poison", error, owner_dead)
-            return decision.command, "poison"
+            return decide.dead(ctx, keys, delivery, "poison", error, owner_dead).transition, "poison"
         decision = decide.reclaim(ctx, keys, delivery, owner_dead)
-        return decision.command, "reclaimed" if owner_dead else "hung"
+        return decision.transition, decision.outcome
 
     def _prune_registry(self) -> None:
         cutoff = time.time() - self.settings.heartbeat_ttl_s * 3
@@ -173,4 +168,4 @@ class Reaper:
                     stale.append(consumer)
             except DecodeError:
                 stale.append(consumer)
-        self.gateway.run(ops.prune_registry(self.keyspace.workers, stale))
+        self.gateway.run(liveness.prune_registry(self.keyspace.workers, stale))

@@ -14,8 +14,7 @@ from dispatcher.errors import DispatcherError
 from dispatcher.faults import Faults
 from dispatcher.fleet.reaper import Reaper
 from dispatcher.settings import Settings
-from dispatcher.store import pending as ops
-from dispatcher.store import streams
+from dispatcher.store import liveness, streams
 from dispatcher.store.connection import make_client
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import KeySpace
@@ -45,13 +44,13 @@ class Upkeep:
 
     def tick(self) -> None:
         """One round: promote if holding the mover lease; reap if due and holding the reaper lease."""
-        if self.gateway.run(ops.lease(self.keyspace.promoter_lease, self.owner, 2000)):
+        if self.gateway.run(liveness.lease(self.keyspace.promoter_lease, self.owner, 2000)):
             self.promote()
         now = time.monotonic()
         if now >= self._next_reap:
             self._next_reap = now + self.settings.reaper_interval_s
             lease_ms = int(self.settings.reaper_interval_s * 2000)
-            if self.gateway.run(ops.lease(self.keyspace.reaper_lease, self.owner, lease_ms)):
+            if self.gateway.run(liveness.lease(self.keyspace.reaper_lease, self.owner, lease_ms)):
                 self.reaper.run_once()
                 self.passes += 1
 
@@ -94,7 +93,7 @@ class Upkeep:
             self._thread.join(timeout=10)
         try:
             for key in (self.keyspace.promoter_lease, self.keyspace.reaper_lease):
-                self.gateway.run(ops.lease(key, self.owner, 0))
+                self.gateway.run(liveness.lease(key, self.owner, 0))
         except DispatcherError as e:
             log.warning("lease release failed owner=%s error=%s", self.owner, e)
         self.gateway.client.close()

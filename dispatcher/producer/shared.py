@@ -13,6 +13,7 @@ from dispatcher.settings import Settings
 from dispatcher.store import codec
 from dispatcher.store.keys import CapabilityKeys, KeySpace
 from dispatcher.store.streams import Enqueue, Lookup
+from dispatcher.store.wire import Enqueued
 from dispatcher.task import Status, Task
 
 
@@ -73,7 +74,8 @@ class ProducerCore:
         for task in tasks:
             blob = codec.encode_task(task, self.settings.max_payload_bytes)
             due_ms = int(task.not_before * 1000) if task.not_before and task.not_before > time.time() else 0
-            groups.setdefault(task.capability, []).append(Enqueue(task.id, blob, due_ms, task.idempotency_key))
+            item = Enqueue(task.id, blob, due_ms, task.idempotency_key, codec.version_of(task), task.store_result)
+            groups.setdefault(task.capability, []).append(item)
         return [(self.keys(cap), items) for cap, items in groups.items()]
 
     def unregistered(self, batches: list[tuple[CapabilityKeys, list[Enqueue]]]) -> list[str]:
@@ -82,22 +84,18 @@ class ProducerCore:
 
     @staticmethod
     def task_ids(
-        tasks: Sequence[Task], batches: list[tuple[CapabilityKeys, list[Enqueue]]], replies: list[str]
+        tasks: Sequence[Task], batches: list[tuple[CapabilityKeys, list[Enqueue]]], replies: list[Enqueued]
     ) -> list[tuple[str, str]]:
         """(capability, task id) per task in input order; a deduplicated task maps to the earlier one's id.
 
         ``replies`` follow ``batches`` (grouped by capability); ``tasks`` is the input order ``prepare`` saw.
         """
-        per_capability: dict[str, Iterator[str]] = {}
+        per_capability: dict[str, Iterator[Enqueued]] = {}
         start = 0
         for keys, items in batches:
             per_capability[keys.capability] = iter(replies[start : start + len(items)])
             start += len(items)
-        out = []
-        for task in tasks:
-            reply = next(per_capability[task.capability])
-            out.append((task.capability, reply[1:] if reply.startswith("=") else task.id))
-        return out
+        return [(task.capability, next(per_capability[task.capability]).task_id) for task in tasks]
 
     def ttl_ms(self) -> int:
         """Idempotency-key TTL in ms."""

@@ -17,7 +17,10 @@ from dispatcher.errors import DecodeError, InvalidTask, PayloadTooLarge
 from dispatcher.task import CAPABILITY_PATTERN, Task
 
 FORMAT_VERSION = b"1"
-SUPPORTED_VERSIONS = frozenset({FORMAT_VERSION})
+"""The version of a task that uses no option of a later version."""
+STORE_RESULT_VERSION = b"2"
+"""Version 2 adds the task key ``store_result`` (a task that keeps no result)."""
+SUPPORTED_VERSIONS = frozenset({FORMAT_VERSION, STORE_RESULT_VERSION})
 _MAX_DEPTH = 64
 _TASK_DEFAULTS: dict[str, Any] = {
     "max_retries": 3,
@@ -26,6 +29,7 @@ _TASK_DEFAULTS: dict[str, Any] = {
     "headers": {},
     "not_before": None,
     "expires_at": None,
+    "store_result": True,
 }
 _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "max_retries": (int,),
@@ -33,6 +37,7 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "idempotency_key": (str,),
     "not_before": (int, float),
     "expires_at": (int, float),
+    "store_result": (bool,),
 }
 
 
@@ -81,6 +86,11 @@ def _check_value(value: Any, depth: int) -> None:
             _check_value(item, depth + 1)
 
 
+def version_of(task: Task) -> bytes:
+    """The lowest format version that can carry ``task`` (producers write that one, for old readers)."""
+    return FORMAT_VERSION if task.store_result else STORE_RESULT_VERSION
+
+
 def encode_task(task: Task, max_bytes: int) -> bytes:
     """The ``task`` field of a stream entry: a msgpack map that leaves out fields equal to their defaults.
 
@@ -111,6 +121,8 @@ class Delivery:
     blob: bytes
     attempt: int
     reclaims: int
+    version: bytes
+    """The entry's format version, kept when the task is re-added (retry, reclaim, delay)."""
 
 
 def decode_entry(capability: str, entry_id: str, fields: dict[bytes, bytes], max_bytes: int) -> Delivery:
@@ -130,8 +142,8 @@ def decode_entry(capability: str, entry_id: str, fields: dict[bytes, bytes], max
     body = unpack(blob, max_bytes)
     if not isinstance(body, dict):
         raise DecodeError("'task' is not a msgpack map")
-    task = _task_from_body(capability, body, attempt)
-    return Delivery(entry_id, task, blob, attempt, reclaims)
+    task = _task_from_body(capability, body, attempt, version)
+    return Delivery(entry_id, task, blob, attempt, reclaims, version)
 
 
 def _ascii_int(raw: bytes, name: str, minimum: int) -> int:
@@ -144,7 +156,7 @@ def _ascii_int(raw: bytes, name: str, minimum: int) -> int:
     return value
 
 
-def _task_from_body(capability: str, body: dict[str, Any], attempt: int) -> Task:
+def _task_from_body(capability: str, body: dict[str, Any], attempt: int, version: bytes) -> Task:
     task_id = body.get("id")
     if not isinstance(task_id, str) or not 1 <= len(task_id) <= 128:
         raise DecodeError("'id' is missing or not a string of 1-128 characters")
@@ -163,7 +175,7 @@ def _task_from_body(capability: str, body: dict[str, Any], attempt: int) -> Task
         "headers": {},
     }
     if len(body) > 3 or not _REQUIRED.issuperset(body):  # the common task carries only the required keys
-        _optional_fields(body, values)
+        _optional_fields(body, values, version)
     # Every field was checked above: build the task without pydantic's validation (hot path).
     return Task.trusted(values)
 
@@ -172,14 +184,16 @@ _REQUIRED = frozenset({"id", "payload", "submitted_at"})
 _KNOWN = _REQUIRED | frozenset(_TASK_DEFAULTS)
 
 
-def _optional_fields(body: dict[str, Any], values: dict[str, Any]) -> None:
+def _optional_fields(body: dict[str, Any], values: dict[str, Any], version: bytes) -> None:
     unknown = set(body) - _KNOWN
     if unknown:
         raise DecodeError(f"unknown task fields {sorted(unknown)}")
+    if "store_result" in body and version == FORMAT_VERSION:
+        raise DecodeError("'store_result' needs format version 2")
     for name, types in _OPTIONAL_TYPES.items():
         value = body.get(name)
         if value is not None:
-            if not isinstance(value, types) or isinstance(value, bool):
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 raise DecodeError(f"{name!r} has the wrong type")
             values[name] = value
     headers = body.get("headers", {})
@@ -188,9 +202,11 @@ def _optional_fields(body: dict[str, Any], values: dict[str, Any]) -> None:
     values["headers"] = headers
 
 
-def entry_fields(blob: bytes, attempt: int = 1, reclaims: int = 0) -> list[bytes | str | int]:
+def entry_fields(
+    blob: bytes, attempt: int = 1, reclaims: int = 0, version: bytes = FORMAT_VERSION
+) -> list[bytes | str | int]:
     """The flat field/value list of a work-stream entry, as XADD and the scripts take it."""
-    return [b"v", FORMAT_VERSION, b"task", blob, b"attempt", attempt, b"reclaims", reclaims]
+    return [b"v", version, b"task", blob, b"attempt", attempt, b"reclaims", reclaims]
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,10 @@ def error_text(error: BaseException) -> str:
     out of the message into ``status_code``: put it back, so that matching on the code works for every reply."""
     code = getattr(error, "status_code", None)
     text = str(error)
-    return f"{code} {text}" if code and not text.startswith(code) else text
+    first = text.split(" ", 1)[0]
+    if not code or text.startswith(code) or (first.isupper() and first.isalpha()):  # the code is in the text
+        return text
+    return f"{code} {text}"
 
 
 def is_error(reply: Any, code: str) -> bool:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dispatcher.store import scripts
-from dispatcher.store.codec import FORMAT_VERSION
 from dispatcher.store.gateway import Op, check, text
 from dispatcher.store.keys import CapabilityKeys
+from dispatcher.store.wire import Requeued, requeued
 
 Letter = tuple[str, dict[bytes, bytes]]
 
@@ -24,17 +24,15 @@ def length(keys: CapabilityKeys) -> Op[int]:
     return int(check((yield [("XLEN", keys.dead)])[0]))
 
 
-def requeue(keys: CapabilityKeys, letters: Sequence[tuple[str, str]]) -> Op[list[str | int]]:
-    """Requeue (letter id, task id) pairs; per pair the new entry id, 0 (gone) or -1 (nothing to requeue)."""
+def requeue(keys: CapabilityKeys, letters: Sequence[tuple[str, str]]) -> Op[list[Requeued]]:
+    """Requeue (letter id, task id) pairs with a fresh attempt count; what became of each."""
     if not letters:
         return []
     replies = yield [
-        scripts.call(
-            "requeue", [keys.stream, keys.index, keys.dead, keys.result(task_id)], [letter_id, task_id, FORMAT_VERSION]
-        )
+        scripts.call("requeue", [keys.stream, keys.index, keys.dead, keys.result(task_id)], [letter_id, task_id])
         for letter_id, task_id in letters
     ]
-    return [text(r) if isinstance(r, bytes) else int(r) for r in map(check, replies)]
+    return [requeued(check(r)) for r in replies]
 
 
 def delete(keys: CapabilityKeys, letter_ids: Sequence[str]) -> Op[int]:

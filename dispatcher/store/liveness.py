@@ -1,4 +1,4 @@
-"""Operations on the fleet: worker heartbeats and the worker registry.
+"""Operations on the fleet's liveness: worker heartbeats, the worker registry, leases and the server's uptime.
 
 A worker is alive for a capability while its heartbeat key ``{p}:{cap}:hb:<consumer>`` exists. The registry
 hash ``{p}:workers`` maps each consumer to a msgpack record (see ``WorkerRecord``) for listing workers
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dispatcher.store import scripts, wire
 from dispatcher.store.gateway import Command, Op, check, is_error
 
 
@@ -59,3 +60,23 @@ def registry(registry_key: str) -> Op[dict[str, bytes]]:
     """Every registry record by consumer name."""
     raw = check((yield [("HGETALL", registry_key)])[0])
     return {k.decode(): v for k, v in raw.items()}
+
+
+def lease(key: str, owner: str, ttl_ms: int) -> Op[bool]:
+    """Take or renew a lease (``ttl_ms`` 0: release it); True when ``owner`` holds (or released) it."""
+    reply = (yield [scripts.call("lease", [key], [owner, ttl_ms])])[0]
+    if is_error(reply, "OOM"):
+        return False
+    return wire.flag(check(reply), "lease")
+
+
+def uptime_s() -> Op[int]:
+    """Seconds since the Redis server started (a restart may have lost every heartbeat)."""
+    info = check((yield [("INFO", "server")])[0])
+    return int(info.get("uptime_in_seconds", 0))
+
+
+def prune_registry(registry_key: str, consumers_: Sequence[str]) -> Op[None]:
+    """Remove stale worker records."""
+    if consumers_:
+        check((yield [("HDEL", registry_key, *consumers_)])[0])

@@ -1,11 +1,12 @@
-"""Operations the reaper needs: consumers of a group, pending pages, entries by id, leases, forgetting."""
+"""Operations on a capability group's consumers and pending entries: list them, page them, read entries by id,
+forget a dead consumer."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dispatcher.store import scripts
+from dispatcher.store import scripts, wire
 from dispatcher.store.gateway import Op, check, is_error, text
 from dispatcher.store.keys import GROUP, CapabilityKeys
 
@@ -26,20 +27,6 @@ class PendingEntry:
     consumer: str
     idle_ms: int
     deliveries: int
-
-
-def lease(key: str, owner: str, ttl_ms: int) -> Op[bool]:
-    """Take or renew a lease (``ttl_ms`` 0: release it); True when ``owner`` holds (or released) it."""
-    reply = (yield [scripts.call("lease", [key], [owner, ttl_ms])])[0]
-    if is_error(reply, "OOM"):
-        return False
-    return bool(check(reply))
-
-
-def uptime_s() -> Op[int]:
-    """Seconds since the Redis server started (a restart may have lost every heartbeat)."""
-    info = check((yield [("INFO", "server")])[0])
-    return int(info.get("uptime_in_seconds", 0))
 
 
 def consumers(keys: CapabilityKeys) -> Op[list[Consumer]]:
@@ -83,10 +70,4 @@ def forget(keys: CapabilityKeys, consumer: str) -> Op[bool]:
     reply = (yield [call])[0]
     if is_error(reply, "NOGROUP"):
         return False
-    return bool(check(reply))
-
-
-def prune_registry(registry_key: str, consumers_: Sequence[str]) -> Op[None]:
-    """Remove stale worker records."""
-    if consumers_:
-        check((yield [("HDEL", registry_key, *consumers_)])[0])
+    return wire.flag(check(reply), "forget")

@@ -1,28 +1,46 @@
-"""Loads the Lua scripts (one file per atomic transition) and maps their return codes to outcomes."""
+"""Loads the Lua scripts (one file per atomic transition) and builds their EVALSHA calls.
+
+A script may share code with others through ``-- @include <file>.lua`` lines, each replaced by the text of
+``lua/include/<file>.lua`` when the script is loaded (BullMQ's ``includes/`` work the same way): the owner check,
+the entry layout, the delayed record and the storing of a result are each written once. What the scripts reply is
+decoded in ``dispatcher.store.wire``.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
-from enum import Enum
 from functools import cache
 from importlib import resources
 from typing import Any
 
+NAMES = ("submit", "settle", "retry", "bury", "promote", "lease", "forget", "requeue")
+_INCLUDE = re.compile(rb"^-- @include ([a-z_]+\.lua)\n", re.MULTILINE)
+
 
 @dataclass(frozen=True, slots=True)
 class Script:
-    """A Lua script by name, with its source and SHA1 for EVALSHA."""
+    """A Lua script by name, with its source (includes expanded) and SHA1 for EVALSHA."""
 
     name: str
     source: bytes
     sha: str
 
 
+def _text(*path: str) -> bytes:
+    return resources.files("dispatcher.store").joinpath("lua", *path).read_bytes()
+
+
+def expand(source: bytes) -> bytes:
+    """``source`` with every ``-- @include`` line replaced by the included file (which includes nothing)."""
+    return _INCLUDE.sub(lambda m: _text("include", m.group(1).decode()), source)
+
+
 @cache
 def script(name: str) -> Script:
-    """The script ``dispatcher/lua/<name>.lua`` (read once, on first use)."""
-    source = resources.files("dispatcher.store").joinpath("lua", f"{name}.lua").read_bytes()
+    """The script ``lua/<name>.lua`` (read and expanded once, on first use)."""
+    source = expand(_text(f"{name}.lua"))
     return Script(name, source, hashlib.sha1(source, usedforsecurity=False).hexdigest())
 
 
@@ -34,26 +52,11 @@ def source_by_sha(sha: str) -> bytes | None:
     return None
 
 
-NAMES = ("submit", "settle", "settle_many", "retry", "bury", "promote", "lease", "forget", "requeue")
+def name_by_sha(sha: str) -> str:
+    """The name of the script with this SHA1 (for error messages), or the SHA itself."""
+    return next((name for name in NAMES if script(name).sha == sha), sha)
 
 
 def call(name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
     """The EVALSHA command that runs script ``name`` with ``keys`` and ``args``."""
     return ("EVALSHA", script(name).sha, len(keys), *keys, *args)
-
-
-class Settle(Enum):
-    """What a settle, retry or bury script did."""
-
-    DONE = "done"
-    LEASE_LOST = "lease_lost"
-    OWNER_ALIVE = "owner_alive"
-
-
-def settle_outcome(reply: Any) -> Settle:
-    """Map a settle/retry/bury reply (0, 1, 2, or a new entry id / "d") to a ``Settle``."""
-    if reply == 0:
-        return Settle.LEASE_LOST
-    if reply == 2:
-        return Settle.OWNER_ALIVE
-    return Settle.DONE

@@ -1,4 +1,7 @@
-"""Operations on one capability's task lifecycle: enqueue, read, settle, retry, bury, promote, look up."""
+"""Operations on the work stream, the index and the delayed set of a capability: enqueue, read, promote, look up.
+
+Recording what became of a task (settle, retry, bury) is ``dispatcher.store.transitions``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.errors import UnsupportedRedis
-from dispatcher.store import scripts
+from dispatcher.store import scripts, wire
 from dispatcher.store.codec import FORMAT_VERSION
 from dispatcher.store.gateway import Command, Op, check, is_error, text
 from dispatcher.store.keys import GROUP, CapabilityKeys
@@ -18,40 +21,50 @@ SUBMIT_CHUNK = 500
 
 @dataclass(frozen=True, slots=True)
 class Enqueue:
-    """One task to enqueue: its id, encoded blob, due time (epoch ms, 0 = now) and idempotency key."""
+    """One task to enqueue: its id, encoded blob and format version, due time (epoch ms, 0 = now), idempotency
+    key, and whether it keeps a result (a kept result makes a re-submit of its id add nothing)."""
 
     task_id: str
     blob: bytes
-    due_ms: int
-    idempotency_key: str | None
+    due_ms: int = 0
+    idempotency_key: str | None = None
+    version: bytes = FORMAT_VERSION
+    store_result: bool = True
 
 
-def submit(batches: Sequence[tuple[CapabilityKeys, Sequence[Enqueue]]], idempotency_ttl_ms: int) -> Op[list[str]]:
-    """Enqueue tasks of one or more capabilities in one round trip; replies follow the input order.
-
-    Each reply is an entry id, ``"d"`` (delayed), or ``"=<task id>"`` when an earlier task with that id or
-    idempotency key was found and nothing was added.
-    """
+def submit(
+    batches: Sequence[tuple[CapabilityKeys, Sequence[Enqueue]]], idempotency_ttl_ms: int
+) -> Op[list[wire.Enqueued]]:
+    """Enqueue tasks of one or more capabilities in one round trip; one ``Enqueued`` per item, in input order
+    (an item not added names the task that already exists, by id or idempotency key)."""
     commands: list[Command] = []
+    chunks: list[Sequence[Enqueue]] = []
     for keys, items in batches:
         for start in range(0, len(items), SUBMIT_CHUNK):
-            commands.append(_submit_call(keys, items[start : start + SUBMIT_CHUNK], idempotency_ttl_ms))
+            chunks.append(items[start : start + SUBMIT_CHUNK])
+            commands.append(_submit_call(keys, chunks[-1], idempotency_ttl_ms))
     replies = yield commands
-    out: list[str] = []
-    for reply in replies:
-        out.extend(r.decode() if isinstance(r, bytes) else str(r) for r in check(reply))
+    out: list[wire.Enqueued] = []
+    for chunk, reply in zip(chunks, replies, strict=True):
+        values = check(reply)
+        if not isinstance(values, list) or len(values) != len(chunk):
+            raise wire.unexpected("submit", values)
+        out.extend(wire.enqueued(value, item.task_id) for item, value in zip(chunk, values, strict=True))
     return out
 
 
 def _submit_call(keys: CapabilityKeys, items: Sequence[Enqueue], ttl_ms: int) -> Command:
-    script_keys = [keys.stream, keys.index, keys.delayed, *(keys.result(item.task_id) for item in items)]
-    args: list[Any] = [ttl_ms, FORMAT_VERSION, len(items)]
+    script_keys = [keys.stream, keys.index, keys.delayed]
+    args: list[Any] = [ttl_ms, len(items)]
     for item in items:
-        slot = 0
+        result_slot = idem_slot = 0
+        if item.store_result:
+            script_keys.append(keys.result(item.task_id))
+            result_slot = len(script_keys)
         if item.idempotency_key is not None:
             script_keys.append(keys.idempotency(item.idempotency_key))
-            slot = len(script_keys)
-        args.extend((item.task_id, item.blob, item.due_ms, slot))
+            idem_slot = len(script_keys)
+        args.extend((item.task_id, item.blob, item.version, item.due_ms, result_slot, idem_slot))
     return scripts.call("submit", script_keys, args)
 
 
@@ -68,18 +81,18 @@ def known_capabilities(capabilities_key: str) -> Op[list[str]]:
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
-    """Where a task is: its result record (if settled) and its index value (entry id or delayed record)."""
+    """Where a task is: its result record (if settled) and its place (entry id or delayed record, if any)."""
 
     result: bytes | None
-    place: bytes | None
+    place: str | wire.Delayed | None
     running: bool
 
 
 def lookup(keys: CapabilityKeys, task_id: str) -> Op[Lookup]:
     """Find a task: settled (result), delayed, queued or running (pending in the group)."""
-    result, place = yield [("GET", keys.result(task_id)), ("HGET", keys.index, task_id)]
-    result, place = check(result), check(place)
-    if result is not None or place is None or place.startswith(b"d"):
+    result, raw_place = yield [("GET", keys.result(task_id)), ("HGET", keys.index, task_id)]
+    result, place = check(result), wire.place(check(raw_place))
+    if result is not None or not isinstance(place, str):
         return Lookup(result, place, running=False)
     pending = (yield [("XPENDING", keys.stream, GROUP, place, place, 1, {"parse_detail": True})])[0]
     if is_error(pending, "NOGROUP"):
@@ -137,125 +150,14 @@ def read(
     return [(text(stream), [(text(entry_id), fields) for entry_id, fields in entries]) for stream, entries in reply]
 
 
-def ack(stream: str, entry_ids: Sequence[str]) -> Command:
-    """XACK for entries that no longer exist in the stream (their PEL entries would never settle)."""
-    return ("XACK", stream, GROUP, *entry_ids)
-
-
-def settle_call(
-    keys: CapabilityKeys, entry_id: str, consumer: str, task_id: str, record: bytes, ttl_ms: int, status: str
-) -> Command:
-    """The settle script call: store the final result (succeeded or failed) if ``consumer`` still owns it."""
-    return scripts.call(
-        "settle",
-        [keys.stream, keys.index, keys.result(task_id)],
-        [GROUP, entry_id, consumer, task_id, record, ttl_ms, keys.channel(task_id), status],
-    )
-
-
-def retry_call(
-    keys: CapabilityKeys,
-    entry_id: str,
-    owner: str,
-    task_id: str,
-    blob: bytes,
-    attempt: int,
-    reclaims: int,
-    due_ms: int,
-    only_if_owner_dead: bool = False,
-) -> Command:
-    """The retry script call: re-add the task (now or at ``due_ms``) as a fresh entry, ack+delete the old."""
-    script_keys = [keys.stream, keys.index, keys.delayed]
-    if only_if_owner_dead:
-        script_keys.append(keys.heartbeat(owner))
-    return scripts.call(
-        "retry",
-        script_keys,
-        [GROUP, entry_id, owner, task_id, blob, attempt, reclaims, due_ms, FORMAT_VERSION],
-    )
-
-
-def bury_call(
-    keys: CapabilityKeys,
-    entry_id: str,
-    owner: str,
-    task_id: str,
-    record: bytes,
-    ttl_ms: int,
-    maxlen: int,
-    letter: Sequence[tuple[str, bytes | str | int]],
-    only_if_owner_dead: bool = False,
-) -> Command:
-    """The bury script call: dead-letter the task (``letter`` fields), store its ``dead`` result, ack+delete."""
-    script_keys = [keys.stream, keys.index, keys.dead, keys.result(task_id or "-")]
-    if only_if_owner_dead:
-        script_keys.append(keys.heartbeat(owner))
-    args: list[Any] = [GROUP, entry_id, owner, task_id, record, ttl_ms, keys.channel(task_id), maxlen]
-    for field, value in letter:
-        args += [field, value]
-    return scripts.call("bury", script_keys, args)
-
-
-def transitions(commands: Sequence[Command]) -> Op[list[scripts.Settle | Exception]]:
-    """Run settle/retry/bury calls in one round trip. A failed call comes back as our exception, not raised.
-
-    Settle calls of one stream, consumer and TTL are merged into ``settle_many`` calls (up to
-    ``SETTLE_CHUNK`` tasks each): one script call instead of one per task, on the worker's hottest path.
-    """
-    merged, spans = _merge_settles(commands)
-    replies = yield merged
-    out: list[scripts.Settle | Exception] = []
-    for call, position in spans:
-        reply = replies[call]
-        try:
-            value = check(reply)
-            out.append(scripts.settle_outcome(value if position is None else value[position]))
-        except Exception as e:  # handed back per call so one failure does not hide the others
-            out.append(e)
-    return out
-
-
-SETTLE_CHUNK = 200
-
-
-def _merge_settles(commands: Sequence[Command]) -> tuple[list[Command], list[tuple[int, int | None]]]:
-    """Group settle calls; ``spans[i]`` is (index of the merged call, position in its reply or None)."""
-    settle_sha = scripts.script("settle").sha
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    for i, command in enumerate(commands):
-        if command[1] == settle_sha:
-            # settle: EVALSHA sha 3 stream index result | group entry consumer task record ttl channel status
-            groups.setdefault((command[3], command[4], command[6], command[8], command[11]), []).append(i)
-    merged: list[Command] = []
-    spans: list[tuple[int, int | None]] = [(0, None)] * len(commands)
-    for i, command in enumerate(commands):
-        if command[1] != settle_sha:
-            spans[i] = (len(merged), None)
-            merged.append(command)
-    for (stream, index, group, consumer, ttl), members in groups.items():
-        for start in range(0, len(members), SETTLE_CHUNK):
-            chunk = members[start : start + SETTLE_CHUNK]
-            keys: list[Any] = [stream, index]
-            args: list[Any] = [group, consumer, ttl]
-            for position, i in enumerate(chunk):
-                c = commands[i]
-                keys.append(c[5])
-                args += [c[7], c[9], c[10], c[12], c[13]]
-                spans[i] = (len(merged), position)
-            merged.append(scripts.call("settle_many", keys, args))
-    return merged, spans
-
-
 def promote(keys: CapabilityKeys | Sequence[CapabilityKeys], now_ms: int, limit: int) -> Op[int]:
     """Move up to ``limit`` due delayed tasks of each capability onto its stream, all capabilities in one
     round trip; returns how many moved."""
     every = [keys] if isinstance(keys, CapabilityKeys) else list(keys)
     if not every:
         return 0
-    replies = yield [
-        scripts.call("promote", [k.stream, k.index, k.delayed], [now_ms, limit, FORMAT_VERSION]) for k in every
-    ]
-    return sum(int(check(r)) for r in replies)
+    replies = yield [scripts.call("promote", [k.stream, k.index, k.delayed], [now_ms, limit]) for k in every]
+    return sum(wire.count(check(r), "promote") for r in replies)
 
 
 def server_check() -> Op[tuple[str, str]]:

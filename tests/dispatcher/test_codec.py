@@ -76,7 +76,9 @@ GOOD = {"id": "T1", "payload": None, "submitted_at": 1.0}
     ("fields", "match"),
     [
         ({b"task": msgpack.packb(GOOD)}, "unknown format version None"),
-        ({b"v": b"2", b"task": msgpack.packb(GOOD)}, "unknown format version b'2'"),
+        ({b"v": b"9", b"task": msgpack.packb(GOOD)}, "unknown format version b'9'"),
+        ({b"v": b"1", b"task": msgpack.packb({**GOOD, "store_result": False})}, "'store_result' needs format v"),
+        ({b"v": b"2", b"task": msgpack.packb({**GOOD, "store_result": 0})}, "'store_result' has the wrong type"),
         ({b"v": b"1"}, "no 'task' field"),
         ({b"v": b"1", b"task": msgpack.packb(GOOD), b"attempt": b"x"}, "'attempt' is not an integer"),
         ({b"v": b"1", b"task": msgpack.packb(GOOD), b"attempt": b"0"}, "'attempt' is below 1"),

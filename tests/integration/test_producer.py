@@ -30,9 +30,10 @@ from dispatcher import (
     TaskFailed,
 )
 from dispatcher.producer import sync as producer
-from dispatcher.store import codec, streams
+from dispatcher.store import codec, transitions
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import GROUP, KeySpace
+from dispatcher.store.transitions import Settle
 
 SUCCEEDED = codec.Outcome(status="succeeded", value={"answer": 42})
 FAILED = codec.Outcome(status="failed", error_type="ValueError", error_message="bad input", traceback="Traceback: x")
@@ -144,8 +145,8 @@ def test_status_queued_running_succeeded(
     ((_, ((entry_id, _),)),) = client.xreadgroup(GROUP, "c1", {stream: ">"}, count=1)
     assert handle.status() == "running"
     keys = KeySpace(prefix).capability("echo")
-    call = streams.settle_call(keys, entry_id.decode(), "c1", handle.id, codec.encode_outcome(SUCCEEDED), 60_000, "x")
-    Gateway(client, settings.redis_url).run(streams.transitions([call]))
+    settle_ = Settle(keys, entry_id.decode(), "c1", handle.id, codec.encode_outcome(SUCCEEDED), 60_000)
+    Gateway(client, settings.redis_url).run(transitions.record([settle_]))
     assert handle.status() == "succeeded"
     assert keyspace(client, prefix) == {keys.stream, keys.result(handle.id), f"{prefix}:capabilities"}
 
@@ -254,7 +255,7 @@ def test_acl_user_limited_to_its_prefix_works_end_to_end(prefix: str) -> None:
         admin.execute_command(
             "ACL", "SETUSER", "producer", "on", ">pw", f"~{prefix}:*", "&*", "resetchannels", "&*",
             "+ping", "+evalsha", "+set", "+hset", "+zadd", "+xadd", "+script|load", "+sadd", "+smembers", "+get",
-            "+hget", "+exists", "+hexists", "+xpending", "+subscribe", "+unsubscribe",
+            "+hget", "+hmget", "+exists", "+hexists", "+xpending", "+subscribe", "+unsubscribe",
         )  # fmt: skip
         url = f"redis://producer:pw@127.0.0.1:{server.port}/0"
         with Dispatcher(Settings.build(redis_url=url, prefix=prefix)) as d:

@@ -173,3 +173,47 @@ def test_undecodable_entry_is_dead_lettered(
     letters = wait_until(dead_letters, timeout_s=DEADLINE_S, interval_s=0.1, message="a dead letter")
     assert [f[b"reason"] for _, f in letters] == [b"decode_error"]
     wait_until(lambda: client.xlen(stream) == 0, timeout_s=DEADLINE_S, message="the entry to leave the stream")
+
+
+def test_state_written_by_the_previous_version_is_served(redis_server: Any, prefix: str, run_worker: Any) -> None:
+    """Entries, delayed records and dead letters exactly as version 0.1.0 wrote them (its submit.lua, retry.lua
+    and bury.lua) are served by today's worker and requeued by today's ``dlq requeue``."""
+    client = redis_server.client()
+    capability = "echo"
+    stream, index = cap_key(prefix, capability, "stream"), cap_key(prefix, capability, "tasks")
+    delayed, dead = cap_key(prefix, capability, "delayed"), cap_key(prefix, capability, "dead")
+
+    def blob_of(task_id: str, payload: Any) -> bytes:
+        return msgpack.packb({"id": task_id, "payload": payload, "submitted_at": time.time()}, use_bin_type=True)
+
+    queued_id, delayed_id, buried_id = (uuid.uuid4().hex for _ in range(3))
+    entry_id = client.xadd(stream, {"v": "1", "task": blob_of(queued_id, "q"), "attempt": "1", "reclaims": "0"})
+    client.hset(index, queued_id, entry_id)
+    # A retry of attempt 2 (one reclaim before it) waiting in backoff, due now: "d<attempt>:<reclaims>:<blob>".
+    client.hset(index, delayed_id, b"d2:1:" + blob_of(delayed_id, "d"))
+    client.zadd(delayed, {delayed_id: int(time.time() * 1000)})
+    letter_id = client.xadd(
+        dead,
+        {"v": "1", "task_id": buried_id, "task": blob_of(buried_id, "b"), "attempt": "4", "reclaims": "0",
+         "reason": "max_retries", "error": msgpack.packb({"type": "E", "message": "m", "traceback": ""}),
+         "worker": "old", "entry_id": "1-1", "failed_at_ms": "1"},
+    )  # fmt: skip
+    client.sadd(f"{prefix}:capabilities", capability)
+
+    from dispatcher.cli.main import main  # the operator's requeue of the old letter
+
+    assert main(["dlq", "requeue", capability, "--id", letter_id.decode(), "--redis-url", redis_server.url,
+                 "--prefix", prefix]) == 0  # fmt: skip
+    worker = run_worker("--capability", capability)
+    result_keys = [cap_key(prefix, capability, f"result:{tid}") for tid in (queued_id, delayed_id, buried_id)]
+    wait_until(lambda: all(client.exists(k) for k in result_keys), DEADLINE_S, message=worker_log(worker))
+
+    results = {tid: unpack(client.get(cap_key(prefix, capability, f"result:{tid}")) or b"\xc0") for tid in
+               (queued_id, delayed_id, buried_id)}  # fmt: skip
+    assert {tid: (r or {}).get("value") for tid, r in results.items()} == {
+        queued_id: "q",
+        delayed_id: "d",
+        buried_id: "b",
+    }
+    assert results[delayed_id]["attempt"] == 2
+    assert client.xlen(stream) == 0 and client.zcard(delayed) == 0 and client.xlen(dead) == 0

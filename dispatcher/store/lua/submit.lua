@@ -1,48 +1,70 @@
 -- submit: enqueue a batch of tasks of one capability, honouring idempotency keys and task ids.
 --
--- A task whose id is already queued, delayed, running or settled (its result still kept) is not added
--- twice: a client retry that re-sends the batch after a lost reply stays harmless. A task whose idempotency key was seen within the TTL is not
--- added; the reply names the task that key created.
+-- A task whose id is already queued, delayed or running, or repeated earlier in the batch, or settled with its
+-- result still kept, is not added twice: a client retry that re-sends the batch after a lost reply stays
+-- harmless. A task whose idempotency key was seen within the TTL is not added; the reply names the task that key
+-- created. The index fields are written once for the whole batch, after the entries.
 --
 -- KEYS[1]  stream   work stream of the capability
--- KEYS[2]  hash     index: task id -> entry id, or a delayed record "d<attempt>:<reclaims>:<task blob>"
+-- KEYS[2]  hash     index: task id -> entry id, or a delayed record (see delayed.lua)
 -- KEYS[3]  zset     delayed tasks: task id scored by due time (epoch ms)
--- KEYS[4..3+N] string  result key of each task, in task order (a settled id is not added again)
--- KEYS[4+N..] string  idempotency keys, one per task that has one, referenced by slot below
+-- KEYS[4..] string  result keys (of the tasks that keep a result) and idempotency keys, referenced by slot below
 -- ARGV[1]  integer  idempotency TTL (ms)
--- ARGV[2]  string   wire format version
--- ARGV[3]  integer  N, the number of tasks
--- ARGV[4..] per task, 4 values: task id, task blob (msgpack), due time (epoch ms, 0 = now),
---                   idempotency key slot (0 = none, k = KEYS[k])
--- Returns: an array of N strings: the new entry id, "d" (delayed), or "=" .. task id (not added: that id
---          or that idempotency key already has a task)
-local out = {}
-local n = tonumber(ARGV[3])
+-- ARGV[2]  integer  N, the number of tasks
+-- ARGV[3..] per task, 6 values: task id, task blob (msgpack), format version, due time (epoch ms, 0 = now),
+--                   result key slot (0 = the task keeps no result, k = KEYS[k]), idempotency key slot (0 = none)
+-- Returns: an array of N values: 1 queued, 2 delayed, or a task id (string) when nothing was added because
+--          that task (the same id, or the first task of that idempotency key) already exists
+-- @include entry.lua
+-- @include delayed.lua
+local n = tonumber(ARGV[2])
+local ids, result_keys = {}, {}
 for i = 0, n - 1 do
-  local base = 4 + i * 4
-  local task_id, blob, due, slot = ARGV[base], ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
-  local existing = false
+  local base = 3 + i * 6
+  ids[i + 1] = ARGV[base]
+  local slot = tonumber(ARGV[base + 4])
   if slot > 0 then
-    local first = redis.call('GET', KEYS[slot])
-    if first then
-      existing = first
-    else
-      redis.call('SET', KEYS[slot], task_id, 'PX', ARGV[1])
+    result_keys[#result_keys + 1] = KEYS[slot]
+  end
+end
+local places = redis.call('HMGET', KEYS[2], unpack(ids))
+local some_settled = #result_keys > 0 and redis.call('EXISTS', unpack(result_keys)) > 0
+local out, index, delayed, seen = {}, {}, {}, {}
+for i = 0, n - 1 do
+  local base = 3 + i * 6
+  local task_id, blob, version = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+  local due, result_slot, idem_slot = tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5])
+  local existing = false
+  if idem_slot > 0 then
+    existing = redis.call('GET', KEYS[idem_slot])
+    if not existing then
+      redis.call('SET', KEYS[idem_slot], task_id, 'PX', ARGV[1])
     end
   end
-  if not existing and (redis.call('HEXISTS', KEYS[2], task_id) == 1 or redis.call('EXISTS', KEYS[4 + i]) == 1) then
+  if not existing and (places[i + 1] or seen[task_id]
+      or (some_settled and result_slot > 0 and redis.call('EXISTS', KEYS[result_slot]) == 1)) then
     existing = task_id
   end
   if existing then
-    out[#out + 1] = '=' .. existing
-  elseif due > 0 then
-    redis.call('HSET', KEYS[2], task_id, 'd1:0:' .. blob)
-    redis.call('ZADD', KEYS[3], due, task_id)
-    out[#out + 1] = 'd'
+    out[i + 1] = existing
   else
-    local entry_id = redis.call('XADD', KEYS[1], '*', 'v', ARGV[2], 'task', blob, 'attempt', 1, 'reclaims', 0)
-    redis.call('HSET', KEYS[2], task_id, entry_id)
-    out[#out + 1] = entry_id
+    seen[task_id] = true
+    index[#index + 1] = task_id
+    if due > 0 then
+      index[#index + 1] = delayed_record(version, 1, 0, blob)
+      delayed[#delayed + 1] = due
+      delayed[#delayed + 1] = task_id
+      out[i + 1] = 2
+    else
+      index[#index + 1] = add_entry(KEYS[1], version, blob, 1, 0)
+      out[i + 1] = 1
+    end
   end
+end
+if #index > 0 then
+  redis.call('HSET', KEYS[2], unpack(index))
+end
+if #delayed > 0 then
+  redis.call('ZADD', KEYS[3], unpack(delayed))
 end
 return out

@@ -1,4 +1,7 @@
-"""Every Lua transition (submit, settle, retry, bury, promote), one test per return code, on fakeredis and Redis."""
+"""Every Lua transition (submit, settle, retry, bury, promote), one test per return code, on fakeredis and Redis.
+
+Transitions are built as the typed values the worker and the reaper use (``dispatcher.store.transitions``) and
+recorded through ``transitions.record``; ``raw`` shows a script's own reply for the return-code tests."""
 
 from __future__ import annotations
 
@@ -10,10 +13,11 @@ import redis
 from helpers import keyspace
 
 from dispatcher import Task
-from dispatcher.store import codec, streams
+from dispatcher.store import codec, streams, transitions, wire
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import GROUP, CapabilityKeys, KeySpace
-from dispatcher.store.scripts import Settle
+from dispatcher.store.transitions import Bury, Requeue, Settle, Transition
+from dispatcher.store.wire import Applied, Enqueued
 
 LIMIT = 64 * 1024
 TTL_MS = 60_000
@@ -33,14 +37,16 @@ def new_task(payload: Any = None, **options: Any) -> tuple[Task, bytes]:
     return task, codec.encode_task(task, LIMIT)
 
 
-def submit(gw: Gateway, keys: CapabilityKeys, *items: streams.Enqueue) -> list[str]:
+def submit(gw: Gateway, keys: CapabilityKeys, *items: streams.Enqueue) -> list[Enqueued]:
     return gw.run(streams.submit([(keys, list(items))], TTL_MS))
 
 
-def queued(gw: Gateway, keys: CapabilityKeys, payload: Any = None) -> tuple[Task, bytes, str]:
-    task, blob = new_task(payload)
-    (entry_id,) = submit(gw, keys, streams.Enqueue(task.id, blob, 0, None))
-    return task, blob, entry_id
+def queued(gw: Gateway, keys: CapabilityKeys, payload: Any = None, **options: Any) -> tuple[Task, bytes, str]:
+    task, blob = new_task(payload, **options)
+    item = streams.Enqueue(task.id, blob, version=codec.version_of(task), store_result=task.store_result)
+    assert submit(gw, keys, item) == [Enqueued(task.id, added=True)]
+    ((entry_id, _),) = gw.client.xrevrange(keys.stream, count=1)
+    return task, blob, text(entry_id)
 
 
 def read_one(gw: Gateway, keys: CapabilityKeys, consumer: str) -> tuple[str, dict[bytes, bytes]]:
@@ -50,19 +56,33 @@ def read_one(gw: Gateway, keys: CapabilityKeys, consumer: str) -> tuple[str, dic
     return text(entry_id), fields
 
 
-def running(gw: Gateway, keys: CapabilityKeys, consumer: str = "c1") -> tuple[Task, bytes, str]:
-    task, blob, entry_id = queued(gw, keys)
+def running(gw: Gateway, keys: CapabilityKeys, consumer: str = "c1", **options: Any) -> tuple[Task, bytes, str]:
+    task, blob, entry_id = queued(gw, keys, **options)
     read_id, _ = read_one(gw, keys, consumer)
     assert read_id == entry_id
     return task, blob, entry_id
 
 
-def raw(gw: Gateway, command: tuple[Any, ...]) -> Any:
+def raw(gw: Gateway, transition: Transition) -> Any:
     """The script's raw reply (its return code), not mapped to an outcome."""
+    (command,), _ = transitions.plan([transition])
     (reply,) = gw.send([command])
     if isinstance(reply, Exception):
         raise reply
-    return reply
+    return reply[0] if isinstance(transition, Settle) else reply
+
+
+def record_all(gw: Gateway, *batch: Transition) -> list[Applied | Exception]:
+    return gw.run(transitions.record(batch))
+
+
+def settle(keys: CapabilityKeys, entry_id: str, owner: str, task_id: str, rec: bytes | None) -> Settle:
+    return Settle(keys, entry_id, owner, task_id, rec, TTL_MS)
+
+
+def requeue(keys: CapabilityKeys, entry_id: str, owner: str, task: Task, blob: bytes, **counts: Any) -> Requeue:
+    options = {"attempt": 2, "reclaims": 0, "due_ms": 0, "only_if_owner_dead": False, **counts}
+    return Requeue(keys, entry_id, owner, task.id, blob, codec.version_of(task), **options)
 
 
 def record(status: str = "succeeded", value: Any = 42) -> bytes:
@@ -101,39 +121,67 @@ def test_submit_now_adds_an_entry_and_indexes_it(gw: Gateway, client: redis.Redi
     assert client.hgetall(keys.index) == {task.id.encode(): entry_id.encode()}
 
 
+def test_submit_of_a_task_that_keeps_no_result_writes_version_2(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
+    queued(gw, keys, store_result=False)
+    ((_, fields),) = client.xrange(keys.stream)
+    assert fields[b"v"] == b"2"
+    assert codec.decode_entry("echo", "1-0", fields, LIMIT).task.store_result is False
+
+
 def test_submit_delayed_writes_a_delayed_record(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
     task, blob = new_task()
     due_ms = int(time.time() * 1000) + 60_000
-    assert submit(gw, keys, streams.Enqueue(task.id, blob, due_ms, None)) == ["d"]
+    assert submit(gw, keys, streams.Enqueue(task.id, blob, due_ms)) == [Enqueued(task.id, added=True, delayed=True)]
     assert client.xlen(keys.stream) == 0
     assert client.hget(keys.index, task.id) == b"d1:0:" + blob
+    assert wire.place(client.hget(keys.index, task.id)) == wire.Delayed(b"1", 1, 0, blob)
     assert client.zrange(keys.delayed, 0, -1, withscores=True) == [(task.id.encode(), float(due_ms))]
+
+
+def test_submit_delayed_of_version_2_keeps_its_version_in_the_record(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
+    task, blob = new_task(store_result=False)
+    due_ms = int(time.time() * 1000) + 60_000
+    submit(gw, keys, streams.Enqueue(task.id, blob, due_ms, version=b"2", store_result=False))
+    value = client.hget(keys.index, task.id)
+    assert value == b"d1:0:2:" + blob
+    assert wire.place(value) == wire.Delayed(b"2", 1, 0, blob)
+    assert wire.delayed_record(wire.Delayed(b"2", 1, 0, blob)) == value
 
 
 def test_submit_dedupes_by_task_id(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
     task, blob, _ = queued(gw, keys)
-    assert submit(gw, keys, streams.Enqueue(task.id, blob, 0, None)) == [f"={task.id}"]
+    assert submit(gw, keys, streams.Enqueue(task.id, blob)) == [Enqueued(task.id, added=False)]
+    assert client.xlen(keys.stream) == 1
+
+
+def test_submit_dedupes_an_id_repeated_inside_one_batch(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
+    task, blob = new_task()
+    replies = submit(gw, keys, streams.Enqueue(task.id, blob), streams.Enqueue(task.id, blob))
+    assert replies == [Enqueued(task.id, added=True), Enqueued(task.id, added=False)]
     assert client.xlen(keys.stream) == 1
 
 
 def test_submit_dedupes_a_delayed_task_id(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
     task, blob = new_task()
     due_ms = int(time.time() * 1000) + 60_000
-    submit(gw, keys, streams.Enqueue(task.id, blob, due_ms, None))
-    assert submit(gw, keys, streams.Enqueue(task.id, blob, 0, None)) == [f"={task.id}"]
+    submit(gw, keys, streams.Enqueue(task.id, blob, due_ms))
+    assert submit(gw, keys, streams.Enqueue(task.id, blob)) == [Enqueued(task.id, added=False)]
     assert client.xlen(keys.stream) == 0
 
 
 def test_submit_dedupes_by_idempotency_key(gw: Gateway, client: redis.Redis, keys: CapabilityKeys, prefix: str) -> None:
     first, first_blob = new_task()
     second, second_blob = new_task()
-    (entry_id,) = submit(gw, keys, streams.Enqueue(first.id, first_blob, 0, "k1"))
+    assert submit(gw, keys, streams.Enqueue(first.id, first_blob, 0, "k1")) == [Enqueued(first.id, added=True)]
     before = snapshot(client, prefix)
-    assert submit(gw, keys, streams.Enqueue(second.id, second_blob, 0, "k1")) == [f"={first.id}"]
+    assert submit(gw, keys, streams.Enqueue(second.id, second_blob, 0, "k1")) == [Enqueued(first.id, added=False)]
     assert snapshot(client, prefix) == before
     assert client.get(keys.idempotency("k1")) == first.id.encode()
     assert 0 < client.pttl(keys.idempotency("k1")) <= TTL_MS
-    assert entry_id.count("-") == 1
 
 
 def test_submit_batch_replies_in_order_with_a_duplicate_key_inside(
@@ -145,11 +193,22 @@ def test_submit_batch_replies_in_order_with_a_duplicate_key_inside(
         gw,
         keys,
         streams.Enqueue(a.id, a_blob, 0, "same"),
-        streams.Enqueue(b.id, b_blob, due_ms, None),
+        streams.Enqueue(b.id, b_blob, due_ms),
         streams.Enqueue(c.id, c_blob, 0, "same"),
     )
-    assert replies[1:] == ["d", f"={a.id}"]
-    assert [text(i) for i, _ in client.xrange(keys.stream)] == [replies[0]]
+    assert replies == [Enqueued(a.id, True), Enqueued(b.id, True, delayed=True), Enqueued(a.id, False)]
+    ((entry_id, _),) = client.xrange(keys.stream)
+    assert client.hget(keys.index, a.id) == entry_id
+
+
+def test_submit_refuses_an_id_whose_result_is_still_kept(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
+    task, blob, entry_id = running(gw, keys)
+    assert raw(gw, settle(keys, entry_id, "c1", task.id, record())) == 1
+    # A client retry re-sends the submit after its reply was lost and the task already ran: not added again.
+    assert submit(gw, keys, streams.Enqueue(task.id, blob)) == [Enqueued(task.id, added=False)]
+    assert client.xlen(keys.stream) == 0
 
 
 # ---- settle ---------------------------------------------------------------------------------------------------
@@ -163,7 +222,7 @@ def test_settle_by_owner_returns_1_stores_result_and_cleans_up(
     pubsub.subscribe(keys.channel(task.id))
     assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
     rec = record()
-    assert raw(gw, streams.settle_call(keys, entry_id, "c1", task.id, rec, TTL_MS, "succeeded")) == 1
+    assert raw(gw, settle(keys, entry_id, "c1", task.id, rec)) == 1
     assert client.get(keys.result(task.id)) == rec
     assert 0 < client.pttl(keys.result(task.id)) <= TTL_MS
     assert client.xlen(keys.stream) == 0
@@ -175,16 +234,62 @@ def test_settle_by_owner_returns_1_stores_result_and_cleans_up(
     assert message is not None and message["data"] == rec  # the announcement carries the record
 
 
+def test_settle_without_a_record_stores_and_announces_nothing(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys, prefix: str
+) -> None:
+    task, _, entry_id = running(gw, keys, store_result=False)
+    pubsub = client.pubsub()
+    pubsub.subscribe(keys.channel(task.id))
+    assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+    assert record_all(gw, settle(keys, entry_id, "c1", task.id, None)) == [Applied.DONE]
+    assert keyspace(client, prefix) == {keys.stream}
+    assert client.xlen(keys.stream) == 0 and pending_ids(client, keys) == []
+    assert pubsub.get_message(timeout=0.2) is None
+    pubsub.close()
+
+
 def test_settle_by_another_consumer_returns_0_and_changes_nothing(
     gw: Gateway, client: redis.Redis, keys: CapabilityKeys, prefix: str
 ) -> None:
     task, _, entry_id = running(gw, keys, "c1")
     before = snapshot(client, prefix)
-    assert raw(gw, streams.settle_call(keys, entry_id, "c2", task.id, record(), TTL_MS, "succeeded")) == 0
+    assert raw(gw, settle(keys, entry_id, "c2", task.id, record())) == 0
     assert snapshot(client, prefix) == before
-    assert gw.run(streams.transitions([streams.settle_call(keys, entry_id, "c2", task.id, record(), 1, "x")])) == [
-        Settle.LEASE_LOST
-    ]
+    assert record_all(gw, settle(keys, entry_id, "c2", task.id, record())) == [Applied.LEASE_LOST]
+
+
+def test_settle_of_a_mixed_batch_records_the_held_entry_and_refuses_the_lost_one(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
+    held, _, held_id = running(gw, keys, "c1")
+    lost, _, lost_id = running(gw, keys, "c2")  # another worker holds it: for c1 it is a lost lease
+    kept, _, kept_id = running(gw, keys, "c1")  # held by c1 too, not in this batch: must stay untouched
+    replies = record_all(
+        gw, settle(keys, lost_id, "c1", lost.id, record(value=1)), settle(keys, held_id, "c1", held.id, record(value=2))
+    )
+    assert replies == [Applied.LEASE_LOST, Applied.DONE]
+    assert client.get(keys.result(lost.id)) is None
+    assert codec.decode_outcome(client.get(keys.result(held.id)), LIMIT).value == 2
+    assert sorted(pending_ids(client, keys)) == sorted([lost_id, kept_id])
+    assert {text(i) for i, _ in client.xrange(keys.stream)} == {lost_id, kept_id}
+    assert client.hexists(keys.index, lost.id) and client.hexists(keys.index, kept.id)
+    assert not client.hexists(keys.index, held.id)
+
+
+def test_settle_of_a_large_batch_is_split_and_each_reply_maps_to_its_task(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
+    batch = []
+    for i in range(transitions.SETTLE_CHUNK + 5):
+        task, _, entry_id = running(gw, keys)
+        batch.append(settle(keys, entry_id, "c1", task.id, record(value=i)))
+    commands, _ = transitions.plan(batch)
+    assert len(commands) == 2
+    assert record_all(gw, *batch) == [Applied.DONE] * len(batch)
+    assert [codec.decode_outcome(client.get(keys.result(t.task_id)), LIMIT).value for t in batch] == list(
+        range(len(batch))
+    )
+    assert client.xlen(keys.stream) == 0
 
 
 def test_settle_of_an_entry_not_pending_returns_0(
@@ -193,23 +298,25 @@ def test_settle_of_an_entry_not_pending_returns_0(
     task, _, entry_id = queued(gw, keys)
     gw.run(streams.ensure_groups([keys.stream]))  # created, never read: not pending for anyone
     before = snapshot(client, prefix)
-    assert raw(gw, streams.settle_call(keys, entry_id, "c1", task.id, record(), TTL_MS, "succeeded")) == 0
+    assert raw(gw, settle(keys, entry_id, "c1", task.id, record())) == 0
     assert snapshot(client, prefix) == before
 
 
 def test_settle_without_a_group_returns_0(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
     task, _, entry_id = queued(gw, keys)
-    assert raw(gw, streams.settle_call(keys, entry_id, "c1", task.id, record(), TTL_MS, "succeeded")) == 0
+    assert raw(gw, settle(keys, entry_id, "c1", task.id, record())) == 0
     assert client.get(keys.result(task.id)) is None
 
 
-def test_settle_after_a_retry_replaced_the_index_keeps_the_new_index(
+def test_a_re_sent_settle_finds_its_own_record_and_returns_1(
     gw: Gateway, client: redis.Redis, keys: CapabilityKeys
 ) -> None:
-    task, _blob, entry_id = running(gw, keys)
-    client.hset(keys.index, task.id, "9999999999999-0")  # the index now names another entry: not ours to delete
-    assert raw(gw, streams.settle_call(keys, entry_id, "c1", task.id, record(), TTL_MS, "succeeded")) == 1
-    assert client.hget(keys.index, task.id) == b"9999999999999-0"
+    task, _, entry_id = running(gw, keys)
+    rec = record()
+    assert raw(gw, settle(keys, entry_id, "c1", task.id, rec)) == 1
+    assert raw(gw, settle(keys, entry_id, "c1", task.id, rec)) == 1, "its own record is stored: settled"
+    assert raw(gw, settle(keys, entry_id, "c1", task.id, record(value=7))) == 0, "another result: a lost lease"
+    assert client.get(keys.result(task.id)) == rec
 
 
 # ---- retry ----------------------------------------------------------------------------------------------------
@@ -219,10 +326,10 @@ def test_retry_now_adds_a_fresh_entry_with_the_next_attempt(
     gw: Gateway, client: redis.Redis, keys: CapabilityKeys
 ) -> None:
     task, blob, entry_id = running(gw, keys)
-    new_id = text(raw(gw, streams.retry_call(keys, entry_id, "c1", task.id, blob, 2, 1, 0)))
-    assert new_id != entry_id
+    assert raw(gw, requeue(keys, entry_id, "c1", task, blob, attempt=2, reclaims=1)) == 1
     ((stream_id, fields),) = client.xrange(keys.stream)
-    assert text(stream_id) == new_id
+    new_id = text(stream_id)
+    assert new_id != entry_id
     assert fields == {b"v": b"1", b"task": blob, b"attempt": b"2", b"reclaims": b"1"}
     assert client.hget(keys.index, task.id) == new_id.encode()
     assert pending_ids(client, keys) == []
@@ -230,10 +337,17 @@ def test_retry_now_adds_a_fresh_entry_with_the_next_attempt(
     assert (delivery.attempt, delivery.reclaims, delivery.task.id) == (2, 1, task.id)
 
 
+def test_retry_keeps_the_entry_s_format_version(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
+    task, blob, entry_id = running(gw, keys, store_result=False)
+    assert record_all(gw, requeue(keys, entry_id, "c1", task, blob)) == [Applied.DONE]
+    ((_, fields),) = client.xrange(keys.stream)
+    assert fields[b"v"] == b"2"
+
+
 def test_retry_delayed_writes_a_delayed_record(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
     task, blob, entry_id = running(gw, keys)
     due_ms = int(time.time() * 1000) + 60_000
-    assert raw(gw, streams.retry_call(keys, entry_id, "c1", task.id, blob, 3, 2, due_ms)) == b"d"
+    assert raw(gw, requeue(keys, entry_id, "c1", task, blob, attempt=3, reclaims=2, due_ms=due_ms)) == 1
     assert client.xlen(keys.stream) == 0
     assert pending_ids(client, keys) == []
     assert client.hget(keys.index, task.id) == b"d3:2:" + blob
@@ -245,7 +359,7 @@ def test_retry_by_another_consumer_returns_0(
 ) -> None:
     task, blob, entry_id = running(gw, keys, "c1")
     before = snapshot(client, prefix)
-    assert raw(gw, streams.retry_call(keys, entry_id, "c2", task.id, blob, 2, 0, 0)) == 0
+    assert raw(gw, requeue(keys, entry_id, "c2", task, blob)) == 0
     assert snapshot(client, prefix) == before
 
 
@@ -255,12 +369,12 @@ def test_retry_only_if_owner_dead_returns_2_while_its_heartbeat_exists(
     task, blob, entry_id = running(gw, keys, "c1")
     client.set(keys.heartbeat("c1"), "c1", px=60_000)
     before = snapshot(client, prefix)
-    call = streams.retry_call(keys, entry_id, "c1", task.id, blob, 1, 1, 0, only_if_owner_dead=True)
-    assert raw(gw, call) == 2
+    transition = requeue(keys, entry_id, "c1", task, blob, attempt=1, reclaims=1, only_if_owner_dead=True)
+    assert raw(gw, transition) == 2
     assert snapshot(client, prefix) == before
-    assert gw.run(streams.transitions([call])) == [Settle.OWNER_ALIVE]
+    assert record_all(gw, transition) == [Applied.OWNER_ALIVE]
     client.delete(keys.heartbeat("c1"))
-    assert gw.run(streams.transitions([call])) == [Settle.DONE]
+    assert record_all(gw, transition) == [Applied.DONE]
     ((_, fields),) = client.xrange(keys.stream)
     assert (fields[b"attempt"], fields[b"reclaims"]) == (b"1", b"1")
 
@@ -268,8 +382,14 @@ def test_retry_only_if_owner_dead_returns_2_while_its_heartbeat_exists(
 # ---- bury -----------------------------------------------------------------------------------------------------
 
 
-def letter(task_id: str, blob: bytes) -> list[tuple[str, bytes | str | int]]:
-    return [("task_id", task_id), ("reason", "max_retries"), ("task", blob), ("attempt", 4)]
+def letter(task_id: str, blob: bytes) -> tuple[tuple[str, bytes | str | int], ...]:
+    return (("task_id", task_id), ("reason", "max_retries"), ("task", blob), ("attempt", 4))
+
+
+def bury(
+    keys: CapabilityKeys, entry_id: str, owner: str, task_id: str, rec: bytes | None, blob: bytes, **kw: Any
+) -> Bury:
+    return Bury(keys, entry_id, owner, task_id, rec, TTL_MS, 100, letter(task_id, blob), **kw)
 
 
 def test_bury_by_owner_dead_letters_and_stores_a_dead_result(
@@ -280,8 +400,7 @@ def test_bury_by_owner_dead_letters_and_stores_a_dead_result(
     pubsub.subscribe(keys.channel(task.id))
     assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
     rec = codec.encode_outcome(codec.Outcome(status="dead", reason="max_retries", error_type="ValueError"))
-    call = streams.bury_call(keys, entry_id, "c1", task.id, rec, TTL_MS, 100, letter(task.id, blob))
-    assert raw(gw, call) == 1
+    assert raw(gw, bury(keys, entry_id, "c1", task.id, rec, blob)) == 1
     ((_, fields),) = client.xrange(keys.dead)
     assert fields == {b"task_id": task.id.encode(), b"reason": b"max_retries", b"task": blob, b"attempt": b"4"}
     outcome = codec.decode_outcome(client.get(keys.result(task.id)), LIMIT)
@@ -294,12 +413,21 @@ def test_bury_by_owner_dead_letters_and_stores_a_dead_result(
     assert message is not None and message["data"] == rec
 
 
+def test_bury_without_a_record_writes_only_the_dead_letter(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys, prefix: str
+) -> None:
+    task, blob, entry_id = running(gw, keys, store_result=False)
+    assert record_all(gw, bury(keys, entry_id, "c1", task.id, None, blob)) == [Applied.DONE]
+    assert keyspace(client, prefix) == {keys.stream, keys.dead}
+    assert client.xlen(keys.dead) == 1 and client.xlen(keys.stream) == 0
+
+
 def test_bury_an_undecodable_entry_writes_no_result(
     gw: Gateway, client: redis.Redis, keys: CapabilityKeys, prefix: str
 ) -> None:
     _task, _blob, entry_id = running(gw, keys)
-    call = streams.bury_call(keys, entry_id, "c1", "", b"", TTL_MS, 100, [("reason", "decode_error")])
-    assert raw(gw, call) == 1
+    transition = Bury(keys, entry_id, "c1", "", None, TTL_MS, 100, (("reason", "decode_error"),))
+    assert raw(gw, transition) == 1
     assert client.xlen(keys.dead) == 1
     assert client.xlen(keys.stream) == 0
     # Without a task id the index cannot be cleaned here; the result key is never written.
@@ -311,8 +439,7 @@ def test_bury_by_another_consumer_returns_0(
 ) -> None:
     task, blob, entry_id = running(gw, keys, "c1")
     before = snapshot(client, prefix)
-    call = streams.bury_call(keys, entry_id, "c2", task.id, record("dead"), TTL_MS, 100, letter(task.id, blob))
-    assert raw(gw, call) == 0
+    assert raw(gw, bury(keys, entry_id, "c2", task.id, record("dead"), blob)) == 0
     assert snapshot(client, prefix) == before
 
 
@@ -322,9 +449,7 @@ def test_bury_only_if_owner_dead_returns_2_while_its_heartbeat_exists(
     task, blob, entry_id = running(gw, keys, "c1")
     client.set(keys.heartbeat("c1"), "c1", px=60_000)
     before = snapshot(client, prefix)
-    rec = record("dead")
-    call = streams.bury_call(keys, entry_id, "c1", task.id, rec, TTL_MS, 100, letter(task.id, blob), True)
-    assert raw(gw, call) == 2
+    assert raw(gw, bury(keys, entry_id, "c1", task.id, record("dead"), blob, only_if_owner_dead=True)) == 2
     assert snapshot(client, prefix) == before
 
 
@@ -336,9 +461,11 @@ def test_promote_moves_only_due_tasks_and_keeps_their_counts(
 ) -> None:
     now_ms = int(time.time() * 1000)
     due, due_blob, entry_id = running(gw, keys)
-    gw.run(streams.transitions([streams.retry_call(keys, entry_id, "c1", due.id, due_blob, 3, 2, now_ms + 1_000)]))
+    assert record_all(
+        gw, requeue(keys, entry_id, "c1", due, due_blob, attempt=3, reclaims=2, due_ms=now_ms + 1_000)
+    ) == [Applied.DONE]
     later, later_blob = new_task()
-    submit(gw, keys, streams.Enqueue(later.id, later_blob, now_ms + 60_000, None))
+    submit(gw, keys, streams.Enqueue(later.id, later_blob, now_ms + 60_000))
 
     assert gw.run(streams.promote(keys, now_ms, 100)) == 0  # nothing due yet
     assert gw.run(streams.promote(keys, now_ms + 2_000, 100)) == 1
@@ -349,12 +476,21 @@ def test_promote_moves_only_due_tasks_and_keeps_their_counts(
     assert client.hget(keys.index, later.id) == b"d1:0:" + later_blob
 
 
+def test_promote_keeps_a_version_2_task_s_version(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
+    task, blob = new_task(store_result=False)
+    now_ms = int(time.time() * 1000)
+    submit(gw, keys, streams.Enqueue(task.id, blob, now_ms + 10, version=b"2", store_result=False))
+    assert gw.run(streams.promote(keys, now_ms + 100, 10)) == 1
+    ((_, fields),) = client.xrange(keys.stream)
+    assert (fields[b"v"], fields[b"task"]) == (b"2", blob)
+
+
 def test_promote_respects_its_limit(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
     now_ms = int(time.time() * 1000)
     items = []
     for i in range(3):
         task, blob = new_task(i)
-        items.append(streams.Enqueue(task.id, blob, now_ms + 10 + i, None))
+        items.append(streams.Enqueue(task.id, blob, now_ms + 10 + i))
     submit(gw, keys, *items)
     assert gw.run(streams.promote(keys, now_ms + 100, 2)) == 2
     assert client.zcard(keys.delayed) == 1
@@ -369,28 +505,3 @@ def test_promote_drops_a_due_id_without_a_delayed_record(
     assert gw.run(streams.promote(keys, int(time.time() * 1000), 100)) == 0
     assert client.zcard(keys.delayed) == 0
     assert not client.exists(keys.stream)
-
-
-def test_submit_refuses_an_id_whose_result_is_still_kept(
-    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
-) -> None:
-    task, blob, entry_id = running(gw, keys)
-    assert raw(gw, streams.settle_call(keys, entry_id, "c1", task.id, record(), TTL_MS, "succeeded")) == 1
-    # A client retry re-sends the submit after its reply was lost and the task already ran: not added again.
-    assert submit(gw, keys, streams.Enqueue(task.id, blob, 0, None)) == ["=" + task.id]
-    assert client.xlen(keys.stream) == 0
-
-
-def test_a_re_sent_settle_finds_its_own_record_and_returns_1(
-    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
-) -> None:
-    task, _, entry_id = running(gw, keys)
-    rec = record()
-    call = streams.settle_call(keys, entry_id, "c1", task.id, rec, TTL_MS, "succeeded")
-    assert raw(gw, call) == 1
-    assert raw(gw, call) == 1, "the same record is already stored: settled, not a lost lease"
-    other = streams.settle_call(keys, entry_id, "c1", task.id, record(value=7), TTL_MS, "succeeded")
-    assert raw(gw, other) == 0, "another result for a settled entry is a lost lease"
-    assert client.get(keys.result(task.id)) == rec
-    many = gw.run(streams.transitions([call, call]))
-    assert [r.name for r in many] == ["DONE", "DONE"]  # the batched settle_many path agrees

@@ -8,10 +8,11 @@ import pytest
 import redis
 
 from dispatcher import Task
-from dispatcher.store import codec, letters, scripts, streams
+from dispatcher.store import codec, letters, liveness, scripts, streams
 from dispatcher.store import pending as ops
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import GROUP, CapabilityKeys, KeySpace
+from dispatcher.store.wire import Requeued
 
 
 @pytest.fixture
@@ -41,12 +42,12 @@ def test_lease_taken_when_free_renewed_by_owner_refused_to_others(
 
 def test_lease_released_only_by_its_owner(gw: Gateway, client: redis.Redis, prefix: str) -> None:
     key = f"{prefix}:lease"
-    assert gw.run(ops.lease(key, "a", 10_000))
+    assert gw.run(liveness.lease(key, "a", 10_000))
     assert run(gw, "lease", [key], ["b", 0]) == 0
     assert client.get(key) == b"a"
     assert run(gw, "lease", [key], ["a", 0]) == 1
     assert client.exists(key) == 0
-    assert gw.run(ops.lease(key, "b", 10_000))  # free again at once
+    assert gw.run(liveness.lease(key, "b", 10_000))  # free again at once
 
 
 # ---- forget --------------------------------------------------------------------------------------------
@@ -54,7 +55,7 @@ def test_lease_released_only_by_its_owner(gw: Gateway, client: redis.Redis, pref
 
 def _consumer_with_pending(gw: Gateway, keys: CapabilityKeys, name: str) -> str:
     task = Task(capability="echo", payload=1)
-    gw.run(streams.submit([(keys, [streams.Enqueue(task.id, codec.encode_task(task, 1 << 16), 0, None)])], 1000))
+    gw.run(streams.submit([(keys, [streams.Enqueue(task.id, codec.encode_task(task, 1 << 16))])], 1000))
     gw.run(streams.ensure_groups([keys.stream]))
     ((_, entries),) = gw.run(streams.read([keys.stream], name, 10, None))
     return str(entries[0][0])
@@ -107,18 +108,16 @@ def test_requeue_adds_a_fresh_entry_and_removes_the_letter(
     blob = codec.encode_task(task, 1 << 16)
     letter_id = _letter(client, keys, task.id, blob)
     client.set(keys.result(task.id), b"old dead result")
-    (entry_id,) = gw.run(letters.requeue(keys, [(letter_id, task.id)]))
-    assert isinstance(entry_id, str)
+    assert gw.run(letters.requeue(keys, [(letter_id, task.id)])) == [Requeued.REQUEUED]
     ((found_id, fields),) = client.xrange(keys.stream)
-    assert found_id.decode() == entry_id
     assert fields == {b"v": b"1", b"task": blob, b"attempt": b"1", b"reclaims": b"0"}
-    assert client.hget(keys.index, task.id) == entry_id.encode()
+    assert client.hget(keys.index, task.id) == found_id
     assert client.exists(keys.result(task.id)) == 0
     assert client.xlen(keys.dead) == 0  # an emptied stream key stays, with no entries
 
 
 def test_requeue_of_a_letter_already_gone_returns_0(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
-    assert gw.run(letters.requeue(keys, [("1-1", "some-task")])) == [0]
+    assert gw.run(letters.requeue(keys, [("1-1", "some-task")])) == [Requeued.GONE]
     assert client.exists(keys.stream) == 0
 
 
@@ -126,7 +125,18 @@ def test_requeue_of_a_letter_without_a_task_returns_minus_1(
     gw: Gateway, client: redis.Redis, keys: CapabilityKeys
 ) -> None:
     letter_id = _letter(client, keys, "", b"")  # a decode_error letter: nothing to run
-    assert gw.run(letters.requeue(keys, [(letter_id, "")])) == [-1]
+    assert gw.run(letters.requeue(keys, [(letter_id, "")])) == [Requeued.NO_TASK]
     other = _letter(client, keys, "real-id", b"\x80")
-    assert gw.run(letters.requeue(keys, [(other, "another-id")])) == [-1]  # the letter holds another task
+    assert gw.run(letters.requeue(keys, [(other, "another-id")])) == [Requeued.NO_TASK]  # holds another task
     assert client.xlen(keys.dead) == 2 and client.exists(keys.stream) == 0
+
+
+def test_requeue_keeps_the_format_version_the_letter_records(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
+    task = Task(capability="echo", payload="again", store_result=False)
+    blob = codec.encode_task(task, 1 << 16)
+    letter_id = client.xadd(keys.dead, {"v": "2", "task_id": task.id, "task": blob, "reason": "max_retries"})
+    assert gw.run(letters.requeue(keys, [(letter_id.decode(), task.id)])) == [Requeued.REQUEUED]
+    ((_, fields),) = client.xrange(keys.stream)
+    assert fields[b"v"] == b"2"

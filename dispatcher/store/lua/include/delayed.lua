@@ -1,0 +1,31 @@
+-- delayed_record / read_delayed: the index value of a delayed task (docs/wire-format.md section 5):
+-- "d<attempt>:<reclaims>:<blob>" for a version 1 task, "d<attempt>:<reclaims>:<version>:<blob>" for later
+-- versions. A task blob is a msgpack map, whose first byte is never an ASCII digit: that tells the two apart.
+local function delayed_record(version, attempt, reclaims, blob)
+  if version == '1' then
+    return 'd' .. attempt .. ':' .. reclaims .. ':' .. blob
+  end
+  return 'd' .. attempt .. ':' .. reclaims .. ':' .. version .. ':' .. blob
+end
+
+-- version, attempt, reclaims, blob of a delayed record; nil when the value is not one (an entry id).
+local function read_delayed(record)
+  if not record or string.sub(record, 1, 1) ~= 'd' then
+    return nil
+  end
+  local c1 = string.find(record, ':', 2, true)
+  local c2 = c1 and string.find(record, ':', c1 + 1, true)
+  if not c2 then
+    return nil
+  end
+  local attempt, reclaims = string.sub(record, 2, c1 - 1), string.sub(record, c1 + 1, c2 - 1)
+  local version, blob = '1', string.sub(record, c2 + 1)
+  local first = string.byte(blob, 1)
+  if first and first >= 48 and first <= 57 then
+    local c3 = string.find(blob, ':', 1, true)
+    if c3 then
+      version, blob = string.sub(blob, 1, c3 - 1), string.sub(blob, c3 + 1)
+    end
+  end
+  return version, attempt, reclaims, blob
+end

@@ -1,0 +1,162 @@
+"""The transitions of a task that leaves a worker's hands, as typed values, and the one op that records them.
+
+A transition is a frozen value, pure and testable without Redis (``dispatcher.fleet.decide`` chooses them).
+``record()`` turns a batch into script calls, with the settles of one capability, consumer and TTL merged into
+``settle`` calls of up to ``SETTLE_CHUNK`` tasks each (one script call per batch on the worker's hottest path),
+and decodes every reply through ``dispatcher.store.wire``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dispatcher.store import scripts, wire
+from dispatcher.store.gateway import Command, Op, check
+from dispatcher.store.keys import GROUP, CapabilityKeys
+from dispatcher.store.wire import Applied
+
+SETTLE_CHUNK = 200
+"""Tasks per ``settle`` call: large enough to amortise the call, small enough not to stall Redis."""
+
+Letter = tuple[tuple[str, bytes | str | int], ...]
+"""The field/value pairs of a dead letter."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """Record a task's final result (``record``; None for a task that keeps none), ack and delete its entry."""
+
+    keys: CapabilityKeys
+    entry_id: str
+    owner: str
+    task_id: str
+    record: bytes | None
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Requeue:
+    """Give the task back to the fleet as a fresh entry, now or at ``due_ms`` (epoch ms, 0 = now), with these
+    counts; ack and delete the old entry. With ``only_if_owner_dead``, only while the owner's heartbeat is gone."""
+
+    keys: CapabilityKeys
+    entry_id: str
+    owner: str
+    task_id: str
+    blob: bytes
+    version: bytes
+    attempt: int
+    reclaims: int
+    due_ms: int = 0
+    only_if_owner_dead: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Bury:
+    """Dead-letter the task (``letter``), store its ``dead`` result (``record``, None for none), ack and delete
+    the entry. ``task_id`` is "" for an entry that could not be decoded."""
+
+    keys: CapabilityKeys
+    entry_id: str
+    owner: str
+    task_id: str
+    record: bytes | None
+    ttl_ms: int
+    maxlen: int
+    letter: Letter
+    only_if_owner_dead: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Ack an entry that was deleted from the stream while pending: there is nothing to run or to record."""
+
+    keys: CapabilityKeys
+    entry_id: str
+
+
+Transition = Settle | Requeue | Bury | Release
+
+
+def record(transitions: Sequence[Transition]) -> Op[list[Applied | Exception]]:
+    """Record ``transitions`` in one round trip; per transition what it did, or our exception for a failed call
+    (handed back, not raised, so that one failure does not hide the others)."""
+    commands, spans = plan(transitions)
+    replies = yield commands
+    out: list[Applied | Exception] = []
+    for transition, (call, position) in zip(transitions, spans, strict=True):
+        try:
+            reply = check(replies[call])
+            if isinstance(transition, Release):
+                out.append(Applied.DONE)  # acked now, or already: either way the entry is released
+            elif position is None:
+                out.append(wire.applied(reply, _script(transition)))
+            else:
+                out.append(wire.applied(reply[position], "settle"))
+        except Exception as e:
+            out.append(e)
+    return out
+
+
+def plan(transitions: Sequence[Transition]) -> tuple[list[Command], list[tuple[int, int | None]]]:
+    """The commands that record ``transitions``, and per transition (index of its command, its position in
+    that command's reply, or None when the command is its own)."""
+    commands: list[Command] = []
+    spans: list[tuple[int, int | None]] = [(0, None)] * len(transitions)
+    settles: dict[tuple[str, str, int], list[int]] = {}
+    for i, t in enumerate(transitions):
+        if isinstance(t, Settle):
+            settles.setdefault((t.keys.stream, t.owner, t.ttl_ms), []).append(i)
+        else:
+            spans[i] = (len(commands), None)
+            commands.append(_call(t))
+    for members in settles.values():
+        for start in range(0, len(members), SETTLE_CHUNK):
+            chunk = members[start : start + SETTLE_CHUNK]
+            for position, i in enumerate(chunk):
+                spans[i] = (len(commands), position)
+            commands.append(_settle_call([transitions[i] for i in chunk]))  # type: ignore[misc]
+    return commands, spans
+
+
+def _script(t: Transition) -> str:
+    return "retry" if isinstance(t, Requeue) else "bury"
+
+
+def _entry_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _settle_call(batch: list[Settle]) -> Command:
+    keys = batch[0].keys
+    ordered = sorted((s.entry_id for s in batch), key=_entry_order)
+    script_keys = [keys.stream, keys.index]
+    args: list[Any] = [GROUP, batch[0].owner, batch[0].ttl_ms, keys.channel_prefix, ordered[0], ordered[-1]]
+    for s in batch:
+        if s.record is not None:
+            script_keys.append(keys.result(s.task_id))
+        args += [s.entry_id, s.task_id, s.record if s.record is not None else b""]
+    return scripts.call("settle", script_keys, args)
+
+
+def _call(t: Requeue | Bury | Release) -> Command:
+    keys = t.keys
+    if isinstance(t, Release):
+        return ("XACK", keys.stream, GROUP, t.entry_id)
+    if isinstance(t, Requeue):
+        script_keys = [keys.stream, keys.index, keys.delayed]
+        if t.only_if_owner_dead:
+            script_keys.append(keys.heartbeat(t.owner))
+        args: list[Any] = [GROUP, t.entry_id, t.owner, t.task_id, t.blob, t.attempt, t.reclaims, t.due_ms, t.version]
+        return scripts.call("retry", script_keys, args)
+    script_keys = [keys.stream, keys.index, keys.dead, keys.result(t.task_id or "-")]
+    if t.only_if_owner_dead:
+        script_keys.append(keys.heartbeat(t.owner))
+    record_ = t.record if t.record is not None else b""
+    args = [GROUP, t.entry_id, t.owner, t.task_id, record_, t.ttl_ms, keys.channel(t.task_id), t.maxlen]
+    for field, value in t.letter:
+        args += [field, value]
+    return scripts.call("bury", script_keys, args)

@@ -1,0 +1,132 @@
+"""What the index hash holds and what every Lua script answers, decoded in one place (docs/wire-format.md).
+
+The scripts return small integers (and, from ``submit``, the id of a task that already exists); this module maps
+each to its meaning and raises ``RedisError`` on anything else (a script of another version, a bug), so an
+unexpected reply is never counted as a success. The index value of a task is an entry id or a delayed record,
+whose Lua twin is ``lua/include/delayed.lua``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from dispatcher.errors import RedisError
+
+DIGITS = frozenset(b"0123456789")
+
+
+class Applied(Enum):
+    """What a transition script (settle, retry, bury) did."""
+
+    DONE = 1
+    """Recorded: the entry was held by the caller (or, for a re-sent settle, its very record is stored)."""
+    LEASE_LOST = 0
+    """Refused: the entry is no longer held by the caller (the reaper gave the task to another worker)."""
+    OWNER_ALIVE = 2
+    """Refused: the reaper asked to act only on a dead owner, and the owner's heartbeat is back."""
+
+
+def applied(reply: Any, script: str) -> Applied:
+    """The ``Applied`` a transition script's reply means."""
+    if isinstance(reply, int) and not isinstance(reply, bool):
+        for member in Applied:
+            if member.value == reply:
+                return member
+    raise unexpected(script, reply)
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """One task's fate in a ``submit`` call: added now or delayed, or not added because ``task_id`` exists."""
+
+    task_id: str
+    """The submitted task's id, or the id of the task that already existed (same id or idempotency key)."""
+    added: bool
+    delayed: bool = False
+
+
+def enqueued(reply: Any, task_id: str) -> Enqueued:
+    """Decode one element of ``submit``'s reply for the task ``task_id``."""
+    if reply == 1:
+        return Enqueued(task_id, added=True)
+    if reply == 2:
+        return Enqueued(task_id, added=True, delayed=True)
+    if isinstance(reply, bytes) and reply:
+        return Enqueued(reply.decode(), added=False)
+    raise unexpected("submit", reply)
+
+
+class Requeued(Enum):
+    """What ``requeue`` did with a dead letter."""
+
+    REQUEUED = 1
+    GONE = 0
+    """The letter no longer exists (another operator requeued or purged it)."""
+    NO_TASK = -1
+    """The letter holds no task to requeue (a ``decode_error`` letter), or another task id."""
+
+
+def requeued(reply: Any) -> Requeued:
+    """The ``Requeued`` a ``requeue`` reply means."""
+    for member in Requeued:
+        if reply == member.value and isinstance(reply, int):
+            return member
+    raise unexpected("requeue", reply)
+
+
+def flag(reply: Any, script: str) -> bool:
+    """A 0/1 reply (``lease``, ``forget``) as a bool."""
+    if reply in (0, 1) and isinstance(reply, int):
+        return bool(reply)
+    raise unexpected(script, reply)
+
+
+def count(reply: Any, script: str) -> int:
+    """A count reply (``promote``)."""
+    if isinstance(reply, int) and not isinstance(reply, bool) and reply >= 0:
+        return reply
+    raise unexpected(script, reply)
+
+
+def unexpected(script: str, reply: Any) -> RedisError:
+    """The error for a reply a script should never give."""
+    return RedisError(f"unexpected reply from script {script!r}: {reply!r:.200}")
+
+
+@dataclass(frozen=True, slots=True)
+class Delayed:
+    """A delayed task's index value: where the mover finds what to XADD when it is due."""
+
+    version: bytes
+    attempt: int
+    reclaims: int
+    blob: bytes
+
+
+def delayed_record(d: Delayed) -> bytes:
+    """The index value of a delayed task: ``d<attempt>:<reclaims>:<blob>`` (version 1) or
+    ``d<attempt>:<reclaims>:<version>:<blob>`` (later versions; a blob never starts with a digit)."""
+    head = b"d%d:%d:" % (d.attempt, d.reclaims)
+    return head + d.blob if d.version == b"1" else head + d.version + b":" + d.blob
+
+
+def place(value: bytes | None) -> str | Delayed | None:
+    """A task's index value: its entry id (queued or running), a ``Delayed``, or None (not in the index).
+
+    Raises:
+        RedisError: the value is neither (written by something that does not follow the wire format).
+    """
+    if value is None:
+        return None
+    if value[:1] != b"d":
+        return value.decode()
+    try:
+        attempt, reclaims, blob = value[1:].split(b":", 2)
+        version = b"1"
+        if blob[:1] and blob[0] in DIGITS:
+            version, blob = blob.split(b":", 1)
+        return Delayed(version, int(attempt), int(reclaims), blob)
+    except ValueError:
+        raise unexpected("index", value) from None
