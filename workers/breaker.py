@@ -60,6 +60,11 @@ class Breaker:
         """Seconds until the circuit half-opens (0 when it is not open)."""
         return max(0.0, self._open_until - self._clock()) if self.state == "open" else 0.0
 
+    def neutral(self) -> None:
+        """A task ended in a way that says nothing about this worker's health (``Retry``, ``Reject``): a half-open
+        trial is over without a verdict, and another one may start."""
+        self._trial_running = False
+
     def record(self, ok: bool) -> bool:
         """Count a handler outcome. Returns True when this outcome tripped the circuit (opened it)."""
         was_trial = self._trial_running

@@ -76,6 +76,12 @@ def retry(ctx: Context, keys: CapabilityKeys, d: Delivery, delay_s: float, attem
     return Decision(_requeue(ctx, keys, d, attempt, reclaims, due_ms), "retried")
 
 
+def hand_back(ctx: Context, keys: CapabilityKeys, d: Delivery) -> Decision:
+    """Give a task this worker will not run (shutting down, or read beyond its free slots) back to the fleet now,
+    as it was: neither an attempt nor a reclaim is counted."""
+    return Decision(_requeue(ctx, keys, d, d.attempt, d.reclaims, 0), "handed_back")
+
+
 def reclaim(ctx: Context, keys: CapabilityKeys, d: Delivery, only_if_owner_dead: bool) -> Decision:
     """Re-add a task whose worker died (or whose handler hung) now, counting the attempt and the reclaim.
 

@@ -8,8 +8,9 @@ from urllib.parse import urlsplit, urlunsplit
 import hiredis
 import redis
 import redis.asyncio
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
+import redis.asyncio.retry
+import redis.retry
+from redis.backoff import ExponentialBackoff, NoBackoff
 
 from dispatcher.settings import Settings
 
@@ -27,12 +28,16 @@ def mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+def _backoff() -> ExponentialBackoff:
+    return ExponentialBackoff(cap=1.0, base=0.05)
+
+
 def client_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments shared by the sync and async clients."""
+    """Keyword arguments shared by the sync and async clients (not the ``retry`` object: each kind of client needs
+    its own, see ``make_client`` and ``make_async_client``)."""
     options: dict[str, Any] = {
         "socket_timeout": settings.socket_timeout_s,
         "socket_connect_timeout": settings.connect_timeout_s,
-        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), settings.retry_attempts),
         "health_check_interval": 30,
     }
     if settings.redis_url.startswith("rediss://"):
@@ -46,8 +51,11 @@ def client_options(settings: Settings) -> dict[str, Any]:
 
 
 def make_client(settings: Settings, **extra: Any) -> redis.Redis:
-    """A sync client for ``settings.redis_url``; nothing connects until the first command."""
-    return redis.Redis.from_url(settings.redis_url, **{**client_options(settings), **extra})
+    """A sync client for ``settings.redis_url``, retrying a command ``retry_attempts`` times after a lost
+    connection; nothing connects until the first command."""
+    options = client_options(settings)
+    options["retry"] = redis.retry.Retry(_backoff(), settings.retry_attempts)
+    return redis.Redis.from_url(settings.redis_url, **{**options, **extra})
 
 
 def _hiredis_pack(args: tuple[Any, ...]) -> bytes:
@@ -75,9 +83,18 @@ class _FastSSLConnection(_HiredisPacking, redis.asyncio.SSLConnection):
     pass
 
 
-def make_async_client(settings: Settings, **extra: Any) -> redis.asyncio.Redis:
-    """An asyncio client for ``settings.redis_url``; nothing connects until the first command."""
+def make_async_client(settings: Settings, retry: bool = True, **extra: Any) -> redis.asyncio.Redis:
+    """An asyncio client for ``settings.redis_url``; nothing connects until the first command.
+
+    With ``retry`` (the default) a command is re-sent ``retry_attempts`` times after a lost connection. A client
+    that must see every lost reply (the worker's reads: a re-sent ``XREADGROUP >`` would leave the entries of the
+    lost reply pending and unseen) is made with ``retry=False``.
+    """
     options = client_options(settings)
+    # The asyncio client awaits ``retry.call_with_retry(...)``: a sync Retry there returns the command's
+    # coroutine unawaited, so its errors escape the retry loop and nothing is ever retried.
+    attempts = settings.retry_attempts if retry else 0
+    options["retry"] = redis.asyncio.retry.Retry(_backoff() if retry else NoBackoff(), attempts)
     scheme = urlsplit(settings.redis_url).scheme
     if scheme in ("redis", "rediss"):
         options["connection_class"] = _FastSSLConnection if scheme == "rediss" else _FastConnection

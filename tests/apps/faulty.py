@@ -6,7 +6,8 @@ written with a single ``write()`` on a file opened with ``O_APPEND``, so records
 interleave and a record written just before the process dies is kept.
 
 Payloads are dicts; every handler reads ``tag`` and ``sleep_s`` (seconds to sleep before finishing), and
-``first_sleep_s`` in its place on attempt 1 (a task that hangs on the worker that is about to die).
+``first_sleep_s`` in its place on the task's first run (a task that hangs on the worker that is about to die;
+the first run is the one with a single ``start`` record in the ledger).
 
 The module also holds what the tests read these with: ``Ledger`` and ``worker_record``.
 """
@@ -56,10 +57,18 @@ def record(task: Task, event: str) -> None:
         os.close(fd)
 
 
+def _runs(task: Task) -> int:
+    """How many runs of ``task`` the ledger holds (``start`` records), this one included."""
+    path = _payload(task).get("ledger") or os.environ.get(LEDGER_ENV)
+    if not path or not os.path.exists(path):
+        return 1
+    return Ledger(path).count("start", task.id)
+
+
 async def _sleep(task: Task) -> None:
     payload = _payload(task)
     seconds = float(payload.get("sleep_s", 0))
-    if task.attempt == 1 and "first_sleep_s" in payload:
+    if "first_sleep_s" in payload and _runs(task) <= 1:
         seconds = float(payload["first_sleep_s"])
     if seconds > 0:
         await asyncio.sleep(seconds)
@@ -76,9 +85,12 @@ async def ledger(task: Task) -> Any:
 
 @handler("faulty.flaky")
 async def flaky(task: Task) -> Any:
-    """Fail (ValueError) while the attempt is at most ``fail_times``, then succeed."""
+    """Ask for a retry in 50 ms while the attempt is at most ``retry_times``, then fail (ValueError) while it is at
+    most ``fail_times``, then succeed."""
     record(task, "start")
     await _sleep(task)
+    if task.attempt <= int(_payload(task).get("retry_times", 0)):
+        raise Retry(delay_s=0.05, reason="not yet")
     if task.attempt <= int(_payload(task).get("fail_times", 0)):
         raise ValueError(f"flaky failure on attempt {task.attempt}")
     record(task, "end")
@@ -126,6 +138,10 @@ class Ledger:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
+
+    def count(self, event: str, task_id: str) -> int:
+        """How many records of ``event`` for ``task_id``."""
+        return len(self.records(event, task_id))
 
     def records(self, event: str | None = None, task_id: str | None = None) -> list[dict[str, Any]]:
         """Every record (of ``event``, of ``task_id``), in the order written."""

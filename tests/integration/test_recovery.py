@@ -136,7 +136,8 @@ def test_sigterm_hands_back_a_task_still_running_after_the_grace_period(
     assert handle.result(timeout_s=DEADLINE_S) == "stuck"
     assert wait_exit(stopping, timeout_s=15) == 0, worker_log(stopping)
     first, second = ledger.records("start", handle.id)
-    assert (first["pid"], second["pid"], second["attempt"]) == (stopping.pid, rescuer.pid, 2)
+    # A hand-back is not an attempt: the rescuer runs attempt 1 again.
+    assert (first["pid"], second["pid"], first["attempt"], second["attempt"]) == (stopping.pid, rescuer.pid, 1, 1)
     handed_back_s = second["t"] - signalled_at
     # Handed back by the stopping worker itself, not found later by the reaper after a heartbeat TTL.
     assert handed_back_s < HEARTBEAT_TTL_S, f"took {handed_back_s:.2f} s"

@@ -54,7 +54,9 @@ def dead_letters(client: redis.Redis, prefix: str, capability: str) -> list[dict
 def test_failures_retry_with_backoff_then_dead_letter_max_retries(
     client: redis.Redis, dispatcher: Dispatcher, run_worker: WorkerRunner, ledger: Ledger, prefix: str
 ) -> None:
-    worker = start(run_worker, ledger, "faulty.flaky")
+    # 6 failures in a row (doomed 4, healed 2) would trip the default breaker threshold of 5 and could hold a
+    # retry for the cool-down; this test is about backoff (the breaker has tests of its own).
+    worker = start(run_worker, ledger, "faulty.flaky", "--breaker-threshold", "10")
     doomed = dispatcher.submit("faulty.flaky", {"fail_times": 100}, max_retries=3)
     healed = dispatcher.submit("faulty.flaky", {"fail_times": 2}, max_retries=3)
 
@@ -208,6 +210,48 @@ def test_circuit_breaker_stops_a_broken_worker_and_recovers(
     later = dispatcher.submit_many([Task(capability=cap, payload={"tag": i}, max_retries=0) for i in range(3)])
     assert [h.result(timeout_s=DEADLINE_S) for h in later] == [broken.pid] * 3, "half-open trial, then closed"
     wait_until(lambda: circuit(client, prefix, broken, cap) == "closed", timeout_s=DEADLINE_S)
+
+
+def test_a_late_success_that_closes_the_circuit_lets_the_worker_read_at_once(
+    dispatcher: Dispatcher, run_worker: WorkerRunner, ledger: Ledger
+) -> None:
+    # A task taken before the circuit opened may still succeed, which closes the circuit again; the worker must
+    # then read at once, not sleep out the whole cool-down it planned while the circuit was open. (That sleep
+    # was the 5.0 s retry gap once seen in the backoff test above: its 6 failures trip the default threshold 5.)
+    cap = "faulty.flaky"
+    start(run_worker, ledger, cap, "--concurrency", "2", "--breaker-threshold", "1", "--breaker-cooldown-s", "5")
+    slow, failing = dispatcher.submit_many(
+        [
+            Task(capability=cap, payload={"fail_times": 0, "sleep_s": 0.5}, max_retries=0),
+            Task(capability=cap, payload={"fail_times": 1}, max_retries=0),
+        ]
+    )
+    with pytest.raises(TaskDead):
+        failing.result(timeout_s=DEADLINE_S)  # its failure opens the circuit (threshold 1) ...
+    assert slow.result(timeout_s=DEADLINE_S) == 1  # ... and this late success closes it
+    closed_at = time.time()
+    after = dispatcher.submit(cap, {"fail_times": 0})
+
+    assert after.result(timeout_s=DEADLINE_S) == 1
+    (run,) = ledger.records("start", after.id)
+    waited_s = run["t"] - closed_at
+    print(f"\nfirst task after the circuit closed started after {waited_s:.3f} s")
+    assert waited_s <= PROMOTE_SLACK_S, "the worker slept out the cool-down of a circuit that was closed again"
+
+
+def test_a_half_open_trial_that_asks_for_a_retry_does_not_wedge_the_capability(
+    dispatcher: Dispatcher, run_worker: WorkerRunner, ledger: Ledger
+) -> None:
+    # A half-open trial ending in Retry (or Reject) gives no verdict on the worker; the next trial must be let
+    # through, or the capability is never read on this worker again.
+    cap = "faulty.flaky"
+    start(run_worker, ledger, cap, "--breaker-threshold", "1", "--breaker-cooldown-s", "0.2")
+    with pytest.raises(TaskDead):
+        dispatcher.submit(cap, {"fail_times": 1}, max_retries=0).result(timeout_s=DEADLINE_S)  # opens the circuit
+    trial = dispatcher.submit(cap, {"retry_times": 1}, max_retries=3)  # the trial raises Retry once, then succeeds
+    later = dispatcher.submit(cap, {"fail_times": 0})
+    assert trial.result(timeout_s=DEADLINE_S) is not None
+    assert later.result(timeout_s=DEADLINE_S) == 1
 
 
 def test_requeued_dead_letter_runs_to_success(

@@ -1,0 +1,164 @@
+"""The worker's fetch loop: reads as many entries as it has free slots, from its capabilities in fair turn.
+
+Pull balancing is the load balancer: a worker reads only as many entries as it has free slots right now, so a
+slow or busy worker never holds tasks it has not started. After a start or any read error it first re-reads its
+own pending entries (a lost XREADGROUP reply leaves entries there unseen), then reads new ones. A Redis outage
+never ends the loop: it backs off, logs once, and reads again when Redis answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from dispatcher.errors import DispatcherError, RedisUnavailable
+from dispatcher.observe import metrics
+from dispatcher.settings import Backoff
+from dispatcher.store import streams
+from dispatcher.store.gateway import AsyncGateway
+from dispatcher.store.keys import CapabilityKeys
+from workers.breaker import Breaker
+from workers.runner import Runner
+from workers.slots import ReadPlanner, Slots
+
+log = logging.getLogger(__name__)
+
+OUTAGE_BACKOFF = Backoff(base_s=0.05, factor=2.0, max_s=5.0, jitter=0.0)
+"""Pause between reads while Redis cannot be reached: 50 ms, doubling up to 5 s."""
+BURST_IDLE_S = 0.05
+"""In burst mode, how long to wait for a slot to settle before looking again while tasks still run."""
+
+Replies = list[tuple[str, list[tuple[str, dict[bytes, bytes] | None]]]]
+
+
+class Reader:
+    """Feeds a ``Runner`` from the capability streams until ``stopping`` is set (or, in burst mode, drained)."""
+
+    def __init__(
+        self,
+        gateway: AsyncGateway,
+        consumer: str,
+        keys: Mapping[str, CapabilityKeys],
+        slots: Slots,
+        runner: Runner,
+        breakers: Mapping[str, Breaker],
+        *,
+        block_ms: int,
+        burst: bool,
+        stopping: asyncio.Event,
+        slot_free: asyncio.Event,
+        settling: Callable[[], int],
+    ) -> None:
+        self.gateway = gateway
+        self.consumer = consumer
+        self.keys = keys
+        self._by_stream = {k.stream: k for k in keys.values()}
+        self.slots = slots
+        self.runner = runner
+        self.breakers = breakers
+        self.planner = ReadPlanner(tuple(keys))
+        self.block_ms = block_ms
+        self.burst = burst
+        self._stopping = stopping
+        self._slot_free = slot_free
+        self._settling = settling
+
+    async def run(self) -> None:
+        """Read until stopped; in burst mode, until nothing is left to read, run or record."""
+        recover = True
+        failures = 0
+        while not self._stopping.is_set():
+            free = self.slots.free
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()  # stop() sets it too
+                continue
+            try:
+                if recover:
+                    recover = not await self.recover_pending()
+                    continue
+                got, drained = await self._read_once(free)
+            except DispatcherError as e:  # never a crash loop: back off, reconnect, re-read own pending
+                metrics.REDIS_ERRORS.labels("read").inc()
+                failures += 1
+                if failures == 1:  # once per outage, not once per retry
+                    level = logging.WARNING if isinstance(e, RedisUnavailable) else logging.ERROR
+                    log.log(level, "read failed, retrying with backoff error=%s", e)
+                await self._wait(OUTAGE_BACKOFF.delay_s(failures))
+                recover = True
+                continue
+            if failures:
+                log.info("reading again after an outage consumer=%s", self.consumer)
+                failures = 0
+            if self.burst and not got:
+                if drained and not self.slots.held and not self._settling():
+                    return
+                self._slot_free.clear()
+                await self._wait(BURST_IDLE_S, self._slot_free.wait())
+
+    async def _read_once(self, free: int) -> tuple[int, bool]:
+        """One planned read; (handlers started or entries taken, whether every capability was found empty)."""
+        allowance = {c: b.allowance(free) for c, b in self.breakers.items()}
+        read = self.planner.plan(free, allowance)
+        if read is None:  # every circuit is open: wait for the first trial, a success that closes one, or a stop
+            wait_s = min((b.seconds_until_trial() for b in self.breakers.values()), default=0.1)
+            self._slot_free.clear()
+            await self._wait(max(wait_s, 0.05), self._slot_free.wait())
+            return 0, True
+        block_ms = self.block_ms if read.block and not self.burst else None
+        streams_ = [self.keys[c].stream for c in read.capabilities]
+        replies = await self.gateway.run(streams.read(streams_, self.consumer, read.count, block_ms))
+        got = self._take(replies)
+        self.planner.done(read, got)
+        covers_all = len(read.capabilities) == len(self.keys) or self.planner.round_empty
+        return got, not got and covers_all
+
+    def _take(self, replies: Replies) -> int:
+        """Hand each read entry to the runner; entries beyond the free slots go straight back to the fleet."""
+        count = 0
+        for stream, entries in replies:
+            keys = self._by_stream[stream]
+            for entry_id, fields in entries:
+                if self.slots.holds((keys.capability, entry_id)):
+                    # Delivered again while its handler runs (the group was recreated at 0 under us): the run
+                    # in progress settles it, since the entry is pending for this consumer again.
+                    log.debug("entry delivered again while held capability=%s entry_id=%s", keys.capability, entry_id)
+                    continue
+                count += 1
+                if self.slots.free > 0:
+                    self.runner.start(keys, entry_id, fields)
+                else:
+                    self.runner.hand_back(keys, entry_id, fields)
+        return count
+
+    async def recover_pending(self) -> bool:
+        """Re-read this consumer's own pending entries that it does not hold; True when none are left."""
+        cursors = {k.stream: "0" for k in self.keys.values()}
+        for _ in range(10_000):  # bounded: each round advances a cursor or ends
+            if not cursors or self.slots.free <= 0:
+                return not cursors
+            wanted = list(cursors)
+            after = [cursors[s] for s in wanted]
+            replies = await self.gateway.run(streams.read(wanted, self.consumer, self.slots.free, None, after=after))
+            seen = {stream for stream, entries in replies if entries}
+            for stream, entries in replies:
+                if entries:
+                    cursors[stream] = entries[-1][0]
+            fresh: Replies = [
+                (s, [e for e in entries if not self.slots.holds((self._by_stream[s].capability, e[0]))])
+                for s, entries in replies
+            ]
+            self._take(fresh)
+            cursors = {s: c for s, c in cursors.items() if s in seen}
+        return True
+
+    async def _wait(self, timeout_s: float, also: Awaitable[Any] | None = None) -> None:
+        """Sleep ``timeout_s``, or less if stopped (or ``also`` completes) first."""
+        waiters = [asyncio.ensure_future(self._stopping.wait())]
+        if also is not None:
+            waiters.append(asyncio.ensure_future(also))
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()

@@ -1,0 +1,185 @@
+"""Running what a worker read: decode the entry, take its slot, run its handler, decide and record its outcome.
+
+Every entry read takes a slot (``workers.slots``) until its outcome is recorded: the handler's result, a retry,
+a dead letter (undecodable, expired, failed for good) or its release (deleted from the stream while pending).
+The outcome goes to the settler, which records it in Redis in batches and then frees the slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from dispatcher.errors import DecodeError, HandlerTimeout, Reject
+from dispatcher.errors import Retry as RetrySignal
+from dispatcher.faults import Faults
+from dispatcher.fleet import decide
+from dispatcher.observe import metrics
+from dispatcher.store import codec
+from dispatcher.store.codec import Delivery
+from dispatcher.store.keys import CapabilityKeys
+from dispatcher.store.transitions import Release
+from workers.breaker import Breaker
+from workers.executor import Executor
+from workers.registry import Registry
+from workers.settler import Settler
+from workers.slots import Held, Phase, Slots
+
+log = logging.getLogger(__name__)
+
+Fields = dict[bytes, bytes]
+
+
+class Runner:
+    """Starts handlers for read entries and turns their outcomes into transitions for the settler."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        ctx: decide.Context,
+        slots: Slots,
+        settler: Settler,
+        breakers: Mapping[str, Breaker],
+        executor: Executor,
+        faults: Faults,
+        on_free: Callable[[], None],
+    ) -> None:
+        self.registry = registry
+        self.ctx = ctx
+        self.slots = slots
+        self.settler = settler
+        self.breakers = breakers
+        self.executor = executor
+        self.faults = faults
+        self._on_free = on_free
+        self._max_bytes = ctx.settings.max_payload_bytes
+        self._metrics = {c: metrics.CapabilityMetrics(c) for c in breakers}
+
+    def start(self, keys: CapabilityKeys, entry_id: str, fields: Fields | None) -> bool:
+        """Take a slot for a just-read entry and start its handler; False when it has nothing to run."""
+        delivery = self._triage(keys, entry_id, fields, force=False)
+        if delivery is None:
+            return False
+        if self.faults.active:
+            self.faults.reach("after_read")
+        key = (keys.capability, entry_id)
+        slot = self.slots.take(key, delivery)
+        self.breakers[keys.capability].started()
+        self._metrics[keys.capability].inflight.inc()
+        slot.job = asyncio.create_task(self._execute(keys, key, delivery))
+        return True
+
+    def hand_back(self, keys: CapabilityKeys, entry_id: str, fields: Fields | None) -> None:
+        """Give an entry read beyond the free slots straight back to the fleet, spending no attempt."""
+        delivery = self._triage(keys, entry_id, fields, force=True)
+        if delivery is not None:
+            self.slots.take((keys.capability, entry_id), delivery, Phase.SETTLING, force=True)
+            self.settler.put(decide.hand_back(self.ctx, keys, delivery).transition)
+
+    def _triage(self, keys: CapabilityKeys, entry_id: str, fields: Fields | None, force: bool) -> Delivery | None:
+        """The entry's delivery if it has a handler to run; else record what becomes of it (its release, its
+        dead letter) in a slot of its own and return None."""
+        key = (keys.capability, entry_id)
+        if not fields:  # deleted from the stream while pending: nothing to run, just release the PEL entry
+            self.slots.take(key, None, Phase.SETTLING, force=force)
+            self.settler.put(Release(keys, entry_id))
+            return None
+        try:
+            delivery = codec.decode_entry(keys.capability, entry_id, fields, self._max_bytes)
+        except DecodeError as e:
+            log.warning(
+                "undecodable entry dead-lettered capability=%s entry_id=%s error=%s", keys.capability, entry_id, e
+            )
+            self.slots.take(key, None, Phase.SETTLING, force=force)
+            self._record(key, decide.undecodable(self.ctx, keys, entry_id, fields, e))
+            return None
+        expires_at = delivery.task.expires_at
+        if expires_at is not None and time.time() > expires_at:
+            self.slots.take(key, delivery, Phase.SETTLING, force=force)
+            self._record(key, decide.dead(self.ctx, keys, delivery, "expired", None))
+            return None
+        return delivery
+
+    async def _execute(self, keys: CapabilityKeys, key: Held, delivery: Delivery) -> None:
+        handler = self.registry.get(keys.capability)
+        assert handler is not None
+        measures = self._metrics[keys.capability]
+        started = time.perf_counter()
+        try:
+            value = await self.executor.call(handler, delivery.task, self._stray_ended)
+            if self.faults.active:
+                self.faults.record(delivery.task.id, self.ctx.consumer)
+                self.faults.reach("after_handler")
+            decision = decide.succeeded(self.ctx, keys, delivery, value)
+            breaker = self.breakers[keys.capability]
+            was_closed = breaker.state == "closed"
+            breaker.record(True)
+            if not was_closed:
+                self._on_free()  # this success closed a circuit the reader may be waiting on: let it read now
+        except asyncio.CancelledError:
+            raise  # shutdown: the worker hands the task back
+        except (Exception, SystemExit) as e:  # a handler's failure, whatever it is, fails the attempt
+            if isinstance(e, HandlerTimeout) and e.thread_running:
+                self.slots.stray()  # the thread still runs: it holds a slot of its own until it ends
+            decision = decide.failed(self.ctx, keys, delivery, e)
+            if isinstance(e, RetrySignal | Reject):
+                self.breakers[keys.capability].neutral()  # says nothing about the worker's health
+            else:
+                self._failed(keys.capability, delivery, e)
+        finally:
+            measures.inflight.dec()
+        measures.seconds.observe(time.perf_counter() - started)
+        self._record(key, decision)
+
+    def _record(self, key: Held, decision: decide.Decision) -> None:
+        capability = key[0]
+        self._metrics[capability].outcomes[decision.outcome].inc()
+        if decision.outcome == "dead":
+            metrics.DEAD_LETTERS.labels(capability, decision.reason).inc()
+        self.slots.settling(key)
+        self.settler.put(decision.transition)
+
+    def _failed(self, capability: str, delivery: Delivery, error: BaseException) -> None:
+        log.info(
+            "handler failed capability=%s task_id=%s attempt=%d error=%s: %s",
+            capability,
+            delivery.task.id,
+            delivery.attempt,
+            type(error).__name__,
+            error,
+        )
+        if self.breakers[capability].record(False):
+            metrics.CIRCUIT_OPEN.labels(capability).set(1)
+            log.warning(
+                "circuit open capability=%s consumer=%s failures=%d",
+                capability,
+                self.ctx.consumer,
+                self.breakers[capability].failures,
+            )
+
+    def _stray_ended(self) -> None:
+        self.slots.stray_ended()
+        self._on_free()
+
+    def settled(self, capability: str, entry_id: str) -> None:
+        """The entry's outcome is recorded (or given up): it leaves this worker's hands and frees its slot."""
+        if self.slots.release((capability, entry_id)) is not None:
+            self._on_free()
+
+    def stop_running(self, keys: Mapping[str, CapabilityKeys]) -> int:
+        """Cancel every handler still running and hand its task back to the fleet; returns how many."""
+        count = 0
+        for key, slot in list(self.slots.running()):
+            if slot.job is not None:
+                slot.job.cancel()
+            if slot.delivery is not None:
+                self.slots.settling(key)
+                self.settler.put(decide.hand_back(self.ctx, keys[key[0]], slot.delivery).transition)
+                count += 1
+        return count
+
+    def jobs(self) -> list[asyncio.Task[None]]:
+        """The asyncio tasks of the handlers running now."""
+        return [slot.job for _, slot in self.slots.running() if slot.job is not None]
