@@ -1,99 +1,107 @@
-"""Fleet upkeep: moves due delayed tasks to their streams and runs the reaper, each under a fleet-wide lease.
+"""Fleet upkeep: the delayed-task mover and the reaper, each on a schedule, thread and connection of its own.
 
-Every worker runs this in a thread of its own (so no extra process is needed), and ``dispatcher reaper`` runs
-it standalone; the leases make exactly one mover and one reaper work at a time, whatever the fleet size.
+Every worker runs both (so no extra process is needed), and ``dispatcher reaper`` runs them standalone; each holds
+a fleet-wide lease, so exactly one mover and one reaper work at a time, whatever the fleet size. Apart, a reaper
+pass over a huge pending list never delays a due retry (the mover ticks every 0.1 s on its own connection).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
+from collections.abc import Callable
 
 from dispatcher.errors import DispatcherError
 from dispatcher.faults import Faults
+from dispatcher.fleet import mover
+from dispatcher.fleet.mover import Mover
 from dispatcher.fleet.reaper import Reaper
 from dispatcher.settings import Settings
-from dispatcher.store import liveness, streams
+from dispatcher.store import liveness
 from dispatcher.store.connection import make_client
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import KeySpace
 
 log = logging.getLogger(__name__)
 
-PROMOTE_INTERVAL_S = 0.1
-"""How often the lease holder moves due delayed tasks: the most a retry or delayed task starts late."""
-PROMOTE_BATCH = 1000
+RETRY_S = 1.0
+"""Pause after a failed tick (Redis unavailable) before the next one."""
 
 
 class Upkeep:
     """Runs the mover and the reaper until ``stop()``; ``owner`` names this process in the leases."""
 
-    def __init__(
-        self, settings: Settings, owner: str, gateway: Gateway | None = None, faults: Faults | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, owner: str, faults: Faults | None = None) -> None:
         self.settings = settings
         self.owner = owner
         self.keyspace = KeySpace(settings.prefix)
-        self.gateway = gateway or Gateway(make_client(settings), settings.redis_url)
-        self.reaper = Reaper(self.gateway, settings, faults or Faults())
+        self._mover_gateway = Gateway(make_client(settings), settings.redis_url)
+        self._reaper_gateway = Gateway(make_client(settings), settings.redis_url)
+        self.mover = Mover(self._mover_gateway, self.keyspace, owner)
+        self.reaper = Reaper(self._reaper_gateway, settings, faults or Faults())
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._next_reap = 0.0
+        self._threads: list[threading.Thread] = []
         self.passes = 0
 
-    def tick(self) -> None:
-        """One round: promote if holding the mover lease; reap if due and holding the reaper lease."""
-        if self.gateway.run(liveness.lease(self.keyspace.promoter_lease, self.owner, 2000)):
-            self.promote()
-        now = time.monotonic()
-        if now >= self._next_reap:
-            self._next_reap = now + self.settings.reaper_interval_s
-            lease_ms = int(self.settings.reaper_interval_s * 2000)
-            if self.gateway.run(liveness.lease(self.keyspace.reaper_lease, self.owner, lease_ms)):
-                self.reaper.run_once()
-                self.passes += 1
+    def reap(self) -> None:
+        """One reaper pass, if this process holds (or takes) the reaper's lease."""
+        lease_ms = int(self.settings.reaper_interval_s * 2000)
+        if self._reaper_gateway.run(liveness.lease(self.keyspace.reaper_lease, self.owner, lease_ms)):
+            self.reaper.run_once()
+            self.passes += 1
 
     def promote(self) -> int:
-        """Move due delayed tasks of every known capability; returns how many moved."""
-        names = self.gateway.run(streams.known_capabilities(self.keyspace.capabilities))
-        keys = [self.keyspace.capability(name) for name in names]
-        return self.gateway.run(streams.promote(keys, int(time.time() * 1000), PROMOTE_BATCH))
+        """Move due delayed tasks of every known capability now; returns how many moved."""
+        return self.mover.promote()
+
+    def start(self) -> None:
+        """Run the mover and the reaper in daemon threads."""
+        schedules: list[tuple[str, Callable[[], object], float]] = [
+            ("mover", self.mover.tick, mover.INTERVAL_S),
+            ("reaper", self.reap, self.settings.reaper_interval_s),
+        ]
+        for name, tick, interval_s in schedules:
+            thread = threading.Thread(
+                target=self._loop, args=(name, tick, interval_s), name=f"{name}-{self.owner}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
 
     def run(self) -> None:
-        """Tick until ``stop()``; Redis errors are logged (once per outage) and retried."""
+        """Start both and block until ``stop()`` (or KeyboardInterrupt, which reaches the calling thread)."""
+        self.start()
+        while not self._stop.wait(0.5):
+            pass
+
+    def _loop(self, name: str, tick: Callable[[], object], interval_s: float) -> None:
         failing = False
         while not self._stop.is_set():
             try:
-                self.tick()
+                tick()
                 if failing:
-                    log.info("upkeep resumed owner=%s", self.owner)
+                    log.info("upkeep resumed part=%s owner=%s", name, self.owner)
                 failing = False
             except DispatcherError as e:
-                if not failing:
-                    log.warning("upkeep failed, retrying owner=%s error=%s", self.owner, e)
+                if not failing:  # once per outage
+                    log.warning("upkeep failed, retrying part=%s owner=%s error=%s", name, self.owner, e)
                 failing = True
-                self._stop.wait(1.0)
-            except Exception:  # a bug must not silently end the fleet's reaper in this process
-                log.exception("upkeep crashed, retrying owner=%s", self.owner)
+                self._stop.wait(RETRY_S)
+            except Exception:  # a bug must not silently end the fleet's reaper or mover in this process
+                log.exception("upkeep crashed, retrying part=%s owner=%s", name, self.owner)
                 failing = True
-                self._stop.wait(1.0)
-            self._stop.wait(PROMOTE_INTERVAL_S)
-
-    def start(self) -> None:
-        """Run in a daemon thread."""
-        self._thread = threading.Thread(target=self.run, name=f"upkeep-{self.owner}", daemon=True)
-        self._thread.start()
+                self._stop.wait(RETRY_S)
+            self._stop.wait(interval_s)
 
     def stop(self) -> None:
-        """Stop, wait for the thread, and release the leases this process holds, so that another process
-        takes over at its next tick instead of after the lease expires."""
+        """Stop, wait for the threads, and release the leases this process holds, so that another process takes
+        over at its next tick instead of after the lease expires."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
         try:
-            for key in (self.keyspace.promoter_lease, self.keyspace.reaper_lease):
-                self.gateway.run(liveness.lease(key, self.owner, 0))
+            self.mover.release()
+            self._reaper_gateway.run(liveness.lease(self.keyspace.reaper_lease, self.owner, 0))
         except DispatcherError as e:
             log.warning("lease release failed owner=%s error=%s", self.owner, e)
-        self.gateway.client.close()
+        self._mover_gateway.client.close()
+        self._reaper_gateway.client.close()
