@@ -5,12 +5,18 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
-from dispatcher.store import codec
-from dispatcher.store.keys import GROUP, CapabilityKeys, KeySpace
+from dispatcher import KeySpace
+
+if TYPE_CHECKING:  # the public API only at import time: benchlib.cost runs against older versions too
+    from dispatcher.store import codec
+    from dispatcher.store.keys import CapabilityKeys
+
+GROUP = "workers"
+"""The consumer group (docs/wire-format.md)."""
 
 PAYLOAD = "x" * 100
 """The ≈100-byte payload of every bench task."""
@@ -60,6 +66,8 @@ def wait_drained(client: redis.Redis, stream: str, timeout_s: float, interval_s:
 
 def outcomes(client: redis.Redis, keys: CapabilityKeys, task_ids: Sequence[str]) -> list[codec.Outcome]:
     """The stored result records of ``task_ids`` (raises if one is missing)."""
+    from dispatcher.store import codec
+
     out: list[codec.Outcome] = []
     for start in range(0, len(task_ids), 1000):
         chunk = task_ids[start : start + 1000]

@@ -131,13 +131,17 @@ class Processes:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def spawn(
-        self, argv: Sequence[str], env: dict[str, str] | None = None, stdout: int = subprocess.DEVNULL
+        self,
+        argv: Sequence[str],
+        env: dict[str, str] | None = None,
+        stdout: int = subprocess.DEVNULL,
+        cwd: Path = REPO,
     ) -> subprocess.Popen[bytes]:
         full_env = {**os.environ, "PYTHONPATH": str(SCRIPTS), **(env or {})}
         proc = subprocess.Popen(
             list(argv),
             env=full_env,
-            cwd=REPO,
+            cwd=cwd,
             stdout=stdout,
             preexec_fn=parent_death_signal(),  # noqa: PLW1509 - one prctl call, see parent_death_signal
         )
