@@ -23,8 +23,8 @@ from dispatcher.store.keys import KeySpace
 
 def configure_dlq(p: argparse.ArgumentParser) -> None:
     """``dispatcher dlq list|show|requeue|purge CAPABILITY [--id ID ...] [--all] [--yes] [--json]``."""
-    p.add_argument("action", choices=("list", "show", "requeue", "purge"))
-    p.add_argument("capability", metavar="CAPABILITY")
+    p.add_argument("action", choices=("list", "show", "requeue", "purge"), help="what to do with the dead letters")
+    p.add_argument("capability", metavar="CAPABILITY", help="the capability whose dead letters these are")
     p.add_argument("--id", dest="ids", action="append", help="a dead letter's id or its task id (repeatable)")
     p.add_argument("--all", action="store_true", help="requeue or purge every dead letter of the capability")
     p.add_argument("--yes", action="store_true", help="purge without asking")

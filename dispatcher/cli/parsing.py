@@ -64,4 +64,15 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: Iterable[str] | N
     An unset flag is None, so ``Settings.from_env(**overrides)`` falls back to the environment, then the default.
     """
     for name in Settings.model_fields if names is None else names:
-        parser.add_argument(flag(name), dest=name, default=None, help=setting_help(name))
+        parser.add_argument(flag(name), dest=name, default=None, metavar=_metavar(name), help=setting_help(name))
+
+
+def _metavar(name: str) -> str:
+    if name.endswith("_s"):
+        return "SECONDS"
+    if name.endswith("_ms"):
+        return "MS"
+    annotation = Settings.model_fields[name].annotation
+    if annotation in (int, float):
+        return "N"
+    return "PATH" if annotation is not str else name.rpartition("_")[2].upper()  # the ssl_* files are optional paths

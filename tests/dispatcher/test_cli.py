@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
@@ -11,7 +12,7 @@ from conftest import free_port
 
 from dispatcher import Dispatcher, KeySpace, Settings
 from dispatcher.cli.exits import Exit
-from dispatcher.cli.main import main
+from dispatcher.cli.main import build_parser, main
 from dispatcher.store.codec import WorkerRecord, encode_worker
 
 
@@ -115,6 +116,27 @@ def test_unreachable_redis(argv: list[str], capsys: pytest.CaptureFixture[str]) 
 def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == Exit.OK
     assert "submit" in capsys.readouterr().out
+
+
+def test_subcommand_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stats", "--help"]) == Exit.OK
+    assert "--redis-url" in capsys.readouterr().out
+
+
+def test_every_flag_of_every_subcommand_has_help() -> None:
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(sub.choices) == {"submit", "stats", "dlq", "reaper"}
+    for name, subparser in sub.choices.items():
+        for action in subparser._actions:
+            assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
+
+
+def test_bad_settings_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stats", "--redis-url", "http://x"]) == Exit.USAGE
+    out, err = capsys.readouterr()
+    assert "redis_url" in one_error_line(err)
+    assert out == ""
 
 
 # --- stats ------------------------------------------------------------------------------------------------

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import subprocess
+import sys
+
 import pytest
 from conftest import free_port
 
@@ -28,6 +32,22 @@ def test_every_setting_has_a_flag_of_the_same_name() -> None:
     options = {a.dest: a.option_strings for a in parser()._actions}
     for name in Settings.model_fields:
         assert options[name] == ["--" + name.replace("_", "-")], name
+
+
+def test_every_flag_has_help() -> None:
+    for action in parser()._actions:
+        assert action.help and action.help != argparse.SUPPRESS and action.help.strip(), action.option_strings
+    helps = {a.dest: a.help or "" for a in parser()._actions}
+    for name, field in Settings.model_fields.items():  # a settings flag shows its description and default
+        assert helps[name].startswith(str(field.description)), name
+        default = "none" if field.default is None else field.default
+        assert f"$DISPATCHER_{name.upper()}" in helps[name] and f"else {default})" in helps[name], name
+
+
+def test_help_returns_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == Exit.OK  # returned, not raised as SystemExit
+    out = capsys.readouterr().out
+    assert "--heartbeat-ttl-s" in out and "in seconds" in out
 
 
 @pytest.mark.parametrize(
@@ -65,9 +85,16 @@ def test_a_redis_url_that_is_not_redis_is_one_line(capsys: pytest.CaptureFixture
     assert "redis_url" in one_error_line(capsys)
 
 
+def test_a_capability_without_a_handler_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--capability", "nosuch"]) == Exit.USAGE  # found before Redis is needed
+    assert "no handler for capability 'nosuch'" in one_error_line(capsys)
+
+
 def test_an_unreachable_redis_is_one_line_and_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
+    # Today the worker exits at once when Redis is down (issue 12 will make it wait, bounded, at start).
     url = f"redis://127.0.0.1:{free_port()}/0"
-    assert main(["--redis-url", url, "--capability", "echo", "--retry-attempts", "0"]) == Exit.UNAVAILABLE
+    argv = ["--redis-url", url, "--capability", "echo", "--retry-attempts", "0", "--connect-timeout-s", "0.5"]
+    assert main(argv) == Exit.UNAVAILABLE
     assert "unavailable" in one_error_line(capsys)
 
 
@@ -86,3 +113,11 @@ def test_argument_errors_are_one_line_and_exit_2(
 ) -> None:
     assert main(argv) == Exit.USAGE  # returned, not raised as SystemExit
     assert named in one_error_line(capsys)
+
+
+def test_python_m_workers_exits_2_with_one_line() -> None:
+    """The real process: ``sys.exit(main())`` exits with the code, and stderr is one line, no traceback."""
+    argv = [sys.executable, "-m", "workers", "--capability", "x", "--concurrency", "abc"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == Exit.USAGE
+    assert done.stderr.splitlines() == ["worker: error: argument --concurrency: invalid int value: 'abc'"]
