@@ -1,7 +1,8 @@
 """The exception tree of agent-dispatcher: every error we raise, under one base.
 
     DispatcherError
-    ├── ConfigError            bad settings, unknown app module, no handler for a capability
+    ├── ConfigError            bad settings, unknown app module, no handler for a capability, a bad capability
+    │                          name given to an operator call, a command-line mistake (the CLIs' UsageError)
     ├── InvalidTask            a task rejected at submit: bad capability, unknown option, unencodable payload
     │   └── PayloadTooLarge    the encoded task exceeds max_payload_bytes
     ├── DecodeError            bytes in a stream that are not a valid task of a known format version
@@ -17,6 +18,7 @@
         └── TaskDead           the task ended in the dead-letter stream; carries the reason
 
 Handlers signal intent with two more exceptions that are not errors of ours: ``Retry`` and ``Reject``.
+No module raises a builtin exception type except where ``tests/test_errors.py`` allows it and says why.
 """
 
 from __future__ import annotations

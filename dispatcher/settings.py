@@ -44,30 +44,59 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    redis_url: str = Field(DEFAULT_REDIS_URL, pattern=r"^(redis|rediss|unix)://")  # what redis-py's from_url takes
-    prefix: str = Field("dispatcher", pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")
-    max_payload_bytes: int = Field(1024 * 1024, ge=1024)
-    result_ttl_s: float = Field(24 * 3600.0, gt=0)
-    idempotency_ttl_s: float = Field(24 * 3600.0, gt=0)
-    socket_timeout_s: float = Field(5.0, gt=0)
-    connect_timeout_s: float = Field(5.0, gt=0)
-    retry_attempts: int = Field(3, ge=0, le=20)
-    block_ms: int = Field(1000, ge=1)
-    heartbeat_ttl_s: float = Field(10.0, gt=0)
-    reaper_interval_s: float = Field(5.0, gt=0)
-    max_deliveries: int = Field(3, ge=1)
-    dead_letter_maxlen: int = Field(100_000, ge=1)
-    grace_s: float = Field(25.0, ge=0)
-    breaker_threshold: int = Field(5, ge=1)
-    breaker_cooldown_s: float = Field(5.0, gt=0)
-    breaker_max_cooldown_s: float = Field(300.0, gt=0)
-    backoff_base_s: float = Field(1.0, ge=0)
-    backoff_factor: float = Field(2.0, ge=1)
-    backoff_max_s: float = Field(600.0, ge=0)
-    backoff_jitter: float = Field(1.0, ge=0, le=1)
-    ssl_ca_file: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
+    # Every field has a description: the ``worker`` flags take their help from it (``--heartbeat-ttl-s``).
+    redis_url: str = Field(
+        DEFAULT_REDIS_URL,
+        pattern=r"^(redis|rediss|unix)://",  # what redis-py's from_url takes
+        description="Redis URL: redis://, rediss:// (TLS) or unix://; redis://user:password@host works.",
+    )
+    prefix: str = Field(
+        "dispatcher", pattern=r"^[A-Za-z0-9_.:\-]{1,64}$", description="Key prefix: every key lives under it."
+    )
+    max_payload_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest encoded task accepted at submit (and read from a stream), in bytes."
+    )
+    result_ttl_s: float = Field(24 * 3600.0, gt=0, description="How long a task's result is kept, in seconds.")
+    idempotency_ttl_s: float = Field(
+        24 * 3600.0, gt=0, description="How long an idempotency key is remembered, in seconds."
+    )
+    socket_timeout_s: float = Field(5.0, gt=0, description="Redis socket read and write timeout, in seconds.")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Redis connect timeout, in seconds.")
+    retry_attempts: int = Field(
+        3, ge=0, le=20, description="Client-side retries of a Redis command after a connection error (a count)."
+    )
+    block_ms: int = Field(
+        1000, ge=1, description="XREADGROUP BLOCK, in milliseconds; must stay well under the socket timeout."
+    )
+    heartbeat_ttl_s: float = Field(
+        10.0, gt=0, description="A worker whose heartbeat is older is dead, in seconds; refreshed every TTL/3."
+    )
+    reaper_interval_s: float = Field(5.0, gt=0, description="How often the (one, leased) reaper runs, in seconds.")
+    max_deliveries: int = Field(
+        3, ge=1, description="Deliveries that never settled (worker lost each time) before a task is poison (a count)."
+    )
+    dead_letter_maxlen: int = Field(
+        100_000, ge=1, description="Length each dead-letter stream is capped at (approximately), in entries."
+    )
+    grace_s: float = Field(25.0, ge=0, description="On SIGTERM, how long in-flight tasks may finish, in seconds.")
+    breaker_threshold: int = Field(
+        5, ge=1, description="Consecutive handler failures that open a capability's circuit breaker (a count)."
+    )
+    breaker_cooldown_s: float = Field(
+        5.0, gt=0, description="How long an open circuit waits before a trial task, in seconds; doubles on each trip."
+    )
+    breaker_max_cooldown_s: float = Field(
+        300.0, gt=0, description="Longest cool-down of an open circuit breaker, in seconds."
+    )
+    backoff_base_s: float = Field(1.0, ge=0, description="Retry backoff: the delay after a first failure, in seconds.")
+    backoff_factor: float = Field(2.0, ge=1, description="Retry backoff: the delay's growth factor per failed attempt.")
+    backoff_max_s: float = Field(600.0, ge=0, description="Retry backoff: the longest delay, in seconds.")
+    backoff_jitter: float = Field(
+        1.0, ge=0, le=1, description="Retry backoff: the random fraction of each delay, from 0 (none) to 1 (full)."
+    )
+    ssl_ca_file: str | None = Field(None, description="CA bundle that verifies the server, for rediss:// (a path).")
+    ssl_certfile: str | None = Field(None, description="Client certificate, for rediss:// (a path).")
+    ssl_keyfile: str | None = Field(None, description="Client private key, for rediss:// (a path).")
 
     @model_validator(mode="after")
     def _block_under_socket_timeout(self) -> Settings:

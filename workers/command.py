@@ -1,4 +1,8 @@
-"""The ``worker`` command: ``worker --capability X [--capability Y ...] [--concurrency N] [--app M] ...``."""
+"""The ``worker`` command: ``worker --capability X [--capability Y ...] [--concurrency N] [--app M] ...``.
+
+A user mistake (a bad flag, setting or app module, a capability without a handler) is one ``worker: error: ...``
+line on stderr and ``Exit.USAGE``; an unreachable Redis is ``Exit.UNAVAILABLE`` (``dispatcher.cli.exits``).
+"""
 
 from __future__ import annotations
 
@@ -10,34 +14,36 @@ import signal
 import sys
 from typing import Any
 
+from dispatcher.cli.exits import Exit, exit_code, say_error
+from dispatcher.cli.parsing import Parser, UsageError, add_settings_flags, parse
 from dispatcher.errors import ConfigError, DispatcherError
 from dispatcher.settings import Settings
 from workers import app
 from workers.runtime import Worker
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
-EXIT_SECOND_SIGNAL = 130
+PROG = "worker"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 log = logging.getLogger("workers")
 
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser; every ``Settings`` field has a flag of the same name (``--heartbeat-ttl-s``)."""
-    p = argparse.ArgumentParser(prog="worker", description="Serve capabilities from a Redis Streams dispatcher.")
+    p = Parser(prog=PROG, description="Serve capabilities from a Redis Streams dispatcher.")
     p.add_argument("--capability", "-c", action="append", required=True, help="capability to serve (repeatable)")
-    p.add_argument("--concurrency", type=int, default=10, help="tasks run at once (default 10)")
+    p.add_argument("--concurrency", type=int, default=10, help="tasks held and run at once (default 10)")
     p.add_argument("--name", help="consumer name (default host-pid-random)")
     p.add_argument("--app", help="handler module, 'module' or 'module:attr' (else DISPATCHER_APP, else pyproject)")
     p.add_argument("--burst", action="store_true", help="drain what is queued, then exit")
     p.add_argument("--no-upkeep", action="store_true", help="do not run the delayed-task mover and reaper here")
-    p.add_argument("--log-level", default=os.environ.get("DISPATCHER_LOG_LEVEL", "INFO"))
+    p.add_argument(
+        "--log-level",
+        type=str.upper,
+        help=f"one of {', '.join(LOG_LEVELS)} (default: $DISPATCHER_LOG_LEVEL, else INFO)",
+    )
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     p.add_argument("--metrics-addr", default="127.0.0.1", help="address for --metrics-port (0.0.0.0 in containers)")
-    for name, field in Settings.model_fields.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=field.description or None)
+    add_settings_flags(p)
     return p
 
 
@@ -49,47 +55,72 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a worker until SIGTERM/SIGINT (a second signal exits at once). Returns the exit code."""
-    args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-    )
+    args = parse(parser(), argv)
+    if isinstance(args, Exit):
+        return args
     try:
-        settings = settings_from(args)
-        registry, loaded = app.load(args.app)
-        missing = [c for c in args.capability if registry.get(c) is None]
-        if missing:
-            raise ConfigError(
-                f"no handler for capability {', '.join(map(repr, missing))}; searched modules "
-                f"{', '.join(loaded.modules)} (app from {loaded.source}); capabilities found: "
-                f"{', '.join(registry.capabilities()) or 'none'}"
-            )
-        worker = Worker(
-            registry,
-            args.capability,
-            settings,
-            concurrency=args.concurrency,
-            name=args.name,
-            burst=args.burst,
-            upkeep=not args.no_upkeep,
+        logging.basicConfig(
+            level=_log_level(args), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
         )
-    except ConfigError as e:
-        print(f"worker: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(args.metrics_port, addr=args.metrics_addr)
-    try:
+        worker = _build(args)
+        if args.metrics_port:
+            _serve_metrics(args.metrics_addr, args.metrics_port)
         asyncio.run(_serve(worker))
-    except DispatcherError as e:
-        print(f"worker: error: {e}", file=sys.stderr)
-        return EXIT_UNAVAILABLE if "unavailable" in str(e) else EXIT_ERROR
+    except DispatcherError as e:  # ConfigError (UsageError too): USAGE; RedisUnavailable: UNAVAILABLE
+        say_error(PROG, e)
+        return exit_code(e)
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers are in place (while the app is imported)
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return Exit.INTERRUPTED
     if worker.executor.busy_threads:
         # Sync handlers that timed out cannot be stopped; their tasks were handed back. Do not wait for them.
         log.warning("exiting with %d handler threads still running", worker.executor.busy_threads)
         logging.shutdown()
-        os._exit(EXIT_OK)
-    return EXIT_OK
+        os._exit(Exit.OK)
+    return Exit.OK
+
+
+def _log_level(args: argparse.Namespace) -> str:
+    level = (args.log_level or os.environ.get("DISPATCHER_LOG_LEVEL") or "INFO").upper()
+    if level not in LOG_LEVELS:
+        source = "--log-level" if args.log_level else "DISPATCHER_LOG_LEVEL"
+        raise UsageError(f"{source}: {level!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def _build(args: argparse.Namespace) -> Worker:
+    """The worker the arguments describe, its handlers loaded.
+
+    Raises:
+        ConfigError: bad settings, an app that does not load, a capability without a handler.
+    """
+    settings = settings_from(args)
+    registry, loaded = app.load(args.app)
+    missing = [c for c in args.capability if registry.get(c) is None]
+    if missing:
+        raise ConfigError(
+            f"no handler for capability {', '.join(map(repr, missing))}; searched modules "
+            f"{', '.join(loaded.modules)} (app from {loaded.source}); capabilities found: "
+            f"{', '.join(registry.capabilities()) or 'none'}"
+        )
+    return Worker(
+        registry,
+        args.capability,
+        settings,
+        concurrency=args.concurrency,
+        name=args.name,
+        burst=args.burst,
+        upkeep=not args.no_upkeep,
+    )
+
+
+def _serve_metrics(addr: str, port: int) -> None:
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=addr)
+    except (OSError, OverflowError) as e:  # in use, not an address of this host, out of range
+        raise UsageError(f"cannot serve metrics on {addr}:{port}: {e}") from None
 
 
 async def _serve(worker: Worker) -> None:
@@ -102,7 +133,7 @@ async def _serve(worker: Worker) -> None:
         if signals > 1:
             log.warning("second signal: exiting now; the reaper recovers what is left")
             logging.shutdown()
-            os._exit(EXIT_SECOND_SIGNAL)
+            os._exit(Exit.INTERRUPTED)
         log.info("signal received: stopping gracefully")
         worker.stop()
 

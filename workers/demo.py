@@ -27,6 +27,7 @@ from types import FrameType
 
 from dispatcher.cli import render
 from dispatcher.cli.exits import Exit, exit_code, say_error
+from dispatcher.cli.parsing import Parser, parse
 from dispatcher.errors import ConfigError, DispatcherError, TaskFailed
 from dispatcher.fleet.stats import FleetStats, collect
 from dispatcher.producer import Dispatcher
@@ -231,9 +232,7 @@ def _answers_ping(port: int) -> bool:
 
 def parser() -> argparse.ArgumentParser:
     """The demo's arguments."""
-    p = argparse.ArgumentParser(
-        prog="demo", description="Start Redis (unless one is given), workers and tasks; show progress."
-    )
+    p = Parser(prog="demo", description="Start Redis (unless one is given), workers and tasks; show progress.")
     p.add_argument(
         "--redis-url", help="a Redis to use (default: $DISPATCHER_REDIS_URL, $REDIS_URL, else a private one)"
     )
@@ -245,10 +244,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit code."""
-    try:
-        args = parser().parse_args(argv)
-    except SystemExit as e:
-        return Exit.OK if e.code == 0 else Exit.USAGE
+    args = parse(parser(), argv)
+    if isinstance(args, Exit):
+        return args
     if args.tasks < 1 or args.workers < 1 or args.deadline_s <= 0:
         say_error("demo", "--tasks, --workers and --deadline-s must be positive")
         return Exit.USAGE

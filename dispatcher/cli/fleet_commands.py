@@ -11,6 +11,8 @@ import socket
 import sys
 from typing import Any
 
+from dispatcher.cli.exits import Exit
+from dispatcher.cli.parsing import UsageError
 from dispatcher.fleet.deadletters import DeadLetter, DeadLetters
 from dispatcher.fleet.upkeep import Upkeep
 from dispatcher.settings import Settings
@@ -18,19 +20,11 @@ from dispatcher.store.connection import make_client
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import KeySpace
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_PARTIAL = 1
-
-
-class CommandError(Exception):
-    """A usage mistake found after parsing (reported as one line, exit 2)."""
-
 
 def configure_dlq(p: argparse.ArgumentParser) -> None:
     """``dispatcher dlq list|show|requeue|purge CAPABILITY [--id ID ...] [--all] [--yes] [--json]``."""
-    p.add_argument("action", choices=("list", "show", "requeue", "purge"))
-    p.add_argument("capability", metavar="CAPABILITY")
+    p.add_argument("action", choices=("list", "show", "requeue", "purge"), help="what to do with the dead letters")
+    p.add_argument("capability", metavar="CAPABILITY", help="the capability whose dead letters these are")
     p.add_argument("--id", dest="ids", action="append", help="a dead letter's id or its task id (repeatable)")
     p.add_argument("--all", action="store_true", help="requeue or purge every dead letter of the capability")
     p.add_argument("--yes", action="store_true", help="purge without asking")
@@ -41,9 +35,9 @@ def configure_dlq(p: argparse.ArgumentParser) -> None:
 def run_dlq(args: argparse.Namespace, settings: Settings) -> int:
     """Run a ``dlq`` action."""
     if args.action in ("requeue", "purge") and not (args.ids or args.all):
-        raise CommandError(f"dlq {args.action} needs --id ID or --all")
+        raise UsageError(f"dlq {args.action} needs --id ID or --all")
     if args.ids and args.all:
-        raise CommandError("give --id or --all, not both")
+        raise UsageError("give --id or --all, not both")
     client = make_client(settings)
     letters = DeadLetters(Gateway(client, settings.redis_url), KeySpace(settings.prefix), settings.max_payload_bytes)
     ids = None if args.all else args.ids
@@ -52,25 +46,25 @@ def run_dlq(args: argparse.Namespace, settings: Settings) -> int:
             _print_letters(letters.oldest(args.capability, args.limit), args.json, full=False)
         elif args.action == "show":
             if not args.ids:
-                raise CommandError("dlq show needs --id ID")
+                raise UsageError("dlq show needs --id ID")
             found = letters.find(args.capability, args.ids)
             if not found:
-                raise CommandError(f"no dead letter of {args.capability!r} has id {', '.join(args.ids)}")
+                raise UsageError(f"no dead letter of {args.capability!r} has id {', '.join(args.ids)}")
             _print_letters(found, args.json, full=True)
         elif args.action == "requeue":
             done, problems = letters.requeue(args.capability, ids)
             for problem in problems:
                 print(f"dispatcher: not requeued: {problem}", file=sys.stderr)
             print(f"requeued {done}")
-            return EXIT_PARTIAL if problems else EXIT_OK
+            return Exit.ERROR if problems else Exit.OK  # a partial requeue
         else:
             what = "every dead letter" if args.all else f"{len(args.ids)} dead letter(s)"
             if not args.yes and not _confirm(f"purge {what} of {args.capability!r}? [y/N] "):
-                raise CommandError("purge not confirmed (use --yes to purge without asking)")
+                raise UsageError("purge not confirmed (use --yes to purge without asking)")
             print(f"purged {letters.purge(args.capability, ids)}")
     finally:
         client.close()
-    return EXIT_OK
+    return Exit.OK
 
 
 def _confirm(question: str) -> bool:
@@ -131,10 +125,10 @@ def run_reaper(args: argparse.Namespace, settings: Settings) -> int:
                     else ""
                 )
             )
-            return EXIT_OK
+            return Exit.OK
         print(f"reaper running as {upkeep.owner} (Ctrl-C to stop)", file=sys.stderr, flush=True)
         with contextlib.suppress(KeyboardInterrupt):  # SIGTERM and Ctrl-C both end the loop: a clean exit
             upkeep.run()
-        return EXIT_OK
+        return Exit.OK
     finally:
         upkeep.stop()

@@ -2,7 +2,7 @@
 
 Each subcommand is a pair (configure its parser, run it) in ``COMMANDS``: parse, build settings, call one
 library function, render. A user mistake prints one ``dispatcher: error: ...`` line on stderr and returns a
-named exit code, never a traceback.
+named exit code (``dispatcher.cli.exits.Exit``), never a traceback.
 """
 
 from __future__ import annotations
@@ -15,42 +15,24 @@ import sys
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import NoReturn
 
 from dispatcher.cli import fleet_commands as cli_ops
 from dispatcher.cli import render
-from dispatcher.errors import ConfigError, DispatcherError, InvalidTask, RedisUnavailable, ResultTimeout, TaskFailed
+from dispatcher.cli.exits import Exit, exit_code, say_error
+from dispatcher.cli.parsing import Parser, UsageError, add_settings_flags, parse
+from dispatcher.errors import DispatcherError
 from dispatcher.fleet.stats import collect
 from dispatcher.producer import Dispatcher
 from dispatcher.settings import Settings
 from dispatcher.store.connection import make_client
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import KeySpace
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-"""Any other error of ours (Redis answered with an error, undecodable data)."""
-EXIT_USAGE = 2
-"""Bad arguments, bad JSON, invalid task or settings."""
-EXIT_UNAVAILABLE = 3
-"""Redis could not be reached."""
-EXIT_FAILED = 4
-"""The task failed (``submit --wait``), or the demo did not complete every task."""
-EXIT_TIMEOUT = 5
-"""``submit --wait --wait-timeout-s`` elapsed before the task settled."""
-EXIT_INTERRUPTED = 130
+from dispatcher.task import Task
 
 Configure = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
 
-
-class UsageError(Exception):
-    """A command-line mistake argparse found (reported as one line, exit ``EXIT_USAGE``)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
+_DEFAULT_RETRIES = Task.model_fields["max_retries"].default
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -61,13 +43,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _configure_submit(p: argparse.ArgumentParser) -> None:
-    p.add_argument("capability", metavar="CAPABILITY")
+    p.add_argument("capability", metavar="CAPABILITY", help="the capability whose workers run the task")
     p.add_argument("payload", metavar="JSON_PAYLOAD", help="the payload, as JSON")
     p.add_argument("--wait", action="store_true", help="wait for the result and print it as JSON")
     p.add_argument("--wait-timeout-s", type=float, help="with --wait: give up after this many seconds")
     p.add_argument("--timeout-s", type=float, help="the task's timeout (seconds)")
-    p.add_argument("--max-retries", type=int)
-    p.add_argument("--idempotency-key")
+    p.add_argument("--max-retries", type=int, help=f"retries after handler failures (default {_DEFAULT_RETRIES})")
+    p.add_argument("--idempotency-key", help="a second submit with this key returns the first task")
     p.add_argument("--delay-s", type=float, help="run the task no earlier than this many seconds from now")
 
 
@@ -85,9 +67,9 @@ def _run_submit(args: argparse.Namespace) -> int:
         handle = dispatcher.submit(args.capability, payload, delay_s=args.delay_s, **options)
         if not args.wait:
             print(handle.id)
-            return EXIT_OK
+            return Exit.OK
         print(json.dumps(handle.result(timeout_s=args.wait_timeout_s)))
-    return EXIT_OK
+    return Exit.OK
 
 
 # --- stats ------------------------------------------------------------------------------------------------
@@ -122,22 +104,15 @@ def _run_stats(args: argparse.Namespace) -> int:
             n += 1
     finally:
         client.close()
-    return EXIT_OK
+    return Exit.OK
 
 
 def _run_dlq(args: argparse.Namespace) -> int:
-    return _operator(cli_ops.run_dlq, args)
+    return cli_ops.run_dlq(args, _settings(args))
 
 
 def _run_reaper(args: argparse.Namespace) -> int:
-    return _operator(cli_ops.run_reaper, args)
-
-
-def _operator(run: Callable[[argparse.Namespace, Settings], int], args: argparse.Namespace) -> int:
-    try:
-        return run(args, _settings(args))
-    except cli_ops.CommandError as e:
-        raise UsageError(str(e)) from None
+    return cli_ops.run_reaper(args, _settings(args))
 
 
 COMMANDS: dict[str, tuple[str, Configure, Run]] = {
@@ -151,27 +126,14 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = _Parser(prog="dispatcher", description="agent-dispatcher: tasks on Redis Streams.")
+    parser = Parser(prog="dispatcher", description="agent-dispatcher: tasks on Redis Streams.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, configure, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         # Flags mirror the settings' field names; unset ones fall back to DISPATCHER_* / REDIS_URL.
-        p.add_argument("--redis-url", help="Redis URL (default: $DISPATCHER_REDIS_URL, $REDIS_URL, localhost)")
-        p.add_argument("--prefix", help="key prefix (default: $DISPATCHER_PREFIX or 'dispatcher')")
+        add_settings_flags(p, ("redis_url", "prefix"))
         configure(p)
     return parser
-
-
-def _exit_code(error: DispatcherError) -> int:
-    if isinstance(error, TaskFailed):
-        return EXIT_FAILED
-    if isinstance(error, RedisUnavailable):
-        return EXIT_UNAVAILABLE
-    if isinstance(error, ResultTimeout):
-        return EXIT_TIMEOUT
-    if isinstance(error, ConfigError | InvalidTask):
-        return EXIT_USAGE
-    return EXIT_ERROR
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -180,26 +142,19 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``dispatcher`` command line; returns the exit code."""
-    try:
-        args = build_parser().parse_args(argv)
-    except UsageError as e:
-        print(f"dispatcher: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except SystemExit as e:  # --help
-        return e.code if isinstance(e.code, int) else EXIT_OK
+    args = parse(build_parser(), argv)
+    if isinstance(args, Exit):
+        return args
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # SIGTERM unwinds like Ctrl-C: a waiting command still closes its connections.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return COMMANDS[args.command][2](args)
-    except UsageError as e:
-        print(f"dispatcher: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except DispatcherError as e:
-        print(f"dispatcher: error: {e}", file=sys.stderr)
-        return _exit_code(e)
+    except DispatcherError as e:  # a UsageError is a ConfigError: Exit.USAGE
+        say_error("dispatcher", e)
+        return exit_code(e)
     except KeyboardInterrupt:
         print("dispatcher: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return Exit.INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dispatcher.errors import DecodeError
+from dispatcher.errors import ConfigError, DecodeError
 from dispatcher.store import codec
 from dispatcher.store import letters as ops
 from dispatcher.store.gateway import Gateway
-from dispatcher.store.keys import KeySpace
+from dispatcher.store.keys import CapabilityKeys, KeySpace
 from dispatcher.task import check_capability
 
 PAGE = 500
@@ -93,14 +93,26 @@ class DeadLetters:
         self.keyspace = keyspace
         self.max_bytes = max_bytes
 
+    def _keys(self, capability: str) -> CapabilityKeys:
+        """The keys of ``capability``, after checking its name (an operator typed it)."""
+        try:
+            check_capability(capability)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return self.keyspace.capability(capability)
+
     def oldest(self, capability: str, limit: int = 50) -> list[DeadLetter]:
-        """The oldest ``limit`` dead letters of ``capability``."""
-        keys = self.keyspace.capability(check_capability(capability))
+        """The oldest ``limit`` dead letters of ``capability``.
+
+        Raises:
+            ConfigError: ``capability`` is not a valid capability name (so for every method here).
+        """
+        keys = self._keys(capability)
         return [decode_letter(i, f, self.max_bytes) for i, f in self.gateway.run(ops.read(keys, "-", limit))]
 
     def find(self, capability: str, ids: Sequence[str] | None) -> list[DeadLetter]:
         """Letters whose letter id or task id is in ``ids`` (all letters when ``ids`` is None)."""
-        keys = self.keyspace.capability(check_capability(capability))
+        keys = self._keys(capability)
         wanted = set(ids) if ids is not None else None
         found: list[DeadLetter] = []
         after = "-"
@@ -117,7 +129,7 @@ class DeadLetters:
 
     def requeue(self, capability: str, ids: Sequence[str] | None) -> tuple[int, list[str]]:
         """Put letters back on the stream with a fresh attempt count; returns (requeued, problems)."""
-        keys = self.keyspace.capability(check_capability(capability))
+        keys = self._keys(capability)
         letters = self.find(capability, ids)
         replies = self.gateway.run(ops.requeue(keys, [(d.letter_id, d.task_id) for d in letters]))
         problems = [
@@ -129,7 +141,7 @@ class DeadLetters:
 
     def purge(self, capability: str, ids: Sequence[str] | None) -> int:
         """Delete the given letters (all of the capability's when ``ids`` is None); returns how many."""
-        keys = self.keyspace.capability(check_capability(capability))
+        keys = self._keys(capability)
         if ids is None:
             return self.gateway.run(ops.drop_all(keys))
         return self.gateway.run(ops.delete(keys, [d.letter_id for d in self.find(capability, ids)]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
@@ -10,7 +11,8 @@ import redis
 from conftest import free_port
 
 from dispatcher import Dispatcher, KeySpace, Settings
-from dispatcher.cli.main import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_USAGE, main
+from dispatcher.cli.exits import Exit
+from dispatcher.cli.main import build_parser, main
 from dispatcher.store.codec import WorkerRecord, encode_worker
 
 
@@ -34,7 +36,7 @@ def one_error_line(err: str) -> str:
 def test_submit_prints_the_id_of_a_queued_task(
     cli: list[str], dispatcher: Dispatcher, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["submit", "echo", '{"n": 1}', *cli]) == EXIT_OK
+    assert main(["submit", "echo", '{"n": 1}', *cli]) == Exit.OK
     task_id = capsys.readouterr().out.strip()
     assert dispatcher.handle(task_id).capability == "echo"
     assert dispatcher.handle(task_id, "echo").status() == "queued"
@@ -44,9 +46,9 @@ def test_submit_with_options(
     cli: list[str], dispatcher: Dispatcher, redis_server: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["submit", "echo", "1", "--delay-s", "3600", "--max-retries", "0", "--timeout-s", "5", *cli]
-    assert main([*args, "--idempotency-key", "k1"]) == EXIT_OK
+    assert main([*args, "--idempotency-key", "k1"]) == Exit.OK
     first = capsys.readouterr().out.strip()
-    assert main([*args, "--idempotency-key", "k1"]) == EXIT_OK
+    assert main([*args, "--idempotency-key", "k1"]) == Exit.OK
     assert capsys.readouterr().out.strip() == first
     client = redis_server.client()
     assert client.zrange(KeySpace(dispatcher.settings.prefix).capability("echo").delayed, 0, -1) == [first.encode()]
@@ -56,21 +58,21 @@ def test_submit_wait_prints_the_result_as_json(
     cli: list[str], run_worker: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run_worker("--capability", "echo")
-    assert main(["submit", "echo", '{"a": [1, 2]}', "--wait", "--wait-timeout-s", "30", *cli]) == EXIT_OK
+    assert main(["submit", "echo", '{"a": [1, 2]}', "--wait", "--wait-timeout-s", "30", *cli]) == Exit.OK
     assert json.loads(capsys.readouterr().out) == {"a": [1, 2]}
 
 
 def test_submit_wait_for_a_failing_task(cli: list[str], run_worker: Any, capsys: pytest.CaptureFixture[str]) -> None:
     run_worker("--capability", "sleep")
     argv = ["submit", "sleep", '"not a number"', "--max-retries", "0", "--wait", "--wait-timeout-s", "30", *cli]
-    assert main(argv) == EXIT_FAILED
+    assert main(argv) == Exit.FAILED
     out, err = capsys.readouterr()
     assert out == ""
     assert "ValueError" in one_error_line(err)
 
 
 def test_submit_wait_timeout(cli: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["submit", "echo", "1", "--wait", "--wait-timeout-s", "0.2", *cli]) == EXIT_TIMEOUT
+    assert main(["submit", "echo", "1", "--wait", "--wait-timeout-s", "0.2", *cli]) == Exit.TIMEOUT
     one_error_line(capsys.readouterr().err)
 
 
@@ -80,17 +82,17 @@ def test_submit_wait_timeout(cli: list[str], capsys: pytest.CaptureFixture[str])
 @pytest.mark.parametrize(
     ("argv", "code"),
     [
-        (["submit", "echo", "{bad json"], EXIT_USAGE),
-        (["submit", "Not A Capability", "1"], EXIT_USAGE),
-        (["submit", "echo", "1", "--max-retries", "-1"], EXIT_USAGE),
-        (["submit", "echo", "1", "--max-retries", "many"], EXIT_USAGE),
-        (["submit", "echo", "1", "--delay-s", "-5"], EXIT_USAGE),
-        (["submit", "echo"], EXIT_USAGE),
-        (["frobnicate"], EXIT_USAGE),
-        ([], EXIT_USAGE),
-        (["stats", "--prefix", "has space"], EXIT_USAGE),
-        (["stats", "--watch", "--count", "0"], EXIT_USAGE),
-        (["stats", "--watch", "--interval-s", "0"], EXIT_USAGE),
+        (["submit", "echo", "{bad json"], Exit.USAGE),
+        (["submit", "Not A Capability", "1"], Exit.USAGE),
+        (["submit", "echo", "1", "--max-retries", "-1"], Exit.USAGE),
+        (["submit", "echo", "1", "--max-retries", "many"], Exit.USAGE),
+        (["submit", "echo", "1", "--delay-s", "-5"], Exit.USAGE),
+        (["submit", "echo"], Exit.USAGE),
+        (["frobnicate"], Exit.USAGE),
+        ([], Exit.USAGE),
+        (["stats", "--prefix", "has space"], Exit.USAGE),
+        (["stats", "--watch", "--count", "0"], Exit.USAGE),
+        (["stats", "--watch", "--interval-s", "0"], Exit.USAGE),
     ],
 )
 def test_user_mistakes_print_one_line(
@@ -105,15 +107,36 @@ def test_user_mistakes_print_one_line(
 @pytest.mark.parametrize("argv", [["stats"], ["stats", "--json"], ["submit", "echo", "1"]])
 def test_unreachable_redis(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
-    assert main([*argv, "--redis-url", url]) == EXIT_UNAVAILABLE
+    assert main([*argv, "--redis-url", url]) == Exit.UNAVAILABLE
     out, err = capsys.readouterr()
     assert "unavailable" in one_error_line(err)
     assert out == ""
 
 
 def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--help"]) == EXIT_OK
+    assert main(["--help"]) == Exit.OK
     assert "submit" in capsys.readouterr().out
+
+
+def test_subcommand_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stats", "--help"]) == Exit.OK
+    assert "--redis-url" in capsys.readouterr().out
+
+
+def test_every_flag_of_every_subcommand_has_help() -> None:
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(sub.choices) == {"submit", "stats", "dlq", "reaper"}
+    for name, subparser in sub.choices.items():
+        for action in subparser._actions:
+            assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
+
+
+def test_bad_settings_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stats", "--redis-url", "http://x"]) == Exit.USAGE
+    out, err = capsys.readouterr()
+    assert "redis_url" in one_error_line(err)
+    assert out == ""
 
 
 # --- stats ------------------------------------------------------------------------------------------------
@@ -133,7 +156,7 @@ def test_stats_json_schema(
     cli: list[str], dispatcher: Dispatcher, redis_server: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fill(dispatcher, redis_server.client())
-    assert main(["stats", "--json", *cli]) == EXIT_OK
+    assert main(["stats", "--json", *cli]) == Exit.OK
     doc = json.loads(capsys.readouterr().out)
     assert doc == {
         "capabilities": [
@@ -160,7 +183,7 @@ def test_stats_table(
     cli: list[str], dispatcher: Dispatcher, redis_server: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fill(dispatcher, redis_server.client())
-    assert main(["stats", *cli]) == EXIT_OK
+    assert main(["stats", *cli]) == Exit.OK
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:6] == ["capability", "waiting", "running", "delayed", "dead", "workers"]
     assert lines[1].split()[:6] == ["echo", "2", "0", "0", "0", "1"]
@@ -170,6 +193,6 @@ def test_stats_table(
 
 
 def test_stats_watch_is_bounded_by_count(cli: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["stats", "--json", "--watch", "--count", "3", "--interval-s", "0.01", *cli]) == EXIT_OK
+    assert main(["stats", "--json", "--watch", "--count", "3", "--interval-s", "0.01", *cli]) == Exit.OK
     docs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [d["totals"]["waiting"] for d in docs] == [0, 0, 0]

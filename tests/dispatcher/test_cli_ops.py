@@ -8,8 +8,12 @@ from typing import Any
 import pytest
 from helpers import wait_until
 
-from dispatcher import Dispatcher, TaskDead
+from dispatcher import ConfigError, Dispatcher, TaskDead
+from dispatcher.cli.exits import Exit
 from dispatcher.cli.main import main
+from dispatcher.fleet.deadletters import DeadLetters
+from dispatcher.store.connection import make_client
+from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import KeySpace
 
 
@@ -74,6 +78,23 @@ def test_dlq_usage_mistakes(argv: list[str], settings: Any, capsys: pytest.Captu
     assert main([*argv, *_args(settings)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dispatcher: error:") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_dlq_with_a_bad_capability_name_is_one_line(settings: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dlq", "list", "Bad Name", *_args(settings)]) == Exit.USAGE
+    out, err = capsys.readouterr()
+    assert err == (
+        "dispatcher: error: invalid capability 'Bad Name': use 1-64 lowercase letters, digits, '_', '.' or '-'\n"
+    )
+    assert out == ""
+
+
+@pytest.mark.parametrize("call", ["oldest", "find", "requeue", "purge"])
+def test_dead_letters_refuse_a_bad_capability_name_with_config_error(call: str, settings: Any) -> None:
+    letters = DeadLetters(Gateway(make_client(settings), settings.redis_url), KeySpace(settings.prefix), 1024)
+    method = getattr(letters, call)
+    with pytest.raises(ConfigError, match="invalid capability"):
+        method("Bad Name") if call == "oldest" else method("Bad Name", None)
 
 
 def test_reaper_once_reclaims_a_dead_consumer(

@@ -146,3 +146,16 @@ def test_backoff_with_jitter_is_bounded_by_max(attempt: int) -> None:
 def test_backoff_with_a_huge_factor_does_not_overflow() -> None:
     assert Backoff(base_s=1.0, factor=1e10, max_s=60.0, jitter=0.0).delay_s(64) == 60.0
     assert Settings.build(backoff_factor=1e10, backoff_jitter=0).backoff.delay_s(1000) == 600.0
+
+
+def test_every_field_has_a_description() -> None:
+    """The ``worker`` flags take their help from it: one sentence, with the unit where there is one."""
+    for name, field in Settings.model_fields.items():
+        description = field.description or ""
+        assert description.endswith(".") and len(description) > 10, name
+        if name.endswith("_s"):
+            assert "in seconds" in description, name
+        if name.endswith("_ms"):
+            assert "in milliseconds" in description, name
+        if name.endswith("_bytes"):
+            assert "in bytes" in description, name
