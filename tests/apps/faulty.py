@@ -155,10 +155,6 @@ class Ledger:
             r for r in found if (event is None or r["event"] == event) and (task_id is None or r["task"] == task_id)
         ]
 
-    def count(self, event: str, task_id: str) -> int:
-        """How many ``event`` records ``task_id`` has."""
-        return len(self.records(event, task_id))
-
 
 def worker_record(client: redis.Redis, prefix: str, pid: int) -> codec.WorkerRecord | None:
     """The registry record of the worker process ``pid`` (None until its first heartbeat)."""
