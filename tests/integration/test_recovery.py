@@ -26,7 +26,6 @@ HEARTBEAT_TTL_S = 2.0
 REAPER_INTERVAL_S = 0.5
 TIMERS = ("--heartbeat-ttl-s", "2", "--reaper-interval-s", "0.5", "--block-ms", "200")
 DEADLINE_S = 30.0
-RECLAIM_BOUND_S = HEARTBEAT_TTL_S + REAPER_INTERVAL_S + 3.0
 
 
 def start(run_worker: WorkerRunner, ledger: Ledger, capability: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
@@ -77,9 +76,11 @@ def test_kill_9_with_tasks_in_flight_loses_none(
         rerun = ledger.records("start", task_id)[-1]
         assert (rerun["pid"], rerun["attempt"]) == (rescuer.pid, 2)
     restarts = [r["t"] for r in ledger.records("start") if r["pid"] == rescuer.pid]
-    reclaim_s = min(restarts) - killed_at
-    print(f"\nreclaim time after kill -9: {reclaim_s:.2f} s (first task) .. {max(restarts) - killed_at:.2f} s (last)")
-    assert reclaim_s <= RECLAIM_BOUND_S, f"reclaimed after {reclaim_s:.2f} s\n{worker_log(rescuer)}"
+    # How fast is scripts/chaos's to measure (docs/reliability.md); here it is only shown.
+    print(
+        f"\nreclaim time after kill -9: {min(restarts) - killed_at:.2f} s (first task) .. "
+        f"{max(restarts) - killed_at:.2f} s (last), heartbeat TTL {HEARTBEAT_TTL_S} s + reaper {REAPER_INTERVAL_S} s"
+    )
     assert rescuer.poll() is None
 
 
@@ -116,7 +117,7 @@ def test_sigterm_finishes_in_flight_and_leaves_unstarted_tasks_to_others(
             ("end", rescuer.pid),
         ]
     waited_s = max(r["t"] for h in waiting for r in ledger.records("start", h.id)) - rescuer_ready
-    assert waited_s < HEARTBEAT_TTL_S, f"unstarted tasks waited {waited_s:.2f} s on the rescuer"
+    print(f"\nthe last unstarted task started {waited_s:+.2f} s after the rescuer was seen registered")
     assert "transitions not recorded" not in worker_log(stopping)
 
 
@@ -136,11 +137,13 @@ def test_sigterm_hands_back_a_task_still_running_after_the_grace_period(
     assert handle.result(timeout_s=DEADLINE_S) == "stuck"
     assert wait_exit(stopping, timeout_s=15) == 0, worker_log(stopping)
     first, second = ledger.records("start", handle.id)
-    # A hand-back is not an attempt: the rescuer runs attempt 1 again.
+    # Handed back by the stopping worker itself, not reclaimed by the reaper once its heartbeat was gone: a
+    # hand-back is not an attempt (the rescuer runs attempt 1 again), a reclaim counts one (attempt 2). The
+    # attempt tells the two apart; a time bound could not (after a clean exit deletes the heartbeat, the
+    # reaper needs only a reaper interval, no heartbeat TTL).
     assert (first["pid"], second["pid"], first["attempt"], second["attempt"]) == (stopping.pid, rescuer.pid, 1, 1)
-    handed_back_s = second["t"] - signalled_at
-    # Handed back by the stopping worker itself, not found later by the reaper after a heartbeat TTL.
-    assert handed_back_s < HEARTBEAT_TTL_S, f"took {handed_back_s:.2f} s"
+    assert "stopping: handed back tasks count=1" in worker_log(stopping)
+    print(f"\nrestarted on the rescuer {second['t'] - signalled_at:.2f} s after SIGTERM (grace 0.3 s)")
 
 
 def test_second_sigterm_exits_at_once_and_the_reaper_recovers(
@@ -159,9 +162,11 @@ def test_second_sigterm_exits_at_once_and_the_reaper_recovers(
     wait_until(lambda: in_log(stopping, "stopping gracefully"), timeout_s=DEADLINE_S, message="the first signal")
     second_at = time.monotonic()
     os.kill(stopping.pid, signal.SIGTERM)
-    code = wait_exit(stopping, timeout_s=5)
+    # At once, not after the grace: exit code 130 is the second signal's (a graceful stop exits 0), and the
+    # deadline is half the 30 s grace that a graceful stop would wait out (its tasks sleep 60 s).
+    code = wait_exit(stopping, timeout_s=15)
     assert code == 130, worker_log(stopping)
-    assert time.monotonic() - second_at < 2.0, "the second signal did not exit at once"
+    print(f"\nexited {time.monotonic() - second_at:.3f} s after the second signal")
 
     assert [h.result(timeout_s=DEADLINE_S) for h in handles] == [0, 1]
     for h in handles:

@@ -1,7 +1,7 @@
 """The worker's dispatch path against a real redis-server and real ``python -m workers`` processes.
 
 Covers: many tasks over two workers with an exact keyspace check, pull balancing by capacity, a busy worker
-holding no unstarted tasks, sync handlers in threads beside async ones, result() wake-up latency, groups
+holding no unstarted tasks, sync handlers in threads beside async ones, result() woken by the settlement, groups
 created at id 0, settings flags, and the Redis version check.
 """
 
@@ -171,9 +171,7 @@ def test_sync_handlers_run_in_parallel_threads_and_async_handlers_on_the_loop(
     sleeps = dispatcher.submit_many([Task(capability="basic.sync_sleep", payload=1.0) for _ in range(4)])
     squares = dispatcher.submit_many([Task(capability="basic.async_square", payload=i) for i in range(3)])
     slept = [h.result(timeout_s=30) for h in sleeps]
-    wall_s = time.monotonic() - started
-    print(f"\n4 sync sleeps of 1 s at concurrency 4: {wall_s:.2f} s wall")
-    assert wall_s < 2.5  # one after another would take 4 s
+    print(f"\n4 sync sleeps of 1 s at concurrency 4: {time.monotonic() - started:.2f} s wall")
 
     threads = {r["thread"] for r in slept}
     assert len(threads) == 4 and all(t.startswith("handler") for t in threads), threads
@@ -184,19 +182,20 @@ def test_sync_handlers_run_in_parallel_threads_and_async_handlers_on_the_loop(
     assert {r["thread"] for r in squared} == {"MainThread"}
 
 
-def test_result_wakes_within_milliseconds_of_completion(
-    run_worker: Any, client: redis.Redis, dispatcher: Dispatcher, prefix: str
+def test_result_is_woken_by_the_workers_settlement(
+    run_worker: Any, client: redis.Redis, dispatcher: Dispatcher, prefix: str, no_recheck: float
 ) -> None:
     keys = KeySpace(prefix).capability("sleep")
     start(run_worker, client, prefix, "w", "--capability", "sleep")
     gaps_ms = []
     for _ in range(5):
         handle = dispatcher.submit("sleep", 0.1)  # result() is waiting well before the task finishes
-        assert handle.result(timeout_s=10) == 0.1
+        # The periodic re-read is an hour away (no_recheck): a result within the timeout was announced.
+        assert handle.result(timeout_s=30) == 0.1
         returned = time.time()
         gaps_ms.append((returned - outcome(client, keys, handle.id).finished_at) * 1000)
+    # How fast is scripts/bench's to measure (latency: "result() after handler finished").
     print(f"\nresult() returned after finished_at by (ms): {', '.join(f'{g:.1f}' for g in gaps_ms)}")
-    assert all(0 <= g < 500 for g in gaps_ms), gaps_ms
 
 
 # ---- groups, flags -----------------------------------------------------------------------------------------
