@@ -1,4 +1,5 @@
-"""Crash recovery with real worker processes: kill -9, SIGTERM (once and twice), slow live tasks, poison tasks.
+"""Crash recovery with real worker processes: kill -9, SIGTERM (once and twice), slow live tasks, a paused
+("zombie") worker's late result, poison tasks.
 
 Every handler run is written to a ledger file (``apps.faulty``), so the tests count executions exactly:
 at-least-once means each task ends at least once and none is lost; where the design promises more (a
@@ -17,9 +18,10 @@ import pytest
 import redis
 from apps.faulty import LEDGER_ENV, Ledger, worker_record
 from conftest import WorkerRunner
-from helpers import wait_exit, wait_until, worker_log
+from helpers import free_tcp_port, sample_value, scrape, wait_exit, wait_until, worker_log
 
 from dispatcher import Dispatcher, Task, TaskDead
+from dispatcher.store import codec
 from dispatcher.store.keys import GROUP, KeySpace
 
 HEARTBEAT_TTL_S = 2.0
@@ -191,6 +193,56 @@ def test_a_live_task_slower_than_the_heartbeat_ttl_is_not_reclaimed(
     assert runs[1]["t"] - runs[0]["t"] >= slow_s
     assert "lease lost" not in worker_log(busy)
     assert busy.poll() is None and idle.poll() is None
+
+
+def lease_lost(port: int, capability: str) -> float | None:
+    """The worker's ``dispatcher_lease_lost_total`` for ``capability`` (None while it does not answer)."""
+    families = scrape(port)
+    if families is None:
+        return None
+    return sample_value(families, "dispatcher_lease_lost", "dispatcher_lease_lost_total", capability=capability)
+
+
+def test_a_zombies_late_result_is_refused_and_counted(
+    client: redis.Redis, dispatcher: Dispatcher, run_worker: WorkerRunner, ledger: Ledger, prefix: str, tmp_path: Any
+) -> None:
+    cap = "gated.async"
+    keys = KeySpace(prefix).capability(cap)
+    gate = tmp_path / "gate"
+    port = free_tcp_port()
+    # The zombie runs no reaper: the rescuer's reaper, the only one, must not sit behind a lease the paused
+    # process holds.
+    zombie = run_worker(
+        "--capability", cap, "--concurrency", "1", "--no-upkeep", "--metrics-port", str(port), *TIMERS,
+        app="apps.gated", env={LEDGER_ENV: ledger.path},
+    )  # fmt: skip
+    ready(client, prefix, zombie)
+    wait_until(lambda: scrape(port) is not None, DEADLINE_S, message="the zombie's metrics endpoint")
+    before = lease_lost(port, cap)
+    handle = dispatcher.submit(cap, {"gate": str(gate), "tag": "z"})
+    wait_until(lambda: started_on(ledger, [handle.id], zombie.pid), timeout_s=DEADLINE_S, message="the zombie's run")
+    rescuer = run_worker(
+        "--capability", cap, "--concurrency", "1", *TIMERS, app="apps.gated", env={LEDGER_ENV: ledger.path}
+    )
+    ready(client, prefix, rescuer)
+    found = worker_record(client, prefix, rescuer.pid)
+    assert found is not None
+
+    os.kill(zombie.pid, signal.SIGSTOP)  # paused past its heartbeat TTL, while its handler holds the task
+    try:
+        wait_until(lambda: started_on(ledger, [handle.id], rescuer.pid), DEADLINE_S, message="the rescuer's run")
+        gate.touch()  # both runs may finish now; the zombie's only once it is continued
+        assert handle.result(timeout_s=DEADLINE_S) == rescuer.pid
+    finally:
+        os.kill(zombie.pid, signal.SIGCONT)
+    wait_until(lambda: ledger.count("end", handle.id) == 2, DEADLINE_S, message="the zombie's handler to return")
+    wait_until(lambda: lease_lost(port, cap) == before + 1, DEADLINE_S, message="lease_lost_total to go up by one")
+
+    stored = codec.decode_outcome(client.get(keys.result(handle.id)), 1 << 20)
+    assert (stored.value, stored.worker, stored.attempt) == (rescuer.pid, found.consumer, 2), "the late result won"
+    assert [(r["pid"], r["attempt"]) for r in ledger.records("start", handle.id)] == [(zombie.pid, 1), (rescuer.pid, 2)]
+    assert "lease lost, late result discarded" in worker_log(zombie)
+    assert zombie.poll() is None and rescuer.poll() is None
 
 
 def test_poison_task_is_dead_lettered_after_max_deliveries(
