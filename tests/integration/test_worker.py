@@ -2,7 +2,7 @@
 
 Covers: many tasks over two workers with an exact keyspace check, pull balancing by capacity, a busy worker
 holding no unstarted tasks, sync handlers in threads beside async ones, result() woken by the settlement, groups
-created at id 0, settings flags, and the Redis version check.
+created at id 0, settings flags, the Redis version check and the maxmemory-policy warning.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from conftest import RedisServer, WorkerRunner
 from helpers import keyspace, wait_exit, wait_until, worker_log
 
 from dispatcher import Dispatcher, Task, UnsupportedRedis
@@ -250,3 +252,22 @@ def test_server_check_refuses_redis_6() -> None:
 )
 def test_server_check_accepts_redis_7_and_reads_the_policy(policy_reply: Any, expected: tuple[str, str]) -> None:
     assert drive(streams.server_check(), [{"redis_version": "7.0.15"}, policy_reply]) == expected
+
+
+@pytest.mark.parametrize(("policy", "warns"), [("allkeys-lru", True), ("volatile-ttl", True), ("noeviction", False)])
+def test_a_worker_warns_at_start_when_redis_may_evict(policy: str, warns: bool, prefix: str, tmp_path: Path) -> None:
+    with RedisServer(extra_args=("--maxmemory-policy", policy)) as server:
+        runner = WorkerRunner(server.url, prefix, tmp_path)
+        try:
+            proc = runner("--capability", "echo", "--burst")
+            assert wait_exit(proc) == 0, worker_log(proc)  # burst: nothing queued, so it starts and stops at once
+        finally:
+            runner.stop_all()
+    log = worker_log(proc)
+    assert "worker started" in log, log  # it got past the start-up check either way
+    warnings = [line for line in log.splitlines() if "maxmemory-policy" in line]
+    if warns:
+        assert len(warnings) == 1, log
+        assert " WARNING " in warnings[0] and f"maxmemory-policy is {policy}, not noeviction" in warnings[0]
+    else:
+        assert warnings == [], log
