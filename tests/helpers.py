@@ -1,16 +1,20 @@
 """Small test helpers: bounded waiting, listing a prefix's keys, reading a worker's captured output, settling a
-task by hand as a worker would."""
+task by hand as a worker would, reading a worker's Prometheus metrics."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import redis
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher import Settings
 from dispatcher.store import codec, transitions
@@ -87,3 +91,29 @@ def children() -> set[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
                 out.add(int(entry.name))
     return out
+
+
+def free_tcp_port() -> int:
+    """A loopback TCP port that was free a moment ago (for ``--metrics-port``)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(port: int) -> dict[str, Metric] | None:
+    """The metric families served on ``http://127.0.0.1:port/metrics``, by family name (a counter's family has
+    no ``_total``); None while nothing answers there."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def sample_value(families: dict[str, Metric], family: str, sample: str, **labels: str) -> float:
+    """The value of ``sample`` (e.g. ``dispatcher_tasks_total``) with exactly ``labels`` in ``family``; 0.0 when
+    there is none (a labelled metric has no sample until its first use)."""
+    found = [s.value for s in families[family].samples if s.name == sample and s.labels == labels]
+    assert len(found) <= 1, found
+    return found[0] if found else 0.0

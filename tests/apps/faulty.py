@@ -35,8 +35,9 @@ def _payload(task: Task) -> dict[str, Any]:
     return task.payload if isinstance(task.payload, dict) else {}
 
 
-def record(task: Task, event: str) -> None:
-    """Append one record about ``task`` to the ledger (nothing when no ledger is configured)."""
+def record(task: Task, event: str, **extra: Any) -> None:
+    """Append one record about ``task`` to the ledger (nothing when no ledger is configured); ``extra`` adds
+    fields."""
     path = _payload(task).get("ledger") or os.environ.get(LEDGER_ENV)
     if not path:
         return
@@ -48,6 +49,7 @@ def record(task: Task, event: str) -> None:
             "t": time.time(),
             "attempt": task.attempt,
             "tag": _payload(task).get("tag", ""),
+            **extra,
         }
     )
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -131,6 +133,24 @@ async def breakable(task: Task) -> Any:
         raise RuntimeError("dependency unavailable")
     record(task, "end")
     return os.getpid()
+
+
+@handler("faulty.moody")
+async def moody(task: Task) -> Any:
+    """While the file named by ``FAULTY_FAIL_FLAG`` exists, misbehave as the payload's ``mode`` says: ``fail``
+    (RuntimeError), ``reject`` (Reject) or ``hang`` (sleep up to 60 s, for a worker that is about to be killed);
+    else succeed with the tag."""
+    record(task, "start")
+    flag = os.environ.get(FAIL_FLAG_ENV)
+    if flag and os.path.exists(flag):
+        mode = _payload(task).get("mode")
+        if mode == "reject":
+            raise Reject("refused while broken")
+        if mode == "hang":
+            await asyncio.sleep(60)
+        raise RuntimeError(f"broken ({mode})")
+    record(task, "end")
+    return _payload(task).get("tag", "")
 
 
 class Ledger:

@@ -1,5 +1,6 @@
 """The quick tier of the chaos suite (issue 5), inside the normal test run: scenarios 2, 3, 10, 11, 13, 15 and
-a small 1 (3,000 tasks), with scaled-down timers (heartbeat TTL 2 s, reaper 0.5 s).
+a small 1 (3,000 tasks), with scaled-down timers (heartbeat TTL 2 s, reaper 0.5 s). Every check counts except
+the wall-clock ones, which are printed (``scripts/chaos`` holds the fleet to them).
 
 Each test runs the same scenario code as ``scripts/chaos --quick``: its own private redis-server on a free
 loopback port, real worker processes, ledgers outside Redis. The full tier (every scenario, 100k-task kill
@@ -37,7 +38,13 @@ def test_quick_tier_is_the_issues_list() -> None:
 @pytest.mark.parametrize("number", QUICK_TIER, ids=[f"s{n}" for n in QUICK_TIER])
 def test_scenario(number: int, tmp_path: Path) -> None:
     verdict = run(number, Ctx(workdir=tmp_path, timers=QUICK, quick=True, seed=number))
-    assert verdict.passed, f"\n{table([verdict])}\n" + "\n".join(verdict.notes)
+    # Wall-clock checks ("re-delivered within TTL + reaper + 1 s") are scripts/chaos's verdict; here they are
+    # shown, since this machine's speed is not what the test suite tests.
+    print(f"\n{table([verdict])}")
+    for check in verdict.checks:
+        if check.timing:
+            print(f"  timing: {check.name}: {'ok' if check.ok else 'MISSED'} ({check.detail})")
+    assert verdict.passed_untimed, f"\n{table([verdict])}\n" + "\n".join(verdict.notes)
     assert verdict.tally is not None and verdict.tally.lost == 0
 
 

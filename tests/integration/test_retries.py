@@ -29,8 +29,10 @@ from dispatcher.store.keys import KeySpace
 TIMERS = ("--heartbeat-ttl-s", "2", "--reaper-interval-s", "0.5", "--block-ms", "200")
 BACKOFF = ("--backoff-base-s", "0.05", "--backoff-max-s", "0.2", "--backoff-factor", "2", "--backoff-jitter", "0")
 DEADLINE_S = 30.0
-PROMOTE_SLACK_S = 0.4
-"""How late a due retry or delayed task may start: the mover runs every 0.1 s, plus a read and a run."""
+EARLY_SLACK_S = 0.01
+"""How much earlier than its due time a run may be recorded: due times and ledger times are both the host's
+``time.time()``, rounded to the millisecond on the way through Redis. How *late* a due task starts is the
+mover's speed (it runs every 0.1 s): printed here, not asserted."""
 
 
 def start(run_worker: WorkerRunner, ledger: Ledger, capability: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
@@ -76,8 +78,8 @@ def test_failures_retry_with_backoff_then_dead_letter_max_retries(
     gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(runs)]
     expected = [0.05, 0.1, 0.2]  # base 0.05, factor 2, capped at 0.2, no jitter
     print(f"\nretry gaps {[round(g, 3) for g in gaps]} s for backoff {expected} s")
-    for gap, delay in zip(gaps, expected, strict=True):
-        assert delay - 0.01 <= gap <= delay + PROMOTE_SLACK_S, (gaps, worker_log(worker))
+    for gap, delay in zip(gaps, expected, strict=True):  # each retry waits out its own, growing delay
+        assert gap >= delay - EARLY_SLACK_S, (gaps, worker_log(worker))
     assert [r["attempt"] for r in ledger.records("start", healed.id)] == [1, 2, 3]
 
     (letter,) = dead_letters(client, prefix, "faulty.flaky")
@@ -99,7 +101,7 @@ def test_retry_signal_delay_is_honoured(dispatcher: Dispatcher, run_worker: Work
     first, second = ledger.records("start", handle.id)
     waited_s = second["t"] - first["t"]
     print(f"\nRetry(delay_s=1.0) waited {waited_s:.3f} s")
-    assert 1.0 - 0.01 <= waited_s <= 1.0 + PROMOTE_SLACK_S
+    assert waited_s >= 1.0 - EARLY_SLACK_S  # the handler's delay, not the backoff's 0.05 s
 
 
 def test_reject_dead_letters_at_once(
@@ -125,7 +127,7 @@ def test_delayed_submit_does_not_start_early(dispatcher: Dispatcher, run_worker:
     (run,) = ledger.records("start", handle.id)
     waited_s = run["t"] - submitted_at
     print(f"\nsubmit(delay_s=1) started after {waited_s:.3f} s")
-    assert 1.0 - 0.01 <= waited_s <= 1.0 + PROMOTE_SLACK_S
+    assert waited_s >= 1.0 - EARLY_SLACK_S
 
 
 def test_expired_task_is_dead_lettered_without_running(
@@ -219,7 +221,9 @@ def test_a_late_success_that_closes_the_circuit_lets_the_worker_read_at_once(
     # then read at once, not sleep out the whole cool-down it planned while the circuit was open. (That sleep
     # was the 5.0 s retry gap once seen in the backoff test above: its 6 failures trip the default threshold 5.)
     cap = "faulty.flaky"
-    start(run_worker, ledger, cap, "--concurrency", "2", "--breaker-threshold", "1", "--breaker-cooldown-s", "5")
+    cooldown_s = 60.0  # far beyond the read "at once" this test expects; result() below gives up after 30 s
+    breaker = ("--breaker-threshold", "1", "--breaker-cooldown-s", str(cooldown_s))
+    start(run_worker, ledger, cap, "--concurrency", "2", *breaker)
     slow, failing = dispatcher.submit_many(
         [
             Task(capability=cap, payload={"fail_times": 0, "sleep_s": 0.5}, max_retries=0),
@@ -236,7 +240,8 @@ def test_a_late_success_that_closes_the_circuit_lets_the_worker_read_at_once(
     (run,) = ledger.records("start", after.id)
     waited_s = run["t"] - closed_at
     print(f"\nfirst task after the circuit closed started after {waited_s:.3f} s")
-    assert waited_s <= PROMOTE_SLACK_S, "the worker slept out the cool-down of a circuit that was closed again"
+    # The bound separates reading at once from sleeping out the cool-down: half of it either way.
+    assert waited_s < cooldown_s / 2, "the worker slept out the cool-down of a circuit that was closed again"
 
 
 def test_a_half_open_trial_that_asks_for_a_retry_does_not_wedge_the_capability(

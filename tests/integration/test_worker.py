@@ -1,8 +1,8 @@
 """The worker's dispatch path against a real redis-server and real ``python -m workers`` processes.
 
 Covers: many tasks over two workers with an exact keyspace check, pull balancing by capacity, a busy worker
-holding no unstarted tasks, sync handlers in threads beside async ones, result() wake-up latency, groups
-created at id 0, settings flags, and the Redis version check.
+holding no unstarted tasks, sync handlers in threads beside async ones, result() woken by the settlement, groups
+created at id 0, settings flags, the Redis version check and the maxmemory-policy warning.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from conftest import RedisServer, WorkerRunner
 from helpers import keyspace, wait_exit, wait_until, worker_log
 
 from dispatcher import Dispatcher, Task, UnsupportedRedis
@@ -171,9 +173,7 @@ def test_sync_handlers_run_in_parallel_threads_and_async_handlers_on_the_loop(
     sleeps = dispatcher.submit_many([Task(capability="basic.sync_sleep", payload=1.0) for _ in range(4)])
     squares = dispatcher.submit_many([Task(capability="basic.async_square", payload=i) for i in range(3)])
     slept = [h.result(timeout_s=30) for h in sleeps]
-    wall_s = time.monotonic() - started
-    print(f"\n4 sync sleeps of 1 s at concurrency 4: {wall_s:.2f} s wall")
-    assert wall_s < 2.5  # one after another would take 4 s
+    print(f"\n4 sync sleeps of 1 s at concurrency 4: {time.monotonic() - started:.2f} s wall")
 
     threads = {r["thread"] for r in slept}
     assert len(threads) == 4 and all(t.startswith("handler") for t in threads), threads
@@ -184,19 +184,20 @@ def test_sync_handlers_run_in_parallel_threads_and_async_handlers_on_the_loop(
     assert {r["thread"] for r in squared} == {"MainThread"}
 
 
-def test_result_wakes_within_milliseconds_of_completion(
-    run_worker: Any, client: redis.Redis, dispatcher: Dispatcher, prefix: str
+def test_result_is_woken_by_the_workers_settlement(
+    run_worker: Any, client: redis.Redis, dispatcher: Dispatcher, prefix: str, no_recheck: float
 ) -> None:
     keys = KeySpace(prefix).capability("sleep")
     start(run_worker, client, prefix, "w", "--capability", "sleep")
     gaps_ms = []
     for _ in range(5):
         handle = dispatcher.submit("sleep", 0.1)  # result() is waiting well before the task finishes
-        assert handle.result(timeout_s=10) == 0.1
+        # The periodic re-read is an hour away (no_recheck): a result within the timeout was announced.
+        assert handle.result(timeout_s=30) == 0.1
         returned = time.time()
         gaps_ms.append((returned - outcome(client, keys, handle.id).finished_at) * 1000)
+    # How fast is scripts/bench's to measure (latency: "result() after handler finished").
     print(f"\nresult() returned after finished_at by (ms): {', '.join(f'{g:.1f}' for g in gaps_ms)}")
-    assert all(0 <= g < 500 for g in gaps_ms), gaps_ms
 
 
 # ---- groups, flags -----------------------------------------------------------------------------------------
@@ -251,3 +252,22 @@ def test_server_check_refuses_redis_6() -> None:
 )
 def test_server_check_accepts_redis_7_and_reads_the_policy(policy_reply: Any, expected: tuple[str, str]) -> None:
     assert drive(streams.server_check(), [{"redis_version": "7.0.15"}, policy_reply]) == expected
+
+
+@pytest.mark.parametrize(("policy", "warns"), [("allkeys-lru", True), ("volatile-ttl", True), ("noeviction", False)])
+def test_a_worker_warns_at_start_when_redis_may_evict(policy: str, warns: bool, prefix: str, tmp_path: Path) -> None:
+    with RedisServer(extra_args=("--maxmemory-policy", policy)) as server:
+        runner = WorkerRunner(server.url, prefix, tmp_path)
+        try:
+            proc = runner("--capability", "echo", "--burst")
+            assert wait_exit(proc) == 0, worker_log(proc)  # burst: nothing queued, so it starts and stops at once
+        finally:
+            runner.stop_all()
+    log = worker_log(proc)
+    assert "worker started" in log, log  # it got past the start-up check either way
+    warnings = [line for line in log.splitlines() if "maxmemory-policy" in line]
+    if warns:
+        assert len(warnings) == 1, log
+        assert " WARNING " in warnings[0] and f"maxmemory-policy is {policy}, not noeviction" in warnings[0]
+    else:
+        assert warnings == [], log

@@ -42,17 +42,26 @@ def test_never_more_threads_than_its_size_and_they_run_in_parallel() -> None:
         pool = ThreadPool(3)
         names: set[str] = set()
         lock = threading.Lock()
+        running = [0]
+        most = [0]
+        # Each call waits until three run at once: if the pool ran fewer in parallel, the barrier would break
+        # after its timeout and the calls would raise.
+        together = threading.Barrier(3, timeout=30)
 
-        def sleep(seconds: float) -> None:
+        def call(_: object) -> None:
             with lock:
                 names.add(threading.current_thread().name)
-            time.sleep(seconds)
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            try:
+                together.wait()
+            finally:
+                with lock:
+                    running[0] -= 1
 
-        started = time.monotonic()
-        await asyncio.gather(*(pool.submit(sleep, 0.3) for _ in range(6)))
-        elapsed = time.monotonic() - started
+        await asyncio.wait_for(asyncio.gather(*(pool.submit(call, None) for _ in range(6))), 60)
         assert len(names) == 3
-        assert elapsed < 1.5, f"6 x 0.3 s on 3 threads took {elapsed:.2f} s"
+        assert most[0] == 3, f"{most[0]} calls ran at once on a pool of 3"
         pool.shutdown()
 
     asyncio.run(main())
@@ -78,7 +87,7 @@ def test_a_sync_timeout_fails_the_attempt_and_reports_the_thread_still_running()
         assert caught.value.thread_running
         assert executor.busy_threads == 1 and late == []
         release.set()
-        for _ in range(200):  # bounded: the thread ends within ms of the release
+        for _ in range(3000):  # bounded (30 s): the thread ends once released
             if late:
                 break
             await asyncio.sleep(0.01)

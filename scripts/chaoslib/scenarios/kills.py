@@ -130,7 +130,12 @@ def redelivery(ctx: Ctx, v: Verdict) -> None:
         "per_round_max_s": [round(x, 3) for x in per_round_max],
         "per_task": {k: round(x, 3) for k, x in summary(per_task).items()},
     }
-    v.check("all re-delivered within TTL + reaper + 1 s", s["max"] <= bound_s, f"max={s['max']:.2f}s bound={bound_s}")
+    v.check(
+        "all re-delivered within TTL + reaper + 1 s",
+        s["max"] <= bound_s,
+        f"max={s['max']:.2f}s bound={bound_s}",
+        timing=True,
+    )
 
 
 # ---- 1: kill storm -------------------------------------------------------------------------------------------------
@@ -217,7 +222,7 @@ def graceful(ctx: Ctx, v: Verdict) -> None:
         v.timings = {"exit_s": exit_s, "limit_s": grace_s + 2}
         v.figures = {"finished_within_grace": len(finished_by_busy), "handed_back": long_n}
         v.check("exit code 0", code == 0, code)
-        v.check("exit within grace + 2 s", exit_s <= grace_s + 2, f"{exit_s:.2f}s")
+        v.check("exit within grace + 2 s", exit_s <= grace_s + 2, f"{exit_s:.2f}s", timing=True)
         v.check("short tasks finished within grace", len(finished_by_busy) == short_n, len(finished_by_busy))
         v.check("0 lost", tally.lost == 0, tally.lost)
         v.check("no duplicates", tally.duplicates == 0, tally.duplicates)
