@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dispatcher.errors import HandlerTimeout
@@ -26,24 +26,27 @@ class Executor:
     def __init__(self, concurrency: int) -> None:
         self.pool = ThreadPool(concurrency)
 
-    async def call(self, handler: Handler, task: Task, on_late_done: Callable[[], None]) -> Any:
-        """Run ``handler`` on ``task`` and return its value; raise what it raised, or ``HandlerTimeout``.
+    def call(self, handler: Handler, task: Task, on_late_done: Callable[[], None]) -> Awaitable[Any]:
+        """Start ``handler`` on ``task``: await the result for its value, or what it raised, or ``HandlerTimeout``.
 
         When a sync handler times out while its thread runs on, the ``HandlerTimeout`` has
         ``thread_running=True`` and ``on_late_done`` is called (on the loop) once the thread really ends.
+        Without a timeout the handler's own coroutine (or the thread's future) is returned: no wrapper per task.
         """
-        timeout_s = task.timeout_s
+        if task.timeout_s is None:
+            return handler.func(task) if handler.is_async else self.pool.submit(handler.func, task)
+        return self._with_timeout(handler, task, task.timeout_s, on_late_done)
+
+    async def _with_timeout(
+        self, handler: Handler, task: Task, timeout_s: float, on_late_done: Callable[[], None]
+    ) -> Any:
         if handler.is_async:
             coro = handler.func(task)
-            if timeout_s is None:
-                return await coro
             try:
                 return await asyncio.wait_for(coro, timeout_s)
             except TimeoutError:
                 raise HandlerTimeout(f"handler ran past timeout_s={timeout_s}") from None
         future = self.pool.submit(handler.func, task)
-        if timeout_s is None:
-            return await future
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:

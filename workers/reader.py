@@ -17,6 +17,7 @@ from dispatcher.errors import DispatcherError, RedisUnavailable
 from dispatcher.observe import metrics
 from dispatcher.settings import Backoff
 from dispatcher.store import streams
+from dispatcher.store.codec import Fields
 from dispatcher.store.gateway import AsyncGateway
 from dispatcher.store.keys import CapabilityKeys
 from workers.breaker import Breaker
@@ -30,7 +31,7 @@ OUTAGE_BACKOFF = Backoff(base_s=0.05, factor=2.0, max_s=5.0, jitter=0.0)
 BURST_IDLE_S = 0.05
 """In burst mode, how long to wait for a slot to settle before looking again while tasks still run."""
 
-Replies = list[tuple[str, list[tuple[str, dict[bytes, bytes] | None]]]]
+Replies = list[tuple[str, list[tuple[str, Fields | None]]]]
 
 
 class Reader:
@@ -50,6 +51,7 @@ class Reader:
         stopping: asyncio.Event,
         slot_free: asyncio.Event,
         settling: Callable[[], int],
+        recorded: Callable[[], int],
     ) -> None:
         self.gateway = gateway
         self.consumer = consumer
@@ -64,6 +66,7 @@ class Reader:
         self._stopping = stopping
         self._slot_free = slot_free
         self._settling = settling
+        self._recorded = recorded
 
     async def run(self) -> None:
         """Read until stopped; in burst mode, until nothing is left to read, run or record."""
@@ -79,6 +82,7 @@ class Reader:
                 if recover:
                     recover = not await self.recover_pending()
                     continue
+                recorded = self._recorded()
                 got, drained = await self._read_once(free)
             except DispatcherError as e:  # never a crash loop: back off, reconnect, re-read own pending
                 metrics.REDIS_ERRORS.labels("read").inc()
@@ -93,7 +97,9 @@ class Reader:
                 log.info("reading again after an outage consumer=%s", self.consumer)
                 failures = 0
             if self.burst and not got:
-                if drained and not self.slots.held and not self._settling():
+                # Done only if nothing was recorded while the read was out: a retry recorded meanwhile re-added
+                # its task after Redis had answered that read.
+                if drained and not self.slots.held and not self._settling() and self._recorded() == recorded:
                     return
                 self._slot_free.clear()
                 await self._wait(BURST_IDLE_S, self._slot_free.wait())

@@ -8,9 +8,11 @@ The outcome goes to the settler, which records it in Redis in batches and then f
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from dispatcher.errors import DecodeError, HandlerTimeout, Reject
 from dispatcher.errors import Retry as RetrySignal
@@ -18,7 +20,7 @@ from dispatcher.faults import Faults
 from dispatcher.fleet import decide
 from dispatcher.observe import metrics
 from dispatcher.store import codec
-from dispatcher.store.codec import Delivery
+from dispatcher.store.codec import Delivery, Fields
 from dispatcher.store.keys import CapabilityKeys
 from dispatcher.store.transitions import Release
 from workers.breaker import Breaker
@@ -28,8 +30,6 @@ from workers.settler import Settler
 from workers.slots import Held, Phase, Slots
 
 log = logging.getLogger(__name__)
-
-Fields = dict[bytes, bytes]
 
 
 class Runner:
@@ -55,7 +55,7 @@ class Runner:
         self.faults = faults
         self._on_free = on_free
         self._max_bytes = ctx.settings.max_payload_bytes
-        self._metrics = {c: metrics.CapabilityMetrics(c) for c in breakers}
+        self._metrics = {c: metrics.for_capability(c) for c in breakers}
 
     def start(self, keys: CapabilityKeys, entry_id: str, fields: Fields | None) -> bool:
         """Take a slot for a just-read entry and start its handler; False when it has nothing to run."""
@@ -67,8 +67,17 @@ class Runner:
         key = (keys.capability, entry_id)
         slot = self.slots.take(key, delivery)
         self.breakers[keys.capability].started()
-        self._metrics[keys.capability].inflight.inc()
-        slot.job = asyncio.create_task(self._execute(keys, key, delivery))
+        self._metrics[keys.capability].inflight += 1
+        handler = self.registry.get(keys.capability)
+        assert handler is not None
+        started = time.perf_counter()
+        run = self.executor.call(handler, delivery.task, self._stray_ended)
+        if asyncio.isfuture(run):  # a sync handler's thread: its outcome is taken in a done callback, no task
+            job: asyncio.Future[Any] = run
+            job.add_done_callback(functools.partial(self._finished, keys, key, delivery, started))
+        else:  # a coroutine: one task, which takes the outcome itself (cheaper than a task plus a done callback)
+            job = asyncio.get_running_loop().create_task(self._run(keys, key, delivery, started, run))
+        slot.job = job
         return True
 
     def hand_back(self, keys: CapabilityKeys, entry_id: str, fields: Fields | None) -> None:
@@ -102,40 +111,63 @@ class Runner:
             return None
         return delivery
 
-    async def _execute(self, keys: CapabilityKeys, key: Held, delivery: Delivery) -> None:
-        handler = self.registry.get(keys.capability)
-        assert handler is not None
+    async def _run(
+        self, keys: CapabilityKeys, key: Held, delivery: Delivery, started: float, run: Awaitable[Any]
+    ) -> None:
         measures = self._metrics[keys.capability]
-        started = time.perf_counter()
         try:
-            value = await self.executor.call(handler, delivery.task, self._stray_ended)
-            if self.faults.active:
-                self.faults.record(delivery.task.id, self.ctx.consumer)
-                self.faults.reach("after_handler")
-            decision = decide.succeeded(self.ctx, keys, delivery, value)
-            breaker = self.breakers[keys.capability]
-            was_closed = breaker.state == "closed"
-            breaker.record(True)
-            if not was_closed:
-                self._on_free()  # this success closed a circuit the reader may be waiting on: let it read now
+            value = await run
         except asyncio.CancelledError:
-            raise  # shutdown: the worker hands the task back
-        except (Exception, SystemExit) as e:  # a handler's failure, whatever it is, fails the attempt
-            if isinstance(e, HandlerTimeout) and e.thread_running:
-                self.slots.stray()  # the thread still runs: it holds a slot of its own until it ends
-            decision = decide.failed(self.ctx, keys, delivery, e)
-            if isinstance(e, RetrySignal | Reject):
-                self.breakers[keys.capability].neutral()  # says nothing about the worker's health
-            else:
-                self._failed(keys.capability, delivery, e)
-        finally:
-            measures.inflight.dec()
+            measures.inflight -= 1
+            raise  # the worker is stopping: it hands the task back
+        except (Exception, SystemExit) as e:
+            measures.inflight -= 1
+            measures.seconds.observe(time.perf_counter() - started)
+            self._failed_attempt(keys, key, delivery, e)
+            return
+        measures.inflight -= 1
         measures.seconds.observe(time.perf_counter() - started)
-        self._record(key, decision)
+        self._succeeded(keys, key, delivery, value)
+
+    def _finished(
+        self, keys: CapabilityKeys, key: Held, delivery: Delivery, started: float, job: asyncio.Future[Any]
+    ) -> None:
+        measures = self._metrics[keys.capability]
+        measures.inflight -= 1
+        if job.cancelled():
+            return  # the worker is stopping: it hands the task back
+        measures.seconds.observe(time.perf_counter() - started)
+        error = job.exception()
+        if error is None:
+            self._succeeded(keys, key, delivery, job.result())
+        else:
+            self._failed_attempt(keys, key, delivery, error)
+
+    def _succeeded(self, keys: CapabilityKeys, key: Held, delivery: Delivery, value: Any) -> None:
+        if self.faults.active:
+            self.faults.record(delivery.task.id, self.ctx.consumer)
+            self.faults.reach("after_handler")
+        breaker = self.breakers[keys.capability]
+        was_closed = breaker.state == "closed"
+        breaker.record(True)
+        if not was_closed:
+            metrics.CIRCUIT_OPEN.labels(keys.capability).set(0)
+            self._on_free()  # this success closed a circuit the reader may be waiting on: let it read now
+        self._record(key, decide.succeeded(self.ctx, keys, delivery, value))
+
+    def _failed_attempt(self, keys: CapabilityKeys, key: Held, delivery: Delivery, error: BaseException) -> None:
+        """A handler's failure, whatever it is, fails the attempt."""
+        if isinstance(error, HandlerTimeout) and error.thread_running:
+            self.slots.stray()  # the thread still runs: it holds a slot of its own until it ends
+        if isinstance(error, RetrySignal | Reject):
+            self.breakers[keys.capability].neutral()  # says nothing about the worker's health
+        else:
+            self._failed(keys.capability, delivery, error)
+        self._record(key, decide.failed(self.ctx, keys, delivery, error))
 
     def _record(self, key: Held, decision: decide.Decision) -> None:
         capability = key[0]
-        self._metrics[capability].outcomes[decision.outcome].inc()
+        self._metrics[capability].outcomes[decision.outcome] += 1
         if decision.outcome == "dead":
             metrics.DEAD_LETTERS.labels(capability, decision.reason).inc()
         self.slots.settling(key)

@@ -26,7 +26,7 @@ from dispatcher.fleet.upkeep import Upkeep
 from dispatcher.settings import Settings
 from dispatcher.store import streams
 from dispatcher.store.codec import WorkerRecord
-from dispatcher.store.connection import make_async_client
+from dispatcher.store.connection import make_async_client, make_read_client
 from dispatcher.store.gateway import AsyncGateway
 from dispatcher.store.keys import KeySpace
 from workers.breaker import Breaker
@@ -91,11 +91,8 @@ class Worker:
         self.keys = {c: self.keyspace.capability(c) for c in self.capabilities}
         self.client = client or make_async_client(settings)
         self.gateway = AsyncGateway(self.client, settings.redis_url)
-        # Reads go through a client that never retries: a read whose reply was lost with its connection must reach
-        # the fetch loop as an error, so that it re-reads this consumer's own pending entries (an XREADGROUP >
-        # that redis-py re-sent would leave the lost entries pending and unseen for good). An injected client
-        # serves reads too.
-        self.read_client = client or make_async_client(settings, retry=False)
+        # Reads go through a client of their own (see make_read_client); an injected client serves reads too.
+        self.read_client = client or make_read_client(settings)
         faults = Faults.from_env()
         self.upkeep = Upkeep(settings, self.name, faults=faults) if upkeep else None
         self.breakers = {
@@ -124,6 +121,7 @@ class Worker:
             stopping=self._stopping,
             slot_free=self._slot_free,
             settling=lambda: len(self.settler),
+            recorded=lambda: self.settler.recorded,
         )
 
     def _settled(self, capability: str, entry_id: str) -> None:

@@ -42,6 +42,8 @@ class Settler:
         self._gateway = gateway
         self._on_settled = on_settled
         self._queue: list[Pending] = []
+        self.recorded = 0
+        """Transitions recorded (or given up) so far."""
         self._wake = asyncio.Event()
         self._closing = False
 
@@ -86,6 +88,10 @@ class Settler:
 
     def _handle(self, item: Pending, reply: Applied | Exception) -> bool:
         """Act on one reply; True when the transition was queued again."""
+        if reply is Applied.DONE:  # the common case, first
+            self.recorded += 1
+            self._on_settled(item.transition.keys.capability, item.transition.entry_id)
+            return False
         item.attempts += 1
         transient = isinstance(reply, RedisFull | RedisUnavailable)
         if isinstance(reply, DispatcherError) and (transient or item.attempts < MAX_ATTEMPTS):
@@ -97,6 +103,7 @@ class Settler:
         elif reply is Applied.LEASE_LOST:
             metrics.LEASE_LOST.labels(t.keys.capability).inc()
             log.warning("lease lost, late result discarded capability=%s entry_id=%s", t.keys.capability, t.entry_id)
+        self.recorded += 1
         self._on_settled(t.keys.capability, t.entry_id)
         return False
 

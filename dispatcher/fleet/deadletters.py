@@ -11,6 +11,7 @@ from dispatcher.store import codec
 from dispatcher.store import letters as ops
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import CapabilityKeys, KeySpace
+from dispatcher.store.wire import Requeued
 from dispatcher.task import check_capability
 
 PAGE = 500
@@ -133,9 +134,9 @@ class DeadLetters:
         letters = self.find(capability, ids)
         replies = self.gateway.run(ops.requeue(keys, [(d.letter_id, d.task_id) for d in letters]))
         problems = [
-            f"{d.letter_id}: " + ("already gone" if r == 0 else f"holds no task to requeue ({d.reason})")
+            f"{d.letter_id}: " + ("already gone" if r is Requeued.GONE else f"holds no task to requeue ({d.reason})")
             for d, r in zip(letters, replies, strict=True)
-            if isinstance(r, int)
+            if r is not Requeued.REQUEUED
         ]
         return len(letters) - len(problems), problems
 

@@ -49,9 +49,8 @@ def succeeded(ctx: Context, keys: CapabilityKeys, d: Delivery, value: Any) -> De
     """Store ``value`` as the result. A value msgpack cannot encode fails the task instead (no retry helps)."""
     record = None
     if d.task.store_result:
-        outcome = Outcome("succeeded", value=value, attempt=d.attempt, worker=ctx.consumer, finished_at=time.time())
         try:
-            record = codec.encode_outcome(outcome)
+            record = codec.encode_success(value, d.attempt, ctx.consumer)
         except InvalidTask as e:
             return dead(ctx, keys, d, "rejected", e)
     return Decision(Settle(keys, d.entry_id, ctx.consumer, d.task.id, record, ctx.ttl_ms), "succeeded")
@@ -118,13 +117,14 @@ def undecodable(
     ctx: Context,
     keys: CapabilityKeys,
     entry_id: str,
-    fields: dict[bytes, bytes],
+    fields: codec.Fields,
     error: Exception,
     only_if_owner_dead: bool = False,
 ) -> Decision:
     """Dead-letter an entry that is not a valid task, keeping its raw fields (each value truncated so the
     whole stays valid msgpack under ``RAW_LIMIT``). When a task id can still be read, its ``dead`` result is
     stored too, so a producer waiting on it hears of the failure."""
+    fields = codec.fields_dict(fields)
     items = list(fields.items())[:16]
     share = RAW_LIMIT // max(len(items), 1) - 16
     raw = codec.pack({k[:64]: v[:share] for k, v in items})

@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 
 from dispatcher.errors import DecodeError, InvalidTask, PayloadTooLarge
-from dispatcher.task import CAPABILITY_PATTERN, Task
+from dispatcher.task import Task
 
 FORMAT_VERSION = b"1"
 """The version of a task that uses no option of a later version."""
@@ -75,15 +75,24 @@ def unpack(data: bytes, max_bytes: int) -> Any:
     return value
 
 
+_SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
+
+
 def _check_value(value: Any, depth: int) -> None:
+    kind = type(value)
+    if kind in _SCALARS:  # the common case, first: one set lookup per value
+        return
+    if kind is dict or kind is list:
+        if depth > _MAX_DEPTH:
+            raise DecodeError(f"nesting deeper than {_MAX_DEPTH}")
+        for item in value.values() if kind is dict else value:
+            if type(item) not in _SCALARS:
+                _check_value(item, depth + 1)
+        return
     # msgpack decodes ext type -1 (timestamp) itself, without calling ext_hook: refuse it here.
     if isinstance(value, msgpack.Timestamp):
         raise DecodeError("msgpack ext type -1 (timestamp) is not part of the wire format")
-    if isinstance(value, dict | list):
-        if depth > _MAX_DEPTH:
-            raise DecodeError(f"nesting deeper than {_MAX_DEPTH}")
-        for item in value.values() if isinstance(value, dict) else value:
-            _check_value(item, depth + 1)
+    raise DecodeError(f"msgpack value of type {kind.__name__} is not part of the wire format")
 
 
 def version_of(task: Task) -> bytes:
@@ -125,25 +134,43 @@ class Delivery:
     """The entry's format version, kept when the task is re-added (retry, reclaim, delay)."""
 
 
-def decode_entry(capability: str, entry_id: str, fields: dict[bytes, bytes], max_bytes: int) -> Delivery:
-    """Decode one stream entry into a ``Delivery``.
+Fields = dict[bytes, bytes] | list[bytes]
+"""A stream entry's fields: a dict, or the flat field/value list of a raw XREADGROUP reply (the worker's reads)."""
+
+_LAYOUT = (b"v", b"task", b"attempt", b"reclaims")
+
+
+def fields_dict(fields: Fields) -> dict[bytes, bytes]:
+    """``fields`` as a dict (a raw reply's flat list is paired up; a repeated field keeps its last value)."""
+    if isinstance(fields, dict):
+        return fields
+    return dict(zip(fields[::2], fields[1::2], strict=False))
+
+
+def decode_entry(capability: str, entry_id: str, fields: Fields, max_bytes: int) -> Delivery:
+    """Decode one stream entry of ``capability`` (a valid name: the caller's own) into a ``Delivery``.
 
     Raises:
         DecodeError: unknown format version, missing or mistyped fields, invalid msgpack, over limits.
     """
-    version = fields.get(b"v")
+    version: bytes | None
+    blob: bytes | None
+    if type(fields) is list and len(fields) == 8 and tuple(fields[::2]) == _LAYOUT:  # as every producer writes it
+        version, blob, raw_attempt, raw_reclaims = fields[1], fields[3], fields[5], fields[7]
+    else:
+        found = fields_dict(fields)
+        version, blob = found.get(b"v"), found.get(b"task")
+        raw_attempt, raw_reclaims = found.get(b"attempt", b"1"), found.get(b"reclaims", b"0")
     if version not in SUPPORTED_VERSIONS:
         raise DecodeError(f"unknown format version {version!r}")
-    blob = fields.get(b"task")
     if blob is None:
         raise DecodeError("entry has no 'task' field")
-    attempt = _ascii_int(fields.get(b"attempt", b"1"), "attempt", 1)
-    reclaims = _ascii_int(fields.get(b"reclaims", b"0"), "reclaims", 0)
+    attempt = 1 if raw_attempt == b"1" else _ascii_int(raw_attempt, "attempt", 1)
+    reclaims = 0 if raw_reclaims == b"0" else _ascii_int(raw_reclaims, "reclaims", 0)
     body = unpack(blob, max_bytes)
-    if not isinstance(body, dict):
+    if type(body) is not dict:
         raise DecodeError("'task' is not a msgpack map")
-    task = _task_from_body(capability, body, attempt, version)
-    return Delivery(entry_id, task, blob, attempt, reclaims, version)
+    return Delivery(entry_id, _task_from_body(capability, body, attempt, version), blob, attempt, reclaims, version)
 
 
 def _ascii_int(raw: bytes, name: str, minimum: int) -> int:
@@ -158,23 +185,19 @@ def _ascii_int(raw: bytes, name: str, minimum: int) -> int:
 
 def _task_from_body(capability: str, body: dict[str, Any], attempt: int, version: bytes) -> Task:
     task_id = body.get("id")
-    if not isinstance(task_id, str) or not 1 <= len(task_id) <= 128:
+    if type(task_id) is not str or not 1 <= len(task_id) <= 128:
         raise DecodeError("'id' is missing or not a string of 1-128 characters")
     submitted_at = body.get("submitted_at", 0.0)
-    if not isinstance(submitted_at, int | float) or isinstance(submitted_at, bool):
+    if type(submitted_at) is not float and type(submitted_at) is not int:
         raise DecodeError("'submitted_at' is not a number")
-    if not CAPABILITY_PATTERN.match(capability):
-        raise DecodeError(f"invalid capability {capability!r}")
-    values: dict[str, Any] = {
-        "capability": capability,
-        "payload": body.get("payload"),
-        "id": task_id,
-        "submitted_at": float(submitted_at),
-        "attempt": attempt,
-        **_TASK_DEFAULTS,
-        "headers": {},
-    }
-    if len(body) > 3 or not _REQUIRED.issuperset(body):  # the common task carries only the required keys
+    values = dict(_BASE)
+    values["capability"] = capability
+    values["payload"] = body.get("payload")
+    values["id"] = task_id
+    values["submitted_at"] = float(submitted_at)
+    values["attempt"] = attempt
+    values["headers"] = {}  # a dict of its own per task: a handler may write to it
+    if len(body) != 3 or "payload" not in body or "submitted_at" not in body:  # the common task: just these 3
         _optional_fields(body, values, version)
     # Every field was checked above: build the task without pydantic's validation (hot path).
     return Task.trusted(values)
@@ -182,6 +205,15 @@ def _task_from_body(capability: str, body: dict[str, Any], attempt: int, version
 
 _REQUIRED = frozenset({"id", "payload", "submitted_at"})
 _KNOWN = _REQUIRED | frozenset(_TASK_DEFAULTS)
+_BASE: dict[str, Any] = {
+    "capability": "",
+    "payload": None,
+    "id": "",
+    "submitted_at": 0.0,
+    "attempt": 1,
+    **_TASK_DEFAULTS,
+}
+"""A decoded task's values before its own are filled in."""
 
 
 def _optional_fields(body: dict[str, Any], values: dict[str, Any], version: bytes) -> None:
@@ -244,6 +276,16 @@ def encode_outcome(outcome: Outcome) -> bytes:
             body["reason"] = outcome.reason
     try:
         return pack(body)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidTask(f"result cannot be encoded with msgpack: {e}") from e
+
+
+def encode_success(value: Any, attempt: int, worker: str) -> bytes:
+    """``encode_outcome`` of a ``succeeded`` record finished now, without building the ``Outcome`` (hot path)."""
+    try:
+        return pack(
+            {"status": "succeeded", "attempt": attempt, "worker": worker, "finished_at": time.time(), "value": value}
+        )
     except (TypeError, ValueError, OverflowError) as e:
         raise InvalidTask(f"result cannot be encoded with msgpack: {e}") from e
 

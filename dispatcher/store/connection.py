@@ -99,3 +99,13 @@ def make_async_client(settings: Settings, retry: bool = True, **extra: Any) -> r
     if scheme in ("redis", "rediss"):
         options["connection_class"] = _FastSSLConnection if scheme == "rediss" else _FastConnection
     return redis.asyncio.Redis.from_url(settings.redis_url, **{**options, **extra})
+
+
+def make_read_client(settings: Settings) -> redis.asyncio.Redis:
+    """The asyncio client a worker reads its streams through: it never retries (a lost XREADGROUP reply must reach
+    the fetch loop, which then re-reads its own pending entries), and it hands XREADGROUP replies over raw, so an
+    entry's fields stay the flat list the codec reads in place instead of a dict built per entry."""
+    client = make_async_client(settings, retry=False)
+    if "XREADGROUP" in client.response_callbacks:
+        del client.response_callbacks["XREADGROUP"]
+    return client

@@ -11,9 +11,10 @@ from typing import Any
 
 from dispatcher.errors import UnsupportedRedis
 from dispatcher.store import scripts, wire
-from dispatcher.store.codec import FORMAT_VERSION
+from dispatcher.store.codec import FORMAT_VERSION, Fields
 from dispatcher.store.gateway import Command, Op, check, is_error, text
 from dispatcher.store.keys import GROUP, CapabilityKeys
+from dispatcher.task import CAPABILITY_PATTERN
 
 SUBMIT_CHUNK = 500
 """Tasks per submit script call: large enough to amortise the call, small enough not to stall Redis."""
@@ -74,9 +75,11 @@ def register_capabilities(capabilities_key: str, names: Sequence[str]) -> Op[Non
 
 
 def known_capabilities(capabilities_key: str) -> Op[list[str]]:
-    """Every capability in the fleet-wide set, sorted."""
+    """Every valid capability name in the fleet-wide set, sorted. A member that is not a valid name (written by
+    something else) is left out, so no key is ever built from it."""
     members = check((yield [("SMEMBERS", capabilities_key)])[0])
-    return sorted(m.decode() for m in members)
+    names = (m.decode(errors="replace") for m in members)
+    return sorted(n for n in names if CAPABILITY_PATTERN.match(n))
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +130,10 @@ def ensure_groups(streams: Sequence[str]) -> Op[None]:
 
 def read(
     streams: Sequence[str], consumer: str, count: int, block_ms: int | None, after: Sequence[str] | None = None
-) -> Op[list[tuple[str, list[tuple[str, dict[bytes, bytes] | None]]]]]:
+) -> Op[list[tuple[str, list[tuple[str, Fields | None]]]]]:
     """XREADGROUP up to ``count`` entries per stream: new ones (``>``), or, with ``after`` (one id per stream),
-    the consumer's own pending entries after those ids (a deleted entry comes back with fields ``None``).
+    the consumer's own pending entries after those ids (a deleted entry comes back with fields ``None``). Fields
+    are a dict, or a flat list when the client hands the reply over raw (``make_read_client``).
 
     A missing group (NOGROUP: the stream or group was deleted, e.g. Redis came back empty) is recreated at
     id 0 and the read returns nothing this time.

@@ -28,13 +28,15 @@ class Applied(Enum):
     """Refused: the reaper asked to act only on a dead owner, and the owner's heartbeat is back."""
 
 
+_APPLIED = {member.value: member for member in Applied}
+
+
 def applied(reply: Any, script: str) -> Applied:
     """The ``Applied`` a transition script's reply means."""
-    if isinstance(reply, int) and not isinstance(reply, bool):
-        for member in Applied:
-            if member.value == reply:
-                return member
-    raise unexpected(script, reply)
+    found = _APPLIED.get(reply) if type(reply) is int else None
+    if found is None:
+        raise unexpected(script, reply)
+    return found
 
 
 @dataclass(frozen=True, slots=True)

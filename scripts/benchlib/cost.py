@@ -115,7 +115,7 @@ def ours_cost(server: RedisServer, procs: Processes, shape: str, n: int, results
 
         def produce() -> None:
             if shape == "batched":
-                for start in range(0, n, 100):
+                for _ in range(n // 100):
                     d.submit_many([Task(capability=capability, payload=PAYLOAD, **options) for _ in range(100)])
             else:
                 for _ in range(n):
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows))
         return 0
-    print(f"{'shape':<8} {'variant':<20} {'Redis µs':>9} {'×raw':>5} {'worker µs':>10} {'×raw':>5} {'s':>6}")
+    print(f"{'shape':<8} {'variant':<20} {'Redis µs':>9} {'xraw':>5} {'worker µs':>10} {'xraw':>5} {'s':>6}")
     for r in rows:
         print(
             f"{r['shape']:<8} {r['variant']:<20} {r['redis_us']:9.1f} {r['redis_ratio']:5.2f} "

@@ -33,9 +33,9 @@ def _phase(stack: str) -> str:
         return "socket send"
     if "Settler.run" in names:
         return "settle: pack pipeline, parse replies"
-    if "Worker._read_new" in names or "Worker._recover_pending" in names:
+    if "Reader._read_once" in names or "Reader.recover_pending" in names:
         return "read: XREADGROUP" if "AsyncGateway.run" in names else "dispatch: decode, create tasks"
-    if "Worker._execute" in names:
+    if "Runner._execute" in names:
         if "succeeded" in names:
             return "execute: result record + settle command"
         if any(n.startswith(("MetricWrapperBase", "MutexValue", "Histogram", "Counter", "Gauge")) for n in names):

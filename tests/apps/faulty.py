@@ -159,6 +159,10 @@ class Ledger:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
 
+    def count(self, event: str, task_id: str) -> int:
+        """How many ``event`` records ``task_id`` has."""
+        return len(self.records(event, task_id))
+
     def records(self, event: str | None = None, task_id: str | None = None) -> list[dict[str, Any]]:
         """Every record (of ``event``, of ``task_id``), in the order written."""
         try:

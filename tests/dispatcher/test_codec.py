@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import fakeredis
 import msgpack
 import pytest
 
 from dispatcher import DecodeError, InvalidTask, PayloadTooLarge, Task
-from dispatcher.store import codec
+from dispatcher.store import codec, streams
+from dispatcher.store.gateway import Gateway
 
 LIMIT = 64 * 1024
 
@@ -116,9 +118,11 @@ def test_bad_task_body(body: dict[str, Any], match: str) -> None:
         codec.decode_entry("echo", "1-0", body_entry(body), LIMIT)
 
 
-def test_invalid_capability_name_is_refused() -> None:
-    with pytest.raises(DecodeError, match="invalid capability"):
-        codec.decode_entry("Bad Cap", "1-0", body_entry(GOOD), LIMIT)
+def test_the_capability_set_yields_only_valid_names() -> None:
+    # Entries are decoded for capabilities a worker serves or the reaper found in the set: the set is the gate.
+    fake = fakeredis.FakeRedis()
+    fake.sadd("p:capabilities", "echo", "Bad Cap", "x{y}", b"\xff", "llm.chat")
+    assert Gateway(fake, "redis://test").run(streams.known_capabilities("p:capabilities")) == ["echo", "llm.chat"]
 
 
 # ---- decode errors: the msgpack itself ------------------------------------------------------------------------

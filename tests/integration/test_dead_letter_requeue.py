@@ -106,12 +106,6 @@ def test_requeue_all_puts_back_every_letter_that_holds_a_task_and_they_run_again
     assert client.xlen(keys.stream) == 0  # every entry settled, the undecodable one when it was dead-lettered
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: DeadLetters.requeue (dispatcher/fleet/deadletters.py) looks for int replies to find the "
-    "letters not requeued, but store.letters.requeue returns wire.Requeued members since f2ea2b6: a decode_error "
-    "letter (or one gone meanwhile) is counted as requeued, nothing is reported, exit 0",
-)
 def test_requeue_all_reports_the_decode_error_letter_as_not_requeued(
     client: redis.Redis,
     dispatcher: Dispatcher,
