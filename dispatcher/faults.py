@@ -41,10 +41,11 @@ class Faults:
             point=point, countdown=int(n or 1) if point else 0, ledger_path=source.get("DISPATCHER_TEST_LEDGER", "")
         )
 
-    @property
-    def active(self) -> bool:
-        """Whether anything is configured (the hot path checks this one attribute)."""
-        return bool(self.point or self.ledger_path)
+    active: bool = field(init=False, default=False)
+    """Whether anything is configured (the hot path checks this one attribute)."""
+
+    def __post_init__(self) -> None:
+        self.active = bool(self.point or self.ledger_path)
 
     def reach(self, point: str) -> None:
         """Exit the process abruptly when ``point`` is the configured one and its count is reached."""

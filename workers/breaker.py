@@ -53,7 +53,7 @@ class Breaker:
 
     def started(self) -> None:
         """A task was taken; in half-open state it is the trial."""
-        if self.state == "half_open":
+        if self.failures >= self.threshold and self.state == "half_open":  # a closed circuit: one comparison
             self._trial_running = True
 
     def seconds_until_trial(self) -> float:

@@ -26,15 +26,24 @@ class Executor:
     def __init__(self, concurrency: int) -> None:
         self.pool = ThreadPool(concurrency)
 
+    @staticmethod
+    def in_thread(handler: Handler, task: Task) -> bool:
+        """Whether ``thread`` runs this call (a sync handler without a timeout), else ``call``."""
+        return not handler.is_async and task.timeout_s is None
+
+    def thread(self, handler: Handler, task: Task) -> asyncio.Future[Any]:
+        """Run a sync handler without a timeout in a pool thread; the future resolves on the loop."""
+        return self.pool.submit(handler.func, task)
+
     def call(self, handler: Handler, task: Task, on_late_done: Callable[[], None]) -> Awaitable[Any]:
         """Start ``handler`` on ``task``: await the result for its value, or what it raised, or ``HandlerTimeout``.
 
         When a sync handler times out while its thread runs on, the ``HandlerTimeout`` has
         ``thread_running=True`` and ``on_late_done`` is called (on the loop) once the thread really ends.
-        Without a timeout the handler's own coroutine (or the thread's future) is returned: no wrapper per task.
+        An async handler without a timeout is its own coroutine: no wrapper per task.
         """
         if task.timeout_s is None:
-            return handler.func(task) if handler.is_async else self.pool.submit(handler.func, task)
+            return handler.func(task) if handler.is_async else self.thread(handler, task)
         return self._with_timeout(handler, task, task.timeout_s, on_late_done)
 
     async def _with_timeout(

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from dispatcher.errors import DecodeError, HandlerTimeout, Reject
@@ -22,7 +22,7 @@ from dispatcher.observe import metrics
 from dispatcher.store import codec
 from dispatcher.store.codec import Delivery, Fields
 from dispatcher.store.keys import CapabilityKeys
-from dispatcher.store.transitions import Release
+from dispatcher.store.transitions import Release, Transition
 from workers.breaker import Breaker
 from workers.executor import Executor
 from workers.registry import Registry
@@ -64,19 +64,23 @@ class Runner:
             return False
         if self.faults.active:
             self.faults.reach("after_read")
-        key = (keys.capability, entry_id)
+        capability = keys.capability
+        key = (capability, entry_id)
         slot = self.slots.take(key, delivery)
-        self.breakers[keys.capability].started()
-        self._metrics[keys.capability].inflight += 1
-        handler = self.registry.get(keys.capability)
+        self.breakers[capability].started()
+        measures = self._metrics[capability]
+        measures.inflight += 1
+        handler = self.registry.get(capability)
         assert handler is not None
         started = time.perf_counter()
-        run = self.executor.call(handler, delivery.task, self._stray_ended)
-        if asyncio.isfuture(run):  # a sync handler's thread: its outcome is taken in a done callback, no task
-            job: asyncio.Future[Any] = run
+        job: asyncio.Future[Any]
+        if self.executor.in_thread(handler, delivery.task):
+            # A sync handler's thread gives a future: its outcome is taken in a done callback, no task.
+            job = self.executor.thread(handler, delivery.task)
             job.add_done_callback(functools.partial(self._finished, keys, key, delivery, started))
-        else:  # a coroutine: one task, which takes the outcome itself (cheaper than a task plus a done callback)
-            job = asyncio.get_running_loop().create_task(self._run(keys, key, delivery, started, run))
+        else:  # one task, which takes the outcome itself (cheaper than a task plus a done callback)
+            run = self.executor.call(handler, delivery.task, self._stray_ended)
+            job = asyncio.get_running_loop().create_task(self._run(keys, key, delivery, started, run, measures))
         slot.job = job
         return True
 
@@ -112,9 +116,14 @@ class Runner:
         return delivery
 
     async def _run(
-        self, keys: CapabilityKeys, key: Held, delivery: Delivery, started: float, run: Awaitable[Any]
+        self,
+        keys: CapabilityKeys,
+        key: Held,
+        delivery: Delivery,
+        started: float,
+        run: Awaitable[Any],
+        measures: metrics.CapabilityMetrics,
     ) -> None:
-        measures = self._metrics[keys.capability]
         try:
             value = await run
         except asyncio.CancelledError:
@@ -148,11 +157,12 @@ class Runner:
             self.faults.record(delivery.task.id, self.ctx.consumer)
             self.faults.reach("after_handler")
         breaker = self.breakers[keys.capability]
-        was_closed = breaker.state == "closed"
-        breaker.record(True)
-        if not was_closed:
-            metrics.CIRCUIT_OPEN.labels(keys.capability).set(0)
-            self._on_free()  # this success closed a circuit the reader may be waiting on: let it read now
+        if breaker.failures or breaker.trips:  # the circuit was not clean: this success may close it
+            was_closed = breaker.state == "closed"
+            breaker.record(True)
+            if not was_closed:
+                metrics.CIRCUIT_OPEN.labels(keys.capability).set(0)
+                self._on_free()  # this success closed a circuit the reader may be waiting on: let it read now
         self._record(key, decide.succeeded(self.ctx, keys, delivery, value))
 
     def _failed_attempt(self, keys: CapabilityKeys, key: Held, delivery: Delivery, error: BaseException) -> None:
@@ -195,9 +205,14 @@ class Runner:
         self.slots.stray_ended()
         self._on_free()
 
-    def settled(self, capability: str, entry_id: str) -> None:
-        """The entry's outcome is recorded (or given up): it leaves this worker's hands and frees its slot."""
-        if self.slots.release((capability, entry_id)) is not None:
+    def settled(self, recorded: Sequence[Transition]) -> None:
+        """These entries' outcomes are recorded (or given up): they leave this worker's hands, freeing their slots."""
+        held = self.slots.held
+        freed = False
+        for t in recorded:
+            if held.pop((t.keys.capability, t.entry_id), None) is not None:
+                freed = True
+        if freed:
             self._on_free()
 
     def stop_running(self, keys: Mapping[str, CapabilityKeys]) -> int:

@@ -29,6 +29,7 @@ from dispatcher.store.codec import WorkerRecord
 from dispatcher.store.connection import make_async_client, make_read_client
 from dispatcher.store.gateway import AsyncGateway
 from dispatcher.store.keys import KeySpace
+from dispatcher.store.transitions import Transition
 from workers.breaker import Breaker
 from workers.executor import Executor
 from workers.heartbeat import Heartbeat
@@ -124,8 +125,8 @@ class Worker:
             recorded=lambda: self.settler.recorded,
         )
 
-    def _settled(self, capability: str, entry_id: str) -> None:
-        self.runner.settled(capability, entry_id)
+    def _settled(self, recorded: Sequence[Transition]) -> None:
+        self.runner.settled(recorded)
 
     def stop(self) -> None:
         """Ask for a graceful stop; safe to call from a signal handler or another thread."""

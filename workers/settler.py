@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 from dispatcher.errors import DispatcherError, RedisFull, RedisUnavailable
 from dispatcher.observe import metrics
@@ -27,21 +26,14 @@ MAX_ATTEMPTS = 5
 (its entry stays pending and is recovered like a dead worker's)."""
 
 
-@dataclass(slots=True)
-class Pending:
-    """A transition waiting to be recorded, and how often Redis refused it."""
-
-    transition: Transition
-    attempts: int = 0
-
-
 class Settler:
-    """Batches transitions; ``on_settled(capability, entry_id)`` is called once each is recorded or given up."""
+    """Batches transitions; ``on_settled(transitions)`` is called with those recorded (or given up) in a batch."""
 
-    def __init__(self, gateway: AsyncGateway, on_settled: Callable[[str, str], None]) -> None:
+    def __init__(self, gateway: AsyncGateway, on_settled: Callable[[Sequence[Transition]], None]) -> None:
         self._gateway = gateway
         self._on_settled = on_settled
-        self._queue: list[Pending] = []
+        self._queue: list[Transition] = []
+        self._refused: dict[int, int] = {}  # id() of a queued transition -> times Redis refused it
         self.recorded = 0
         """Transitions recorded (or given up) so far."""
         self._wake = asyncio.Event()
@@ -52,7 +44,7 @@ class Settler:
 
     def put(self, transition: Transition) -> None:
         """Queue a transition for the next batch."""
-        self._queue.append(Pending(transition))
+        self._queue.append(transition)
         self._wake.set()
 
     async def run(self) -> None:
@@ -65,7 +57,7 @@ class Settler:
                 continue
             batch = self._queue[:BATCH]
             try:
-                replies = await self._gateway.run(transitions.record([p.transition for p in batch]))
+                replies = await self._gateway.run(transitions.record(batch))
             except RedisUnavailable as e:
                 metrics.REDIS_ERRORS.labels("settle").inc()
                 if delay_s == 0.05:  # the first failure of an outage; the backoff grows from there
@@ -79,6 +71,11 @@ class Settler:
                 delay_s = min(delay_s * 2, 2.0)
                 continue
             del self._queue[: len(batch)]
+            if all(reply is Applied.DONE for reply in replies):  # the common case, first
+                self.recorded += len(batch)
+                self._on_settled(batch)
+                delay_s = 0.05
+                continue
             requeued = [self._handle(item, reply) for item, reply in zip(batch, replies, strict=True)]
             if any(requeued):  # Redis refused some (full, or a passing error): back off before resending
                 await asyncio.sleep(delay_s)
@@ -86,25 +83,25 @@ class Settler:
             else:
                 delay_s = 0.05
 
-    def _handle(self, item: Pending, reply: Applied | Exception) -> bool:
+    def _handle(self, t: Transition, reply: Applied | Exception) -> bool:
         """Act on one reply; True when the transition was queued again."""
-        if reply is Applied.DONE:  # the common case, first
+        if reply is Applied.DONE:
             self.recorded += 1
-            self._on_settled(item.transition.keys.capability, item.transition.entry_id)
+            self._on_settled((t,))
             return False
-        item.attempts += 1
+        attempts = self._refused.pop(id(t), 0) + 1
         transient = isinstance(reply, RedisFull | RedisUnavailable)
-        if isinstance(reply, DispatcherError) and (transient or item.attempts < MAX_ATTEMPTS):
-            self._queue.append(item)
+        if isinstance(reply, DispatcherError) and (transient or attempts < MAX_ATTEMPTS):
+            self._refused[id(t)] = attempts  # the queue holds it, so its id stays its own
+            self._queue.append(t)
             return True
-        t = item.transition
         if isinstance(reply, Exception):
             log.error("settle failed capability=%s entry_id=%s error=%s", t.keys.capability, t.entry_id, reply)
         elif reply is Applied.LEASE_LOST:
             metrics.LEASE_LOST.labels(t.keys.capability).inc()
             log.warning("lease lost, late result discarded capability=%s entry_id=%s", t.keys.capability, t.entry_id)
         self.recorded += 1
-        self._on_settled(t.keys.capability, t.entry_id)
+        self._on_settled((t,))
         return False
 
     def close(self) -> None:

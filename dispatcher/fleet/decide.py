@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import traceback as tb
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dispatcher import errors
@@ -30,10 +30,11 @@ class Context:
 
     settings: Settings
     consumer: str
+    ttl_ms: int = field(init=False)
+    """Result TTL in ms."""
 
-    @property
-    def ttl_ms(self) -> int:
-        return int(self.settings.result_ttl_s * 1000)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ttl_ms", int(self.settings.result_ttl_s * 1000))
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,16 +55,8 @@ def unpack(data: bytes, max_bytes: int) -> Any:
     if len(data) > max_bytes:
         raise DecodeError(f"{len(data)} bytes is over the limit of {max_bytes}")
     try:
-        value = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            ext_hook=_refuse_ext,
-            max_str_len=max_bytes,
-            max_bin_len=max_bytes,
-            max_array_len=max_bytes,
-            max_map_len=max_bytes // 2 + 1,
-        )
+        # Every max_*_len limit defaults to len(data), which is at most max_bytes here.
+        value = msgpack.unpackb(data, ext_hook=_refuse_ext)
     except DecodeError:
         raise
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
@@ -137,8 +129,6 @@ class Delivery:
 Fields = dict[bytes, bytes] | list[bytes]
 """A stream entry's fields: a dict, or the flat field/value list of a raw XREADGROUP reply (the worker's reads)."""
 
-_LAYOUT = (b"v", b"task", b"attempt", b"reclaims")
-
 
 def fields_dict(fields: Fields) -> dict[bytes, bytes]:
     """``fields`` as a dict (a raw reply's flat list is paired up; a repeated field keeps its last value)."""
@@ -155,7 +145,14 @@ def decode_entry(capability: str, entry_id: str, fields: Fields, max_bytes: int)
     """
     version: bytes | None
     blob: bytes | None
-    if type(fields) is list and len(fields) == 8 and tuple(fields[::2]) == _LAYOUT:  # as every producer writes it
+    if (  # as every producer writes it
+        type(fields) is list
+        and len(fields) == 8
+        and fields[0] == b"v"
+        and fields[2] == b"task"
+        and fields[4] == b"attempt"
+        and fields[6] == b"reclaims"
+    ):
         version, blob, raw_attempt, raw_reclaims = fields[1], fields[3], fields[5], fields[7]
     else:
         found = fields_dict(fields)

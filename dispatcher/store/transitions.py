@@ -85,6 +85,10 @@ def record(transitions: Sequence[Transition]) -> Op[list[Applied | Exception]]:
     (handed back, not raised, so that one failure does not hide the others)."""
     commands, spans = plan(transitions)
     replies = yield commands
+    if len(replies) == 1 and type(replies[0]) is list and len(replies[0]) == len(transitions):
+        values = replies[0]  # one settle call for the whole batch, the common case: map it at once
+        if all(v == 1 and type(v) is int for v in values):
+            return [Applied.DONE] * len(values)
     out: list[Applied | Exception] = []
     for transition, (call, position) in zip(transitions, spans, strict=True):
         try:
@@ -132,13 +136,22 @@ def _entry_order(entry_id: str) -> tuple[int, int]:
 
 def _settle_call(batch: list[Settle]) -> Command:
     keys = batch[0].keys
-    ordered = sorted((s.entry_id for s in batch), key=_entry_order)
     script_keys = [keys.stream, keys.index]
-    args: list[Any] = [GROUP, batch[0].owner, batch[0].ttl_ms, keys.channel_prefix, ordered[0], ordered[-1]]
+    args: list[Any] = [GROUP, batch[0].owner, batch[0].ttl_ms, keys.channel_prefix, "", ""]
+    low = high = _entry_order(batch[0].entry_id)
+    first = last = batch[0].entry_id
     for s in batch:
-        if s.record is not None:
-            script_keys.append(keys.result(s.task_id))
-        args += [s.entry_id, s.task_id, s.record if s.record is not None else b""]
+        order = _entry_order(s.entry_id)
+        if order < low:
+            low, first = order, s.entry_id
+        elif order > high:
+            high, last = order, s.entry_id
+        if s.record is None:
+            args += (s.entry_id, s.task_id, b"")
+        else:
+            script_keys.append(keys.result_prefix + s.task_id)
+            args += (s.entry_id, s.task_id, s.record)
+    args[4], args[5] = first, last
     return scripts.call("settle", script_keys, args)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -44,6 +45,8 @@ class Cost:
     redis_us: float
     worker_us: float
     seconds: float
+    commands: dict[str, float]
+    """Redis commands per task, by name (INFO commandstats), scripts' inner calls included."""
 
 
 def _redis_cpu_s(client: redis.Redis) -> float:
@@ -59,12 +62,22 @@ def _drained(client: redis.Redis, stream: str, timeout_s: float) -> None:
         time.sleep(0.002)
 
 
-def _measure(client: redis.Redis, pids: list[int], stream: str, produce: Any) -> tuple[float, float, float]:
+def _calls(client: redis.Redis) -> dict[str, int]:
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in client.info("commandstats").items()}
+
+
+def _measure(
+    client: redis.Redis, pids: list[int], stream: str, n: int, produce: Any
+) -> tuple[float, float, float, dict[str, float]]:
+    calls0 = _calls(client)
     cpu0, redis0, t0 = sum(cpu_s(p) for p in pids), _redis_cpu_s(client), time.perf_counter()
     produce()
     _drained(client, stream, TIMEOUT_S)
     seconds = time.perf_counter() - t0
-    return _redis_cpu_s(client) - redis0, sum(cpu_s(p) for p in pids) - cpu0, seconds
+    redis_s, worker_s = _redis_cpu_s(client) - redis0, sum(cpu_s(p) for p in pids) - cpu0
+    calls = {k: (v - calls0.get(k, 0)) / n for k, v in _calls(client).items()}
+    measuring = {"info", "xlen"}  # this bench's own probes
+    return redis_s, worker_s, seconds, {k: round(v, 2) for k, v in calls.items() if v > 0.005 and k not in measuring}
 
 
 def raw_cost(server: RedisServer, procs: Processes, shape: str, n: int) -> Cost:
@@ -83,11 +96,11 @@ def raw_cost(server: RedisServer, procs: Processes, shape: str, n: int) -> Cost:
             for _ in range(n):
                 client.xadd(raw.STREAM, entry)  # type: ignore[arg-type]
 
-    redis_s, worker_s, seconds = _measure(client, pids, raw.STREAM, produce)
+    redis_s, worker_s, seconds, calls = _measure(client, pids, raw.STREAM, n, produce)
     client.set(raw.STOP, 1)
     procs.stop_all()
     client.close()
-    return Cost(shape, "raw loop", n, redis_s / n * 1e6, worker_s / n * 1e6, seconds)
+    return Cost(shape, "raw loop", n, redis_s / n * 1e6, worker_s / n * 1e6, seconds, calls)
 
 
 def ours_cost(server: RedisServer, procs: Processes, shape: str, n: int, results: bool, code_root: Path) -> Cost:
@@ -121,54 +134,67 @@ def ours_cost(server: RedisServer, procs: Processes, shape: str, n: int, results
                 for _ in range(n):
                     d.submit(capability, PAYLOAD, **options)
 
-        redis_s, worker_s, seconds = _measure(client, [w.pid for w in workers], stream, produce)
+        redis_s, worker_s, seconds, calls = _measure(client, [w.pid for w in workers], stream, n, produce)
     procs.stop_all()
     client.close()
     variant = "results stored" if results else "store_result=False"
-    return Cost(shape, variant, n, redis_s / n * 1e6, worker_s / n * 1e6, seconds)
+    return Cost(shape, variant, n, redis_s / n * 1e6, worker_s / n * 1e6, seconds, calls)
 
 
 def supports_store_result() -> bool:
     return "store_result" in Task.model_fields
 
 
-def run(n_batched: int, n_single: int, code_root: Path = REPO) -> list[Cost]:
-    """Every shape: the raw loop, then ours with results, then without (when this version has the option)."""
+def run(n_batched: int, n_single: int, code_root: Path = REPO, repeat: int = 1) -> list[list[Cost]]:
+    """Every shape ``repeat`` times, each round the raw loop, then ours with results, then without (when this
+    version has the option): one list of costs per round, rounds interleaved so that a slow phase of the machine
+    hits every variant alike."""
     procs = Processes()
     server = RedisServer().start()
-    out: list[Cost] = []
+    rounds: list[list[Cost]] = []
     try:
-        for shape, n in (("batched", n_batched), ("single", n_single)):
-            out.append(raw_cost(server, procs, shape, n))
-            out.append(ours_cost(server, procs, shape, n, True, code_root))
-            if supports_store_result():
-                out.append(ours_cost(server, procs, shape, n, False, code_root))
+        for _ in range(repeat):
+            out: list[Cost] = []
+            for shape, n in (("batched", n_batched), ("single", n_single)):
+                out.append(raw_cost(server, procs, shape, n))
+                out.append(ours_cost(server, procs, shape, n, True, code_root))
+                if supports_store_result():
+                    out.append(ours_cost(server, procs, shape, n, False, code_root))
+            rounds.append(out)
     finally:
         procs.stop_all()
         server.stop()
+    return rounds
+
+
+def ratios(rounds: list[list[Cost]]) -> list[dict[str, Any]]:
+    """Per variant: the median cost over the rounds, and the median of its ratios to the raw loop of the same shape
+    in the same round (the figure the targets are set in)."""
+    out = []
+    for i, first in enumerate(rounds[0]):
+        costs = [r[i] for r in rounds]
+        raws = [next(c for c in r if c.shape == first.shape and c.variant == "raw loop") for r in rounds]
+        out.append(
+            {
+                **asdict(min(costs, key=lambda c: abs(c.worker_us - statistics.median(x.worker_us for x in costs)))),
+                "redis_us": statistics.median(c.redis_us for c in costs),
+                "worker_us": statistics.median(c.worker_us for c in costs),
+                "redis_ratio": statistics.median(c.redis_us / r.redis_us for c, r in zip(costs, raws, strict=True)),
+                "worker_ratio": statistics.median(c.worker_us / r.worker_us for c, r in zip(costs, raws, strict=True)),
+                "rounds": len(costs),
+            }
+        )
     return out
-
-
-def ratios(costs: list[Cost]) -> list[dict[str, Any]]:
-    """Each of our runs against the raw loop of its shape (same run)."""
-    base = {c.shape: c for c in costs if c.variant == "raw loop"}
-    return [
-        {
-            **asdict(c),
-            "redis_ratio": c.redis_us / base[c.shape].redis_us,
-            "worker_ratio": c.worker_us / base[c.shape].worker_us,
-        }
-        for c in costs
-    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchlib.cost", description=__doc__.split("\n\n", 1)[0])
     p.add_argument("--tasks", type=int, default=20_000, help="tasks of the batched shape (single: half)")
     p.add_argument("--code-root", type=Path, default=REPO, help="the checkout whose workers to run")
+    p.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    rows = ratios(run(args.tasks, args.tasks // 2, args.code_root))
+    rows = ratios(run(args.tasks, args.tasks // 2, args.code_root, args.repeat))
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -176,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(
             f"{r['shape']:<8} {r['variant']:<20} {r['redis_us']:9.1f} {r['redis_ratio']:5.2f} "
-            f"{r['worker_us']:10.1f} {r['worker_ratio']:5.2f} {r['seconds']:6.2f}"
+            f"{r['worker_us']:10.1f} {r['worker_ratio']:5.2f} {r['seconds']:6.2f}  "
+            + " ".join(f"{k}={v:g}" for k, v in sorted(r["commands"].items()))
         )
     return 0
 
