@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-EXPECTED = {"ceiling", "submit", "drain", "end to end", "latency", "memory", "scale"}
+EXPECTED = {"ceiling", "submit", "drain", "end to end", "latency", "memory", "scale", "cost"}
 
 
 @pytest.mark.timeout(60)

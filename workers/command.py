@@ -21,7 +21,7 @@ from dispatcher.cli.parsing import Parser, UsageError, add_settings_flags, parse
 from dispatcher.errors import ConfigError, DispatcherError
 from dispatcher.settings import Settings
 from workers import app
-from workers.runtime import Worker
+from workers.runtime import DEFAULT_CONCURRENCY, Worker
 
 PROG = "worker"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -33,7 +33,12 @@ def parser() -> argparse.ArgumentParser:
     """The argument parser; every ``Settings`` field has a flag of the same name (``--heartbeat-ttl-s``)."""
     p = Parser(prog=PROG, description="Serve capabilities from a Redis Streams dispatcher.")
     p.add_argument("--capability", "-c", action="append", required=True, help="capability to serve (repeatable)")
-    p.add_argument("--concurrency", type=int, default=10, help="tasks held and run at once (default 10)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"tasks held and run at once (default {DEFAULT_CONCURRENCY}; lower it for CPU-bound sync handlers)",
+    )
     p.add_argument("--name", help="consumer name (default host-pid-random)")
     p.add_argument("--app", help="handler module, 'module' or 'module:attr' (else DISPATCHER_APP, else pyproject)")
     p.add_argument("--burst", action="store_true", help="drain what is queued, then exit")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import ours, profile, raw, scale
+from benchlib import cost, ours, profile, raw, scale
 from benchlib.env import Processes, RedisServer, machine
 from benchlib.report import Row, json_lines, markdown, table
 
@@ -143,8 +143,8 @@ def drain_rows(server: RedisServer, procs: Processes, s: Sizes, c: dict[str, flo
     rows.append(row)
     if s.variants:
         rows.append(drain_row(server, procs, s, c, "sync noop, 2 workers, --concurrency 100", "noop", IO_LIGHT)[0])
-        rows.append(drain_row(server, procs, s, c, "async echo, 2 workers, default --concurrency 10", "echo", [])[0])
-        rows.append(drain_row(server, procs, s, c, "sync noop, 2 workers, default --concurrency 10", "noop", [])[0])
+        rows.append(drain_row(server, procs, s, c, "async echo, 2 workers, default --concurrency (64)", "echo", [])[0])
+        rows.append(drain_row(server, procs, s, c, "sync noop, 2 workers, default --concurrency (64)", "noop", [])[0])
     if aof:
         aof_server = RedisServer(AOF).start()
         try:
@@ -237,8 +237,39 @@ def scale_rows(server: RedisServer, s: Sizes) -> list[Row]:
     return rows
 
 
+COST_TARGETS = {
+    # (shape, variant) -> (Redis CPU target, worker CPU target), as ratios to the raw loop of the same shape
+    ("batched", "results stored"): (3.5, 4.0),
+    ("batched", "store_result=False"): (2.5, 4.0),
+    ("single", "results stored"): (3.5, 6.0),
+    ("single", "store_result=False"): (2.5, 6.0),
+}
+"""Issue 10's targets: Redis CPU per task <= 2.5x raw without results, <= 3.5x with; worker CPU <= 4x raw for
+async handlers (the batched shape) and <= 6x for sync handlers (the single shape)."""
+
+
+def cost_rows(s: Sizes) -> list[Row]:
+    """Redis CPU and worker CPU per task, ours against the raw loop of the same shape (``benchlib.cost``)."""
+    log("cost per task: batched (async echo x100) and single (sync noop, one submit() per task)")
+    rows: list[Row] = []
+    for r in cost.ratios(cost.run(s.tasks, max(s.tasks // 2, 100))):
+        if r["variant"] == "raw loop":
+            rows.append(Row("cost", f"{r['shape']}, raw loop: Redis CPU", r["redis_us"], "µs/task"))
+            rows.append(Row("cost", f"{r['shape']}, raw loop: reader CPU", r["worker_us"], "µs/task"))
+            continue
+        redis_goal, worker_goal = COST_TARGETS[(r["shape"], r["variant"])]
+        name = f"{r['shape']}, {r['variant']}"
+        rows.append(Row("cost", f"{name}: Redis CPU", r["redis_us"], "µs/task", extra={"commands": r["commands"]}))
+        rows.append(Row("cost", f"{name}: worker CPU", r["worker_us"], "µs/task"))
+        ratio_rows = ((f"{name}: Redis ÷ raw", r["redis_ratio"], redis_goal),)
+        ratio_rows += ((f"{name}: worker ÷ raw", r["worker_ratio"], worker_goal),)
+        for variant, ratio, goal in ratio_rows:
+            rows.append(Row("cost", variant, ratio, "x raw", None, f"≤ {goal}", ratio <= goal))
+    return rows
+
+
 def suite(s: Sizes, aof: bool) -> list[Row]:
-    """Every workload once, on a fresh private server."""
+    """Every workload once, on a fresh private server (the cost workload on its own)."""
     procs = Processes()
     server = RedisServer().start()
     try:
@@ -250,7 +281,7 @@ def suite(s: Sizes, aof: bool) -> list[Row]:
     finally:
         procs.stop_all()
         server.stop()
-    return rows
+    return rows + cost_rows(s)
 
 
 def medians(runs: list[list[Row]]) -> list[Row]:
@@ -285,6 +316,41 @@ def _closest(runs: list[list[Row]], i: int, mid: float) -> list[Row]:
     return min(runs, key=lambda r: abs(r[i].value - mid))
 
 
+def _meta(s: Sizes) -> dict[str, Any]:
+    server = RedisServer().start()
+    client = server.client()
+    try:
+        return {
+            **machine(client.info("server")["redis_version"]),
+            "command": " ".join(["scripts/bench", *sys.argv[1:]]),
+            "sizes": dataclasses.asdict(s),
+            "loadavg_before": os.getloadavg()[0],
+        }
+    finally:
+        client.close()
+        server.stop()
+
+
+def _report(args: argparse.Namespace, rows: list[Row], meta: dict[str, Any], runs: int) -> None:
+    print(table(rows))
+    print(
+        f"\nmachine: {meta['nproc']} CPUs, {meta['cpu']}, Redis {meta['redis']}, Python {meta['python']}; "
+        f"{meta['seconds']} s, {runs} run(s) of our suite{', medians' if max(args.repeat, 1) > 1 else ''}"
+    )
+    if "peers" in meta:
+        from benchlib.peers import runner as peers
+
+        print("\n" + peers.describe(rows, meta["peers"]))
+    if args.markdown:
+        print("\n" + markdown(rows))
+    if args.json:
+        text = json_lines(meta, rows)
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.json).write_text(text)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.profile:
         out = Path(tempfile.gettempdir()) / f"bench-profile-{args.profile}.txt"
@@ -300,16 +366,7 @@ def run(args: argparse.Namespace) -> int:
 
         versions = peers.prepare(log)  # before our suite: an install failure should not cost a whole run
     started = time.monotonic()
-    server = RedisServer().start()
-    client = server.client()
-    meta: dict[str, Any] = {
-        **machine(client.info("server")["redis_version"]),
-        "command": " ".join(["scripts/bench", *sys.argv[1:]]),
-        "sizes": dataclasses.asdict(s),
-        "loadavg_before": os.getloadavg()[0],
-    }
-    client.close()
-    server.stop()
+    meta = _meta(s)
     runs = []
     for i in range(0 if args.peers_only else max(args.repeat, 1)):
         if args.repeat > 1:
@@ -323,21 +380,7 @@ def run(args: argparse.Namespace) -> int:
         meta["peers"] = versions
     meta["seconds"] = round(time.monotonic() - started, 1)
     meta["runs"] = len(runs)
-    print(table(rows))
-    print(
-        f"\nmachine: {meta['nproc']} CPUs, {meta['cpu']}, Redis {meta['redis']}, Python {meta['python']}; "
-        f"{meta['seconds']} s, {len(runs)} run(s) of our suite{', medians' if max(args.repeat, 1) > 1 else ''}"
-    )
-    if with_peers:
-        print("\n" + peers.describe(rows, versions))
-    if args.markdown:
-        print("\n" + markdown(rows))
-    if args.json:
-        text = json_lines(meta, rows)
-        if args.json == "-":
-            sys.stdout.write(text)
-        else:
-            Path(args.json).write_text(text)
+    _report(args, rows, meta, len(runs))
     return 0
 
 
