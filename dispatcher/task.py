@@ -46,12 +46,12 @@ class Task(BaseModel):
     payload: Any = None
     id: str = Field(default_factory=new_task_id)
     max_retries: Annotated[int, Field(ge=0, le=1000)] = 3
-    timeout_s: Annotated[float | None, Field(gt=0)] = None
+    timeout_s: Annotated[float | None, Field(gt=0, le=30 * 24 * 3600, allow_inf_nan=False)] = None
     idempotency_key: Annotated[str | None, Field(min_length=1, max_length=256)] = None
     headers: dict[str, str] = Field(default_factory=dict)
-    submitted_at: float = Field(default_factory=time.time)
-    not_before: float | None = None
-    expires_at: float | None = None
+    submitted_at: float = Field(default_factory=time.time, allow_inf_nan=False)
+    not_before: Annotated[float | None, Field(allow_inf_nan=False)] = None
+    expires_at: Annotated[float | None, Field(allow_inf_nan=False)] = None
     store_result: Annotated[
         bool, Field(description="Keep the result record (False: fire-and-forget, nothing stored or announced).")
     ] = True
@@ -79,8 +79,8 @@ class Task(BaseModel):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        if not 1 <= len(value) <= 128 or any(c.isspace() for c in value):
-            raise ValueError("task id must be 1-128 characters without whitespace")
+        if not 1 <= len(value) <= 128 or not value.isprintable() or " " in value:
+            raise ValueError("task id must be 1-128 printable characters without whitespace")
         return value
 
 

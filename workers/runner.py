@@ -129,14 +129,14 @@ class Runner:
         except asyncio.CancelledError:
             measures.inflight -= 1
             raise  # the worker is stopping: it hands the task back
-        except (Exception, SystemExit) as e:
+        except BaseException as e:  # KeyboardInterrupt, SystemExit too: the failure of this task, not of the worker
             measures.inflight -= 1
             measures.seconds.observe(time.perf_counter() - started)
-            self._failed_attempt(keys, key, delivery, e)
+            self._conclude(keys, key, delivery, None, e)
             return
         measures.inflight -= 1
         measures.seconds.observe(time.perf_counter() - started)
-        self._succeeded(keys, key, delivery, value)
+        self._conclude(keys, key, delivery, value, None)
 
     def _finished(
         self, keys: CapabilityKeys, key: Held, delivery: Delivery, started: float, job: asyncio.Future[Any]
@@ -147,10 +147,22 @@ class Runner:
             return  # the worker is stopping: it hands the task back
         measures.seconds.observe(time.perf_counter() - started)
         error = job.exception()
-        if error is None:
-            self._succeeded(keys, key, delivery, job.result())
-        else:
-            self._failed_attempt(keys, key, delivery, error)
+        self._conclude(keys, key, delivery, job.result() if error is None else None, error)
+
+    def _conclude(
+        self, keys: CapabilityKeys, key: Held, delivery: Delivery, value: Any, error: BaseException | None
+    ) -> None:
+        """Decide and record the outcome. Whatever goes wrong on the way (an exception whose ``__str__`` raises,
+        a value that breaks the encoder) fails this task with a clear error: it never leaks the slot."""
+        try:
+            if error is None:
+                self._succeeded(keys, key, delivery, value)
+            else:
+                self._failed_attempt(keys, key, delivery, error)
+        except Exception as e:
+            log.exception("outcome not recorded as decided, failing the task task_id=%s", delivery.task.id)
+            fallback = RuntimeError(f"the worker could not record this task's outcome ({type(e).__name__})")
+            self._record(key, decide.dead(self.ctx, keys, delivery, "worker_error", fallback))
 
     def _succeeded(self, keys: CapabilityKeys, key: Held, delivery: Delivery, value: Any) -> None:
         if self.faults.active:
@@ -184,14 +196,15 @@ class Runner:
         self.settler.put(decision.transition)
 
     def _failed(self, capability: str, delivery: Delivery, error: BaseException) -> None:
-        log.info(
-            "handler failed capability=%s task_id=%s attempt=%d error=%s: %s",
-            capability,
-            delivery.task.id,
-            delivery.attempt,
-            type(error).__name__,
-            error,
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "handler failed capability=%s task_id=%s attempt=%d error=%s: %r",
+                capability,
+                delivery.task.id,
+                delivery.attempt,
+                type(error).__name__,
+                decide.message_of(error)[:300],
+            )
         if self.breakers[capability].record(False):
             metrics.CIRCUIT_OPEN.labels(capability).set(1)
             log.warning(

@@ -165,17 +165,33 @@ def readable_task_id(blob: bytes | None) -> str:
     except DecodeError:
         return ""
     task_id = body.get("id") if isinstance(body, dict) else None
-    if isinstance(task_id, str) and 1 <= len(task_id) <= 128 and not any(c.isspace() for c in task_id):
-        return task_id
-    return ""
+    return task_id if isinstance(task_id, str) and codec.is_task_id(task_id) else ""
+
+
+MESSAGE_LIMIT = 8192
+"""Characters of an error's message and of its traceback kept in a result record or a dead letter."""
 
 
 def describe(error: BaseException | None) -> tuple[str, str, str]:
-    """(type name, message, traceback text) of ``error``."""
+    """(type name, message, traceback text) of ``error``, bounded; never raises, whatever ``error`` does."""
     if error is None:
         return "", "", ""
-    trace = "".join(tb.format_exception(type(error), error, error.__traceback__))
-    return type(error).__name__, str(error), trace[-8192:]
+    try:
+        trace = "".join(tb.format_exception(type(error), error, error.__traceback__))
+    except Exception:
+        trace = ""
+    return type(error).__name__, message_of(error), trace[-MESSAGE_LIMIT:]
+
+
+def message_of(error: BaseException) -> str:
+    """``str(error)``, bounded; for an exception whose ``__str__`` raises, a line that says so."""
+    try:
+        message = str(error)
+    except Exception:
+        return f"<unprintable {type(error).__name__}>"
+    if len(message) > MESSAGE_LIMIT:
+        return message[:MESSAGE_LIMIT] + f"... ({len(message)} characters)"
+    return message
 
 
 def dead_letter(

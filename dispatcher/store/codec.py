@@ -7,6 +7,7 @@ the fields we read). The format is documented in ``docs/wire-format.md``.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -170,23 +171,43 @@ def decode_entry(capability: str, entry_id: str, fields: Fields, max_bytes: int)
     return Delivery(entry_id, _task_from_body(capability, body, attempt, version), blob, attempt, reclaims, version)
 
 
+MAX_COUNT = 1_000_000
+"""The most an entry's ``attempt`` or ``reclaims`` may say (a task retried more often is not a task we made)."""
+MAX_RETRIES = 1000
+MAX_TIMEOUT_S = 30 * 24 * 3600.0
+"""The longest ``timeout_s`` accepted (30 days): finite, so that every timer the worker sets is."""
+
+
 def _ascii_int(raw: bytes, name: str, minimum: int) -> int:
+    if len(raw) > 7:  # MAX_COUNT has 7 digits: refuse longer text before int() reads it
+        raise DecodeError(f"field {name!r} is not an integer from {minimum} to {MAX_COUNT}")
     try:
         value = int(raw)
     except ValueError:
         raise DecodeError(f"field {name!r} is not an integer") from None
     if value < minimum:
         raise DecodeError(f"field {name!r} is below {minimum}")
+    if value > MAX_COUNT:
+        raise DecodeError(f"field {name!r} is above {MAX_COUNT}")
     return value
+
+
+def is_task_id(value: Any) -> bool:
+    """1-128 printable characters, no whitespace: safe in key names and in log lines."""
+    return type(value) is str and 1 <= len(value) <= 128 and value.isprintable() and " " not in value
+
+
+def _finite(value: Any) -> bool:
+    return (type(value) is float or type(value) is int) and math.isfinite(value)
 
 
 def _task_from_body(capability: str, body: dict[str, Any], attempt: int, version: bytes) -> Task:
     task_id = body.get("id")
-    if type(task_id) is not str or not 1 <= len(task_id) <= 128:
-        raise DecodeError("'id' is missing or not a string of 1-128 characters")
+    if not is_task_id(task_id):
+        raise DecodeError("'id' is missing or not 1-128 printable characters without whitespace")
     submitted_at = body.get("submitted_at", 0.0)
-    if type(submitted_at) is not float and type(submitted_at) is not int:
-        raise DecodeError("'submitted_at' is not a number")
+    if not _finite(submitted_at):
+        raise DecodeError("'submitted_at' is not a finite number")
     values = dict(_BASE)
     values["capability"] = capability
     values["payload"] = body.get("payload")
@@ -224,11 +245,24 @@ def _optional_fields(body: dict[str, Any], values: dict[str, Any], version: byte
         if value is not None:
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 raise DecodeError(f"{name!r} has the wrong type")
+            _check_range(name, value)
             values[name] = value
     headers = body.get("headers", {})
     if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
         raise DecodeError("'headers' is not a map of strings to strings")
     values["headers"] = headers
+
+
+def _check_range(name: str, value: Any) -> None:
+    """Refuse a value of the right type but out of its range (NaN and infinities included), naming the field."""
+    if name == "max_retries" and not 0 <= value <= MAX_RETRIES:
+        raise DecodeError(f"'max_retries' is not from 0 to {MAX_RETRIES}")
+    if name == "timeout_s" and not (_finite(value) and 0 < value <= MAX_TIMEOUT_S):
+        raise DecodeError(f"'timeout_s' is not a number of seconds above 0 and at most {MAX_TIMEOUT_S:.0f}")
+    if name in ("not_before", "expires_at") and not _finite(value):
+        raise DecodeError(f"{name!r} is not a finite number")
+    if name == "idempotency_key" and not 1 <= len(value) <= 256:
+        raise DecodeError("'idempotency_key' is not 1-256 characters")
 
 
 def entry_fields(

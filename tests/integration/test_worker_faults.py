@@ -1,0 +1,126 @@
+"""Handlers and entries that would harm a worker: the unexpected from a handler, outcomes that cannot be built,
+and raw entries with absurd fields. Each must end as a failure of that task with a clear error, the worker
+unharmed and its slot free (the worker is driven in-process, in burst mode)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import pytest
+import redis
+
+from dispatcher import Dispatcher, Settings, Task, TaskDead
+from dispatcher.store.keys import GROUP, KeySpace
+from workers import Registry, Worker
+
+DEADLINE_S = 60.0
+
+
+def drain(settings: Settings, registry: Registry, capabilities: list[str], concurrency: int = 4) -> Worker:
+    worker = Worker(registry, capabilities, settings, concurrency=concurrency, burst=True, upkeep=False)
+    asyncio.run(asyncio.wait_for(worker.run(), DEADLINE_S))
+    return worker
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message for you")
+
+
+def raise_keyboard_interrupt(task: Task) -> None:
+    raise KeyboardInterrupt
+
+
+async def araise_keyboard_interrupt(task: Task) -> None:
+    raise KeyboardInterrupt
+
+
+def raise_system_exit(task: Task) -> None:
+    raise SystemExit(3)
+
+
+def raise_unprintable(task: Task) -> None:
+    raise Unprintable
+
+
+async def araise_generator_exit(task: Task) -> None:
+    raise GeneratorExit
+
+
+@pytest.mark.parametrize(
+    ("handler", "error_type"),
+    [
+        (raise_keyboard_interrupt, "KeyboardInterrupt"),
+        (araise_keyboard_interrupt, "KeyboardInterrupt"),
+        (raise_system_exit, "SystemExit"),
+        (raise_unprintable, "Unprintable"),
+        (araise_generator_exit, "GeneratorExit"),
+    ],
+    ids=["sync-KeyboardInterrupt", "async-KeyboardInterrupt", "SystemExit", "unprintable", "GeneratorExit"],
+)
+def test_a_handler_raising_the_unexpected_fails_its_task_and_the_worker_goes_on(
+    settings: Settings, dispatcher: Dispatcher, handler: Callable[[Task], Any], error_type: str
+) -> None:
+    registry = Registry()
+    registry.register("bad", handler)
+    registry.register("good", lambda task: task.payload)
+    bad = dispatcher.submit("bad", None, max_retries=0)
+    good = dispatcher.submit_many([Task(capability="good", payload=i) for i in range(5)])
+    worker = drain(settings, registry, ["bad", "good"])
+    with pytest.raises(TaskDead) as caught:
+        bad.result(timeout_s=5)
+    assert (caught.value.reason, caught.value.error_type) == ("max_retries", error_type)
+    if handler is raise_unprintable:
+        assert caught.value.error_message == "<unprintable Unprintable>"
+    assert [h.result(timeout_s=5) for h in good] == [0, 1, 2, 3, 4]
+    assert not worker.slots.held and worker.slots.strays == 0
+
+
+def test_a_value_that_cannot_be_encoded_fails_the_task_clearly(settings: Settings, dispatcher: Dispatcher) -> None:
+    registry = Registry()
+    registry.register("weird", lambda task: object())
+    handle = dispatcher.submit("weird", None)
+    worker = drain(settings, registry, ["weird"])
+    with pytest.raises(TaskDead) as caught:
+        handle.result(timeout_s=5)
+    assert caught.value.reason == "rejected" and "cannot be encoded" in caught.value.error_message
+    assert not worker.slots.held
+
+
+ABSURD = {
+    "max_retries 10**15": ({"max_retries": 10**15}, {}, "'max_retries' is not from 0 to 1000"),
+    "max_retries -1": ({"max_retries": -1}, {}, "'max_retries' is not from 0 to 1000"),
+    "attempt 2**70": ({}, {"attempt": str(2**70)}, "'attempt' is not an integer"),
+    "timeout_s NaN": ({"timeout_s": float("nan")}, {}, "'timeout_s' is not a number of seconds"),
+    "timeout_s inf": ({"timeout_s": float("inf")}, {}, "'timeout_s' is not a number of seconds"),
+    "timeout_s -5": ({"timeout_s": -5.0}, {}, "'timeout_s' is not a number of seconds"),
+    "expires_at NaN": ({"expires_at": float("nan")}, {}, "'expires_at' is not a finite number"),
+    "id with a newline": ({"id": "t-1\nERROR forged log line"}, {}, "'id' is missing or not 1-128 printable"),
+}
+
+
+@pytest.mark.parametrize("case", list(ABSURD))
+def test_raw_entries_with_absurd_fields_are_dead_lettered_with_the_field_named(
+    settings: Settings, client: redis.Redis, prefix: str, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    body_extra, field_extra, message = ABSURD[case]
+    keys = KeySpace(prefix).capability("echo")
+    client.xgroup_create(keys.stream, GROUP, id="0", mkstream=True)
+    body = {"id": "t-absurd", "payload": 1, "submitted_at": 1.0, **body_extra}
+    fields = {"v": "1", "task": msgpack.packb(body, use_bin_type=True), "attempt": "1", "reclaims": "0", **field_extra}
+    client.xadd(keys.stream, fields)  # type: ignore[arg-type]
+    registry = Registry()
+    registry.register("echo", lambda task: task.payload)
+    with caplog.at_level("WARNING"):
+        worker = drain(settings, registry, ["echo"])
+    ((_, letter),) = client.xrange(keys.dead)
+    assert letter[b"reason"] == b"decode_error"
+    error = msgpack.unpackb(letter[b"error"], raw=False)
+    assert message in error["message"], error
+    assert client.xlen(keys.stream) == 0 and not worker.slots.held
+    assert not any("ERROR forged" in line for line in caplog.text.splitlines() if not line.startswith("WARNING")), (
+        "an untrusted string reached the log unescaped"
+    )
