@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -217,3 +218,197 @@ def test_state_written_by_the_previous_version_is_served(redis_server: Any, pref
     }
     assert results[delayed_id]["attempt"] == 2
     assert client.xlen(stream) == 0 and client.zcard(delayed) == 0 and client.xlen(dead) == 0
+
+
+def test_version_2_task_that_keeps_no_result(redis_server: Any, prefix: str, run_worker: Any) -> None:
+    """Sections 3.1, 4 and 6: a version 2 entry with store_result false is served, leaves no result and announces
+    nothing; the entry, its index field and its pending entry are gone; its id may then be submitted again."""
+    client = redis_server.client()
+    capability = "echo"
+    task_id = uuid.uuid4().hex
+    stream, index = cap_key(prefix, capability, "stream"), cap_key(prefix, capability, "tasks")
+    blob = msgpack.packb(
+        {"id": task_id, "payload": "fire and forget", "submitted_at": time.time(), "store_result": False},
+        use_bin_type=True,
+    )
+    pubsub = subscribe(client, cap_key(prefix, capability, f"done:{task_id}"))
+    try:
+        client.eval(SUBMIT_LUA.replace("'v', '1'", "'v', '2'"), 2, stream, index, task_id, blob)
+        client.sadd(f"{prefix}:capabilities", capability)
+        worker = run_worker("--capability", capability, "--concurrency", "2")
+        wait_until(
+            lambda: client.xlen(stream) == 0 and not client.hexists(index, task_id),
+            timeout_s=DEADLINE_S,
+            message=f"the task to be served\n{worker_log(worker)}",
+        )
+        assert pubsub.get_message(timeout=0.5) is None, "nothing is announced"
+    finally:
+        pubsub.close()
+    assert client.xpending(stream, "workers")["pending"] == 0
+    assert not client.exists(cap_key(prefix, capability, f"result:{task_id}"))
+    assert not client.exists(cap_key(prefix, capability, "dead"))
+
+    from dispatcher.store import streams  # nothing is kept, so the submit script does not refuse the id again
+    from dispatcher.store.gateway import Gateway
+    from dispatcher.store.keys import KeySpace
+
+    keys = KeySpace(prefix).capability(capability)
+    again = streams.Enqueue(task_id, blob, version=b"2", store_result=False)
+    (enqueued,) = Gateway(client, redis_server.url).run(streams.submit([(keys, [again])], 60_000))
+    assert enqueued.added and enqueued.task_id == task_id
+
+
+def acl_rule(name: str, prefix: str) -> list[str]:
+    """The ``ACL SETUSER`` rule words of section 17 for ``name`` (producer or worker), for this prefix."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "wire-format.md").read_text()
+    found = re.search(rf"^```text acl:{name}\n(.*?)\n```$", text, re.MULTILINE | re.DOTALL)
+    assert found, f"no acl:{name} block in docs/wire-format.md"
+    return [word.replace("P:", f"{prefix}:", 1) if word[:3] in ("~P:", "&P:") else word for word in found[1].split()]
+
+
+def test_acl_rules_of_the_document(prefix: str, tmp_path: Path) -> None:
+    """Section 17: a Python producer and a Python worker (its retries through the delayed set and the mover, its
+    dead letters, its reaper's reclaim and forget, its clean exit) work under exactly the documented rules, and
+    Redis denies them nothing (ACL LOG stays empty)."""
+    from conftest import RedisServer, WorkerRunner
+
+    from dispatcher import Dispatcher, Settings, TaskDead
+
+    with RedisServer() as server:
+        admin = server.client()
+        for user in ("producer", "worker"):
+            admin.execute_command("ACL", "SETUSER", user, "reset", ">pw", *acl_rule(user, prefix))
+        base = f"redis://%s:pw@127.0.0.1:{server.port}/0"
+        workers = WorkerRunner(base % "worker", prefix, tmp_path)
+        capability = "echo"
+        stream = cap_key(prefix, capability, "stream")
+        try:
+            with Dispatcher(Settings.build(redis_url=base % "producer", prefix=prefix)) as d:
+                # A task taken by a consumer that never beat: dead to the reaper, which reclaims it.
+                orphan = d.submit(capability, "orphan")
+                admin.xgroup_create(stream, "workers", id="0", mkstream=True)
+                assert admin.xreadgroup("workers", "ghost", {stream: ">"}, count=1)
+                worker = workers(
+                    "--capability", capability, "--capability", "sleep", "--heartbeat-ttl-s", "1",
+                    "--reaper-interval-s", "0.3", "--block-ms", "200", "--backoff-base-s", "0.2",
+                    "--backoff-jitter", "0",
+                )  # fmt: skip
+                try:
+                    assert d.submit(capability, {"x": 1}).result(timeout_s=DEADLINE_S) == {"x": 1}
+                    failing = d.submit("sleep", "not a number", max_retries=1)  # fails twice, then dead
+                    with pytest.raises(TaskDead) as dead:
+                        failing.result(timeout_s=DEADLINE_S)
+                    assert dead.value.reason == "max_retries"
+                    assert orphan.result(timeout_s=DEADLINE_S) == "orphan"
+                    assert d.handle(orphan.id).status() == "succeeded"
+                    wait_until(
+                        lambda: b"ghost" not in {c["name"] for c in admin.xinfo_consumers(stream, "workers")},
+                        timeout_s=DEADLINE_S,
+                        message="the reaper to forget the dead consumer",
+                    )
+                except Exception as e:
+                    raise AssertionError(f"{e}\n{worker_log(worker)}") from e
+                workers.stop_all()
+                assert worker.returncode == 0, worker_log(worker)
+            letters = admin.xrange(cap_key(prefix, "sleep", "dead"))
+            assert [f[b"reason"] for _, f in letters] == [b"max_retries"]
+            assert letters[0][1][b"attempt"] == b"2"
+            denied = admin.execute_command("ACL", "LOG")
+            assert not denied, f"denied by the documented ACL rules: {denied}"
+            left = keyspace(admin, prefix)
+            assert not {k for k in left if ":hb:" in k or k.endswith(":lease")}, left  # a clean exit
+            assert not admin.hlen(f"{prefix}:workers")
+        finally:
+            workers.stop_all()
+
+
+# Sections 11 and 12.1, written as a foreign worker would: the owner check, the result, its announcement, then the
+# ack, the delete and the index field, in one script.
+FOREIGN_SETTLE_LUA = """
+local pending = redis.call('XPENDING', KEYS[1], 'workers', ARGV[1], ARGV[1], 1, ARGV[2])
+if #pending == 0 then
+  return 0
+end
+redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[4])
+redis.call('XACK', KEYS[1], 'workers', ARGV[1])
+redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[3])
+return 1
+"""
+
+
+class ForeignWorker:
+    """A worker of capability ``echo`` written from sections 2, 10, 11 and 12 with redis-py and msgpack only."""
+
+    def __init__(self, client: redis.Redis, prefix: str, consumer: str) -> None:
+        self.client, self.prefix, self.consumer = client, prefix, consumer
+        self.stream, self.index = cap_key(prefix, "echo", "stream"), cap_key(prefix, "echo", "tasks")
+        self.heartbeat = cap_key(prefix, "echo", f"hb:{consumer}")
+
+    def start(self) -> None:
+        try:
+            self.client.xgroup_create(self.stream, "workers", id="0", mkstream=True)
+        except redis.ResponseError as e:
+            assert str(e).startswith("BUSYGROUP"), e
+        if not self.client.pexpire(self.heartbeat, 30_000):  # PEXPIRE first, SET only when missing
+            self.client.set(self.heartbeat, self.consumer, px=30_000)
+
+    def read_one(self) -> tuple[str, dict[bytes, bytes]]:
+        reply = self.client.xreadgroup("workers", self.consumer, {self.stream: ">"}, count=1, block=1000)
+        ((_, ((entry_id, fields),)),) = reply
+        return entry_id.decode(), fields
+
+    def settle(self, entry_id: str, fields: dict[bytes, bytes]) -> int:
+        assert fields[b"v"] == b"1"
+        task = unpack(fields[b"task"])
+        record = msgpack.packb(
+            {
+                "status": "succeeded",
+                "attempt": int(fields.get(b"attempt", b"1")),
+                "worker": self.consumer,
+                "finished_at": time.time(),
+                "value": task["payload"],  # an echo handler
+            },
+            use_bin_type=True,
+        )
+        result_key = cap_key(self.prefix, "echo", f"result:{task['id']}")
+        channel = cap_key(self.prefix, "echo", f"done:{task['id']}")
+        args = [entry_id, self.consumer, task["id"], record, 60_000, channel]
+        return int(self.client.eval(FOREIGN_SETTLE_LUA, 3, self.stream, self.index, result_key, *args))
+
+
+def test_foreign_worker_next_to_python_ones(dispatcher: Any, redis_server: Any, prefix: str, run_worker: Any) -> None:
+    """A worker written from the document serves tasks of the Python producer; when it dies holding one, a Python
+    worker's reaper reclaims it as a fresh entry; the dead worker's late settle is refused (lease lost)."""
+    client = redis_server.client()
+    foreign = ForeignWorker(client, prefix, "foreign-1")
+    served, orphan = dispatcher.submit("echo", {"n": 1}), dispatcher.submit("echo", {"n": 2})
+    foreign.start()
+
+    entry_id, fields = foreign.read_one()
+    assert dispatcher.handle(served.id).status() == "running"
+    assert foreign.settle(entry_id, fields) == 1
+    assert served.result(timeout_s=DEADLINE_S) == {"n": 1}
+    assert not client.hexists(foreign.index, served.id)
+
+    late_id, late_fields = foreign.read_one()  # then it dies: its heartbeat expires
+    client.delete(foreign.heartbeat)
+    worker = run_worker(
+        "--capability", "echo", "--heartbeat-ttl-s", "1", "--reaper-interval-s", "0.3", "--block-ms", "200"
+    )  # fmt: skip
+    try:
+        assert orphan.result(timeout_s=DEADLINE_S) == {"n": 2}
+    except Exception as e:
+        raise AssertionError(f"{e}\n{worker_log(worker)}") from e
+    record = unpack(client.get(cap_key(prefix, "echo", f"result:{orphan.id}")))
+    assert record["attempt"] == 2 and record["worker"] != "foreign-1", record  # reclaimed: attempt + 1
+
+    assert foreign.settle(late_id, late_fields) == 0  # the zombie's late result is refused
+    assert unpack(client.get(cap_key(prefix, "echo", f"result:{orphan.id}"))) == record
+    wait_until(
+        lambda: b"foreign-1" not in {c["name"] for c in client.xinfo_consumers(foreign.stream, "workers")},
+        timeout_s=DEADLINE_S,
+        message="the reaper to forget the dead consumer",
+    )
+    assert client.xlen(foreign.stream) == 0 and client.xpending(foreign.stream, "workers")["pending"] == 0
