@@ -126,9 +126,11 @@ def undecodable(
     whole stays valid msgpack under ``RAW_LIMIT``). When a task id can still be read, its ``dead`` result is
     stored too, so a producer waiting on it hears of the failure."""
     fields = codec.fields_dict(fields)
-    items = list(fields.items())[:16]
-    share = RAW_LIMIT // max(len(items), 1) - 16
-    raw = codec.pack({k[:64]: v[:share] for k, v in items})
+    items = [(k[:64], v) for k, v in list(fields.items())[:16]]
+    # msgpack spends at most 5 bytes of header on each name and each value, and 3 on the map itself.
+    overhead = 3 + sum(len(k) + 10 for k, _ in items)
+    share = max(RAW_LIMIT - overhead, 0) // max(len(items), 1)
+    raw = codec.pack({k: v[:share] for k, v in items})
     task_id = readable_task_id(fields.get(b"task"))
     # The letter holds no task to requeue: its version is the base one (the entry's own "v" is kept in "raw").
     letter = (
@@ -137,7 +139,9 @@ def undecodable(
     )
     record = _dead_record(ctx, "decode_error", error, 0) if task_id else None
     maxlen = ctx.settings.dead_letter_maxlen
-    transition = Bury(keys, entry_id, ctx.consumer, task_id, record, ctx.ttl_ms, maxlen, letter, only_if_owner_dead)
+    transition = Bury(
+        keys, entry_id, ctx.consumer, task_id, record, ctx.ttl_ms, maxlen, letter, only_if_owner_dead, trusted_id=False
+    )
     return Decision(transition, "dead", "decode_error")
 
 

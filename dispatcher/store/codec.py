@@ -178,13 +178,17 @@ MAX_TIMEOUT_S = 30 * 24 * 3600.0
 """The longest ``timeout_s`` accepted (30 days): finite, so that every timer the worker sets is."""
 
 
-def _ascii_int(raw: bytes, name: str, minimum: int) -> int:
-    if len(raw) > 7:  # MAX_COUNT has 7 digits: refuse longer text before int() reads it
-        raise DecodeError(f"field {name!r} is not an integer from {minimum} to {MAX_COUNT}")
-    try:
-        value = int(raw)
-    except ValueError:
-        raise DecodeError(f"field {name!r} is not an integer") from None
+def _ascii_int(raw: bytes | int, name: str, minimum: int) -> int:
+    """An entry field's integer (ASCII digits as Redis returns them; an int as ``entry_fields`` builds them)."""
+    if type(raw) is int:
+        value = raw
+    else:
+        if len(raw) > 7:  # type: ignore[arg-type]  # MAX_COUNT has 7 digits: refuse longer text before int()
+            raise DecodeError(f"field {name!r} is not an integer from {minimum} to {MAX_COUNT}")
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise DecodeError(f"field {name!r} is not an integer") from None
     if value < minimum:
         raise DecodeError(f"field {name!r} is below {minimum}")
     if value > MAX_COUNT:

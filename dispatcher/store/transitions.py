@@ -67,6 +67,9 @@ class Bury:
     maxlen: int
     letter: Letter
     only_if_owner_dead: bool = False
+    trusted_id: bool = True
+    """False when ``task_id`` was read from an entry that did not decode: its result is then stored only if that
+    id has none and the index names this entry or nothing (a forged entry cannot overwrite another task's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +173,7 @@ def _call(t: Requeue | Bury | Release) -> Command:
         script_keys.append(keys.heartbeat(t.owner))
     record_ = t.record if t.record is not None else b""
     args = [GROUP, t.entry_id, t.owner, t.task_id, record_, t.ttl_ms, keys.channel(t.task_id), t.maxlen]
+    args.append(1 if t.trusted_id else 0)
     for field, value in t.letter:
         args += [field, value]
     return scripts.call("bury", script_keys, args)

@@ -17,7 +17,10 @@
 -- ARGV[6]  integer  result TTL (ms)
 -- ARGV[7]  string   channel to announce the settlement on
 -- ARGV[8]  integer  dead-letter stream cap (approximate MAXLEN)
--- ARGV[9..] field/value pairs of the dead letter
+-- ARGV[9]  string   "1" when the task id is the task's own; "0" when it was read from an entry that did not
+--                   decode (untrusted bytes): its dead result is then stored only if that id has no result yet
+--                   and the index names this entry or nothing, so a forged entry cannot overwrite another task's
+-- ARGV[10..] field/value pairs of the dead letter
 -- Returns: 1 buried, 0 lease lost, 2 owner alive (KEYS[5] exists)
 -- @include held.lua
 -- @include result.lua
@@ -27,12 +30,17 @@ end
 if not held_by(KEYS[1], ARGV[1], ARGV[3], ARGV[2], ARGV[2])[ARGV[2]] then
   return 0
 end
+local store = ARGV[5] ~= ''
+if store and ARGV[9] == '0' then
+  local place = redis.call('HGET', KEYS[2], ARGV[4])
+  store = (place == false or place == ARGV[2]) and redis.call('EXISTS', KEYS[4]) == 0
+end
 local letter = {}
-for i = 9, #ARGV do
+for i = 10, #ARGV do
   letter[#letter + 1] = ARGV[i]
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[8], '*', unpack(letter))
-if ARGV[5] ~= '' then
+if store then
   store_result(KEYS[4], ARGV[5], ARGV[6], ARGV[7])
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])

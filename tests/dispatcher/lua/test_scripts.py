@@ -422,6 +422,31 @@ def test_bury_without_a_record_writes_only_the_dead_letter(
     assert client.xlen(keys.dead) == 1 and client.xlen(keys.stream) == 0
 
 
+def test_bury_with_an_untrusted_id_never_overwrites_another_task_s_result(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
+    settled, _, settled_entry = running(gw, keys)
+    kept = record(value="the real result")
+    assert raw(gw, settle(keys, settled_entry, "c1", settled.id, kept)) == 1
+    _forged_task, _, forged_entry = running(gw, keys)
+    live, _, live_entry = queued(gw, keys)  # queued (not yet read) under its own entry id
+    dead = record("dead")
+    for victim in (settled.id, live.id):  # an undecodable entry whose bytes name another task's id
+        bury_forged = Bury(
+            keys, forged_entry, "c1", victim, dead, TTL_MS, 100, (("reason", "decode_error"),), False, False
+        )
+        assert raw(gw, bury_forged) in (0, 1)
+    assert client.get(keys.result(settled.id)) == kept
+    assert client.get(keys.result(live.id)) is None
+    assert client.hget(keys.index, live.id) == live_entry.encode()
+    # With nothing kept and no index field for the id, the dead result is stored: a waiting producer hears of it.
+    client.delete(keys.stream, keys.index)
+    _task, _, entry = running(gw, keys)
+    orphan = "orphan-id"
+    assert raw(gw, Bury(keys, entry, "c1", orphan, dead, TTL_MS, 100, (("reason", "decode_error"),), False, False)) == 1
+    assert client.get(keys.result(orphan)) == dead
+
+
 def test_bury_an_undecodable_entry_writes_no_result(
     gw: Gateway, client: redis.Redis, keys: CapabilityKeys, prefix: str
 ) -> None:

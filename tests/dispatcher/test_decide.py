@@ -1,0 +1,40 @@
+"""Pure decisions (``dispatcher.fleet.decide``): the dead letter of an undecodable entry and error descriptions."""
+
+from __future__ import annotations
+
+from dispatcher.fleet import decide
+from dispatcher.settings import Settings
+from dispatcher.store import codec
+from dispatcher.store.keys import KeySpace
+from dispatcher.store.transitions import Bury
+
+KEYS = KeySpace("p").capability("echo")
+CTX = decide.Context(Settings.build(), "w1")
+
+
+def test_the_raw_fields_of_an_undecodable_entry_stay_within_the_limit() -> None:
+    fields = {(f"f{i:02}" + "n" * 62).encode(): b"v" * 100_000 for i in range(20)}
+    transition = decide.undecodable(CTX, KEYS, "1-0", fields, ValueError("bad")).transition
+    assert isinstance(transition, Bury)
+    raw = dict(transition.letter)["raw"]
+    assert isinstance(raw, bytes) and len(raw) <= decide.RAW_LIMIT
+    kept = codec.unpack(raw, 1 << 20)
+    assert len(kept) == 16 and all(len(k) == 64 for k in kept)
+
+
+def test_an_untrusted_task_id_is_marked_so_the_script_checks_it() -> None:
+    task = b"\x83\xa2id\xa3t-1\xa7payload\x01\xacsubmitted_at\x00"
+    transition = decide.undecodable(CTX, KEYS, "1-0", {b"v": b"9", b"task": task}, ValueError("v")).transition
+    assert isinstance(transition, Bury)
+    assert (transition.task_id, transition.trusted_id) == ("t-1", False)
+
+
+def test_describing_an_exception_whose_str_raises_never_raises() -> None:
+    class Bad(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    name, message, _ = decide.describe(Bad())
+    assert (name, message) == ("Bad", "<unprintable Bad>")
+    long = decide.describe(ValueError("x" * 100_000))[1]
+    assert len(long) < decide.MESSAGE_LIMIT + 40 and long.endswith("(100000 characters)")
