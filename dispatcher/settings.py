@@ -79,6 +79,12 @@ class Settings(BaseModel):
         100_000, ge=1, description="Length each dead-letter stream is capped at (approximately), in entries."
     )
     grace_s: float = Field(25.0, ge=0, description="On SIGTERM, how long in-flight tasks may finish, in seconds.")
+    hung_exit_s: float = Field(
+        60.0,
+        gt=0,
+        description="How long a worker whose every slot is held by handler threads past their timeout waits before "
+        "it exits non-zero for its supervisor to restart it, in seconds.",
+    )
     breaker_threshold: int = Field(
         5, ge=1, description="Consecutive handler failures that open a capability's circuit breaker (a count)."
     )

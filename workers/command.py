@@ -89,12 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers are in place (while the app is imported)
         print(f"{PROG}: interrupted", file=sys.stderr)
         return Exit.INTERRUPTED
+    code = _exit_of(worker)
     if worker.executor.busy_threads:
         # Sync handlers that timed out cannot be stopped; their tasks were handed back. Do not wait for them.
         log.warning("exiting with %d handler threads still running", worker.executor.busy_threads)
         logging.shutdown()
-        os._exit(Exit.OK)
-    return Exit.OK
+        os._exit(code)
+    return code
 
 
 def _log_level(args: argparse.Namespace) -> str:
@@ -171,6 +172,20 @@ async def _serve(worker: Worker) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     await worker.run()
+    ignoring = [job for job in worker.runner.cancelled if not job.done()]
+    if ignoring:
+        # Handlers that swallow their cancellation would keep the process alive past its grace period (asyncio.run
+        # waits for every task): the grace is the bound. Their tasks were handed back already.
+        log.warning("exiting with %d handlers that ignored their cancellation", len(ignoring))
+        logging.shutdown()
+        os._exit(_exit_of(worker))
+
+
+def _exit_of(worker: Worker) -> Exit:
+    if worker.failure is not None:
+        say_error(PROG, f"stopped: {worker.failure}")
+        return Exit.ERROR
+    return Exit.OK
 
 
 if __name__ == "__main__":

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from dispatcher.errors import DispatcherError, RedisUnavailable
 from dispatcher.observe import metrics
 from dispatcher.settings import Backoff
-from dispatcher.store import streams
+from dispatcher.store import pending, streams
 from dispatcher.store.codec import Fields
 from dispatcher.store.gateway import AsyncGateway
 from dispatcher.store.keys import CapabilityKeys
 from workers.breaker import Breaker
 from workers.runner import Runner
-from workers.slots import ReadPlanner, Slots
+from workers.slots import Phase, ReadPlanner, Slots
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Reader:
         slot_free: asyncio.Event,
         settling: Callable[[], int],
         recorded: Callable[[], int],
+        reconcile_s: float = 10.0,
     ) -> None:
         self.gateway = gateway
         self.consumer = consumer
@@ -67,23 +69,16 @@ class Reader:
         self._slot_free = slot_free
         self._settling = settling
         self._recorded = recorded
+        self._recover = True
+        self.reconcile_s = reconcile_s
+        self._next_reconcile = time.monotonic() + reconcile_s
 
     async def run(self) -> None:
         """Read until stopped; in burst mode, until nothing is left to read, run or record."""
-        recover = True
         failures = 0
         while not self._stopping.is_set():
-            free = self.slots.free
-            if free <= 0:
-                self._slot_free.clear()
-                await self._slot_free.wait()  # stop() sets it too
-                continue
             try:
-                if recover:
-                    recover = not await self.recover_pending()
-                    continue
-                recorded = self._recorded()
-                got, drained = await self._read_once(free)
+                done = await self._step()
             except DispatcherError as e:  # never a crash loop: back off, reconnect, re-read own pending
                 metrics.REDIS_ERRORS.labels("read").inc()
                 failures += 1
@@ -91,18 +86,66 @@ class Reader:
                     level = logging.WARNING if isinstance(e, RedisUnavailable) else logging.ERROR
                     log.log(level, "read failed, retrying with backoff error=%s", e)
                 await self._wait(OUTAGE_BACKOFF.delay_s(failures))
-                recover = True
+                self._recover = True
                 continue
             if failures:
                 log.info("reading again after an outage consumer=%s", self.consumer)
                 failures = 0
-            if self.burst and not got:
-                # Done only if nothing was recorded while the read was out: a retry recorded meanwhile re-added
-                # its task after Redis had answered that read.
-                if drained and not self.slots.held and not self._settling() and self._recorded() == recorded:
-                    return
-                self._slot_free.clear()
-                await self._wait(BURST_IDLE_S, self._slot_free.wait())
+            if done:
+                return
+
+    async def _step(self) -> bool:
+        """One turn of the loop; True when a burst worker has nothing left to do."""
+        if time.monotonic() >= self._next_reconcile:
+            await self.reconcile()
+        free = self.slots.free
+        if free <= 0:  # a full worker reads nothing, but still reconciles on time
+            self._slot_free.clear()
+            await self._wait(max(self._next_reconcile - time.monotonic(), 0.01), self._slot_free.wait())
+            return False
+        if self._recover:
+            self._recover = not await self.recover_pending()
+            return False
+        recorded = self._recorded()
+        got, drained = await self._read_once(free)
+        if self.burst and not got:
+            # Done only if nothing was recorded while the read was out: a retry recorded meanwhile re-added its
+            # task after Redis had answered that read.
+            if drained and not self.slots.held and not self._settling() and self._recorded() == recorded:
+                return True
+            self._slot_free.clear()
+            await self._wait(BURST_IDLE_S, self._slot_free.wait())
+        return False
+
+    async def reconcile(self) -> None:
+        """Compare this worker's slots with the entries Redis says its consumer holds, and mend both ways.
+
+        Slots and Redis drift apart when Redis loses or regains state under a live worker (a group destroyed and
+        recreated, a failover to a replica, a restart from an older snapshot): an entry Redis says this consumer
+        holds that the worker does not know is re-read and run (or handed back); a running entry Redis no longer
+        holds is abandoned (its result would be refused anyway) and its slot freed. The reaper cannot do either:
+        it rightly leaves live consumers alone.
+        """
+        self._next_reconcile = time.monotonic() + self.reconcile_s
+        names = list(self.keys)
+        limit = max(self.slots.capacity * 2, 100)
+        found = await self.gateway.run(pending.own([self.keys[c].stream for c in names], self.consumer, limit))
+        held = self.slots.held
+        unknown = lost = 0
+        for capability, ids in zip(names, found, strict=True):
+            if ids is None:  # no group: the next read recreates it
+                continue
+            in_redis = set(ids)
+            unknown += sum(1 for entry_id in in_redis if (capability, entry_id) not in held)
+            if len(ids) < limit:  # the whole list was read: what is not in it is not held
+                gone = [k for k, slot in held.items() if k[0] == capability and slot.phase is Phase.RUNNING]
+                lost += self.runner.abandon([k for k in gone if k[1] not in in_redis])
+        if unknown:
+            self._recover = True  # re-read this consumer's pending entries from 0: starts or hands back each
+        if unknown or lost:
+            log.warning(
+                "slots mended against Redis consumer=%s unknown_pending=%d abandoned=%d", self.consumer, unknown, lost
+            )
 
     async def _read_once(self, free: int) -> tuple[int, bool]:
         """One planned read; (handlers started or entries taken, whether every capability was found empty)."""

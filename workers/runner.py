@@ -56,6 +56,9 @@ class Runner:
         self._on_free = on_free
         self._max_bytes = ctx.settings.max_payload_bytes
         self._metrics = {c: metrics.for_capability(c) for c in breakers}
+        self._abandoned: set[Held] = set()
+        self.cancelled: list[asyncio.Future[Any]] = []
+        """Handlers cancelled at shutdown (one that ignores its cancellation may still run)."""
 
     def start(self, keys: CapabilityKeys, entry_id: str, fields: Fields | None) -> bool:
         """Take a slot for a just-read entry and start its handler; False when it has nothing to run."""
@@ -143,6 +146,10 @@ class Runner:
     ) -> None:
         measures = self._metrics[keys.capability]
         measures.inflight -= 1
+        if key in self._abandoned:  # Redis gave its entry away meanwhile: only its stray slot is left to free
+            self._abandoned.discard(key)
+            self._stray_ended()
+            return
         if job.cancelled():
             return  # the worker is stopping: it hands the task back
         measures.seconds.observe(time.perf_counter() - started)
@@ -228,12 +235,35 @@ class Runner:
         if freed:
             self._on_free()
 
+    def abandon(self, lost: Sequence[Held]) -> int:
+        """Give up running entries that Redis no longer holds for this consumer (their results would be refused):
+        an async handler is cancelled; a sync handler's thread runs on as a stray that keeps a slot until it
+        returns, so the worker never runs more threads than slots. Returns how many were abandoned."""
+        for key in lost:
+            slot = self.slots.release(key)
+            if slot is None or slot.job is None:
+                continue
+            handler = self.registry.get(key[0])
+            if (
+                handler is not None
+                and slot.delivery is not None
+                and self.executor.in_thread(handler, slot.delivery.task)
+            ):
+                self.slots.stray()
+                self._abandoned.add(key)
+            else:
+                slot.job.cancel()
+        if lost:
+            self._on_free()
+        return len(lost)
+
     def stop_running(self, keys: Mapping[str, CapabilityKeys]) -> int:
         """Cancel every handler still running and hand its task back to the fleet; returns how many."""
         count = 0
         for key, slot in list(self.slots.running()):
             if slot.job is not None:
                 slot.job.cancel()
+                self.cancelled.append(slot.job)
             if slot.delivery is not None:
                 self.slots.settling(key)
                 self.settler.put(decide.hand_back(self.ctx, keys[key[0]], slot.delivery).transition)

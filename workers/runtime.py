@@ -42,6 +42,8 @@ from workers.slots import Slots
 log = logging.getLogger(__name__)
 
 
+TICK_S = 0.25
+"""How often the loop tells the heartbeat's watchdog that it runs."""
 DEFAULT_CONCURRENCY = 64
 """Tasks a worker holds at once unless told otherwise. Chosen by measurement (docs/performance.md: drain of 20k
 no-op tasks on 2 workers): at 10 a worker waits on round trips (48 % of the best async drain, 35 % sync); from 64
@@ -112,6 +114,11 @@ class Worker:
         self._stopping = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_seen = time.monotonic()
+        self._hung_since: float | None = None
+        self._ticking: asyncio.TimerHandle | None = None
+        self.failure: str | None = None
+        """Why the worker stopped on its own (its name taken over, its slots hung), None for a requested stop."""
         self.settler = Settler(self.gateway, self._settled)
         ctx = decide.Context(settings, self.name)
         self.runner = Runner(
@@ -130,10 +137,35 @@ class Worker:
             slot_free=self._slot_free,
             settling=lambda: len(self.settler),
             recorded=lambda: self.settler.recorded,
+            reconcile_s=settings.heartbeat_ttl_s,
         )
 
     def _settled(self, recorded: Sequence[Transition]) -> None:
         self.runner.settled(recorded)
+
+    def _tick(self) -> None:
+        """Every ``TICK_S`` on the loop: tell the watchdog the loop runs, and give up when hung threads hold every
+        slot for ``hung_exit_s`` (the worker cannot work: it hands back what it holds and exits for a restart)."""
+        now = self._loop_seen = time.monotonic()
+        if self.slots.strays and self.slots.free <= 0:
+            if self._hung_since is None:
+                self._hung_since = now
+            elif now - self._hung_since > self.settings.hung_exit_s and self.failure is None:
+                self._stop_for(
+                    f"every slot held for {now - self._hung_since:.0f} s by {self.slots.strays} handler threads "
+                    "running past their timeout"
+                )
+        else:
+            self._hung_since = None
+        if self._loop is not None:  # ticks go on while stopping: the grace period must not look like a stall
+            self._ticking = self._loop.call_later(TICK_S, self._tick)
+
+    def _stop_for(self, reason: str) -> None:
+        """Stop because the worker cannot go on (safe from any thread); ``failure`` says why."""
+        if self.failure is None:
+            self.failure = reason
+            log.error("stopping: %s consumer=%s", reason, self.name)
+        self.stop()
 
     def stop(self) -> None:
         """Ask for a graceful stop; safe to call from a signal handler or another thread."""
@@ -157,11 +189,20 @@ class Worker:
         )
 
     async def run(self) -> None:
-        """Serve until stopped; then finish in-flight tasks within ``grace_s`` and hand the rest back."""
+        """Serve until stopped; then finish in-flight tasks within ``grace_s`` and hand the rest back.
+
+        Raises:
+            ConfigError: the consumer name is held by another live worker.
+            RedisUnavailable, UnsupportedRedis, RedisError: Redis could not be used at start.
+        """
         self._loop = asyncio.get_running_loop()
         await self._start_up()
-        heartbeat = Heartbeat(self.settings, self.name, self.capabilities, self.record)
+        heartbeat = Heartbeat(
+            self.settings, self.name, self.capabilities, self.record, lambda: self._loop_seen, self._stop_for
+        )
+        await asyncio.to_thread(heartbeat.claim, self.settings.heartbeat_ttl_s * 1.5)
         heartbeat.start()
+        self._tick()
         if self.upkeep is not None:
             self.upkeep.start()
         settling = asyncio.create_task(self.settler.run(), name="settler")
@@ -174,6 +215,8 @@ class Worker:
             await self._shut_down(settling)
             if self.upkeep is not None:
                 self.upkeep.stop()
+            if self._ticking is not None:
+                self._ticking.cancel()
             heartbeat.stop(unregister=True)
             await self.client.aclose()
             if self.read_client is not self.client:

@@ -15,37 +15,41 @@ from dispatcher.store.gateway import Command, Op, check, is_error
 
 def heartbeat(
     heartbeat_keys: Sequence[str],
+    token: str,
     registry: str,
     consumer: str,
     record: bytes,
     ttl_ms: int,
     capabilities_key: str | None = None,
     capabilities: Sequence[str] = (),
-) -> Op[None]:
-    """Refresh a worker's heartbeat keys and its registry record (and re-add its capabilities to the set).
+) -> Op[list[bool]]:
+    """Claim or renew a worker's heartbeat keys under its ``token``, refresh its registry record (and re-add its
+    capabilities to the set); per key, whether this worker holds it (False: another live worker holds that name).
 
-    PEXPIRE goes first and SET only for a missing key: under maxmemory with noeviction PEXPIRE still works
-    while SET does not, so a full Redis never makes live workers look dead. A registry write refused for
-    memory is tolerated for the same reason. The capabilities go back into the fleet-wide set on every
-    beat: after Redis came back empty the set is gone, and the delayed-task mover and the reaper, which walk
-    that set, would never visit these capabilities again.
+    A heartbeat key is a lease (``lease.lua``): renewed with PEXPIRE when the token holds it, taken with SET NX
+    when it is free. Under maxmemory with noeviction PEXPIRE still works while SET does not, so a full Redis never
+    makes live workers look dead; a claim refused for memory counts as held (nothing says another worker holds it).
+    A registry write refused for memory is tolerated for the same reason. The capabilities go back into the
+    fleet-wide set on every beat: after Redis came back empty the set is gone, and the mover and the reaper, which
+    walk that set, would never visit these capabilities again.
     """
-    replies = yield [("PEXPIRE", key, ttl_ms) for key in heartbeat_keys]
-    commands: list[Command] = [
-        ("SET", key, consumer, "PX", ttl_ms) for key, r in zip(heartbeat_keys, replies, strict=True) if check(r) == 0
-    ]
+    commands: list[Command] = [scripts.call("lease", [key], [token, ttl_ms]) for key in heartbeat_keys]
     commands.append(("HSET", registry, consumer, record))
     if capabilities_key is not None and capabilities:
         commands.append(("SADD", capabilities_key, *capabilities))
-    for reply in (yield commands):
+    replies = yield commands
+    held = [True if is_error(r, "OOM") else wire.flag(check(r), "lease") for r in replies[: len(heartbeat_keys)]]
+    for reply in replies[len(heartbeat_keys) :]:
         if not is_error(reply, "OOM"):
             check(reply)
+    return held
 
 
-def unregister(heartbeat_keys: Sequence[str], registry: str, consumer: str) -> Op[None]:
-    """Delete a worker's heartbeats and registry record (a clean exit)."""
-    for reply in (yield [*(("DEL", key) for key in heartbeat_keys), ("HDEL", registry, consumer)]):
-        check(reply)
+def unregister(heartbeat_keys: Sequence[str], token: str, registry: str, consumer: str) -> Op[None]:
+    """Delete a worker's heartbeats (only those its token holds) and, if it held them all, its registry record."""
+    replies = yield [scripts.call("lease", [key], [token, 0]) for key in heartbeat_keys]
+    if all(wire.flag(check(r), "lease") for r in replies):
+        check((yield [("HDEL", registry, consumer)])[0])
 
 
 def alive(heartbeat_keys: Sequence[str]) -> Op[list[bool]]:

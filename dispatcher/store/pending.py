@@ -54,6 +54,20 @@ def pending_page(keys: CapabilityKeys, after: str, count: int, consumer: str | N
     ]
 
 
+def own(streams: Sequence[str], consumer: str, limit: int) -> Op[list[list[str] | None]]:
+    """Per stream, the ids of up to ``limit`` entries pending for ``consumer`` (None where the group is gone)."""
+    if not streams:
+        return []
+    replies = yield [("XPENDING", s, GROUP, "-", "+", limit, consumer, {"parse_detail": True}) for s in streams]
+    out: list[list[str] | None] = []
+    for reply in replies:
+        if is_error(reply, "NOGROUP"):
+            out.append(None)
+        else:
+            out.append([text(p["message_id"]) for p in check(reply)])
+    return out
+
+
 def entries(keys: CapabilityKeys, entry_ids: Sequence[str]) -> Op[list[dict[bytes, bytes] | None]]:
     """The fields of each entry, or None where it was deleted from the stream."""
     replies = yield [("XRANGE", keys.stream, entry_id, entry_id, "COUNT", 1) for entry_id in entry_ids]

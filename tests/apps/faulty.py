@@ -153,6 +153,38 @@ async def moody(task: Task) -> Any:
     return _payload(task).get("tag", "")
 
 
+@handler("faulty.block_loop")
+async def block_loop(task: Task) -> Any:
+    """The mistake the watchdog is for: block the event loop with a sync sleep of ``sleep_s`` inside async code."""
+    record(task, "start")
+    time.sleep(float(_payload(task).get("sleep_s", 0)))
+    record(task, "end")
+    return task.attempt
+
+
+@handler("faulty.hang")
+def hang(task: Task) -> Any:
+    """A sync handler that returns only after ``sleep_s`` (run it with a short ``timeout_s``: a hung thread)."""
+    record(task, "start")
+    time.sleep(float(_payload(task).get("sleep_s", 0)))
+    record(task, "end")
+    return task.attempt
+
+
+@handler("faulty.stubborn")
+async def stubborn(task: Task) -> Any:
+    """An async handler that swallows its cancellation and goes on for ``sleep_s``."""
+    record(task, "start")
+    end = time.monotonic() + float(_payload(task).get("sleep_s", 0))
+    while time.monotonic() < end:
+        try:
+            await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            record(task, "cancel ignored")
+    record(task, "end")
+    return task.attempt
+
+
 class Ledger:
     """Reads a ledger file back, for the tests' assertions."""
 

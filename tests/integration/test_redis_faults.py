@@ -63,11 +63,11 @@ def test_worker_rides_out_a_redis_crash_and_restart(
         # meanwhile, the heartbeat thread and the upkeep thread. (Reads may not fail: a task holds its slot
         # until its outcome is recorded, so a worker whose slots all wait to settle does not read.)
         noticed = ("settle delayed", "heartbeat failed", "upkeep failed")
-        wait_until(
-            lambda: all(s in worker_log(worker) for s in noticed),
-            timeout_s=DEADLINE_S,
-            message="the worker to see the outage",
-        )
+        try:
+            wait_until(lambda: all(s in worker_log(worker) for s in noticed), timeout_s=DEADLINE_S)
+        except AssertionError:
+            missing = [s for s in noticed if s not in worker_log(worker)]
+            raise AssertionError(f"the worker did not log {missing} in the outage\n{worker_log(worker)}") from None
         assert len(ledger.records("end")) < 12
         aof_server.start()
         outage_s = time.monotonic() - killed_at

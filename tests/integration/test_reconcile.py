@@ -1,0 +1,102 @@
+"""A live worker mends its slots against what Redis says its consumer holds (issue 11, item 2), driven in-process.
+
+Redis and a worker drift apart when Redis loses or regains state under the worker: the reaper leaves live
+consumers alone, so only the worker itself can mend it. Reconciling runs every heartbeat TTL (2 s here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis
+
+from dispatcher import Dispatcher, Settings, Task
+from dispatcher.store import codec
+from dispatcher.store.keys import GROUP, KeySpace
+from workers import Registry, Worker
+
+DEADLINE_S = 30.0
+
+
+def serve(settings: Settings, registry: Registry, capability: str, scenario: Callable[[Worker], Awaitable[Any]]) -> Any:
+    """Run a worker (concurrency 4, no upkeep) while ``scenario`` runs; stop it after."""
+    worker = Worker(registry, [capability], settings, concurrency=4, upkeep=False)
+
+    async def main() -> Any:
+        running = asyncio.create_task(worker.run())
+        try:
+            return await asyncio.wait_for(scenario(worker), DEADLINE_S)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(running, DEADLINE_S)
+
+    return asyncio.run(main())
+
+
+async def until(check: Callable[[], bool], what: str) -> float:
+    deadline = time.monotonic() + DEADLINE_S
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting: {what}"
+        await asyncio.sleep(0.02)
+    return time.monotonic()
+
+
+def test_running_slots_redis_no_longer_holds_are_freed(
+    settings: Settings, dispatcher: Dispatcher, client: redis.Redis, prefix: str
+) -> None:
+    keys = KeySpace(prefix).capability("slow")
+    done: list[int] = []
+
+    async def slow(task: Task) -> int:
+        if task.payload == "stuck":
+            await asyncio.sleep(60)
+        done.append(1)
+        return 1
+
+    registry = Registry()
+    registry.register("slow", slow)
+    stuck = dispatcher.submit_many([Task(capability="slow", payload="stuck") for _ in range(4)])
+
+    async def scenario(worker: Worker) -> float:
+        await until(lambda: len(worker.slots.held) == 4, "every slot taken")
+        # Redis forgets what the consumer holds (as after a failover to a replica that never saw those reads).
+        client.execute_command("XGROUP", "DELCONSUMER", keys.stream, GROUP, worker.name)
+        began = time.monotonic()
+        later = dispatcher.submit("slow", "fine")
+        await until(lambda: later.status() == "succeeded", "a new task served")
+        return time.monotonic() - began
+
+    took = serve(settings, registry, "slow", scenario)
+    print(f"\na new task was served {took:.1f} s after Redis forgot the worker's 4 entries (reconcile every 2 s)")
+    assert done, "the new task ran"
+    assert all(h.status() == "queued" for h in stuck), "the forgotten entries wait in the stream to be read again"
+
+
+def test_entries_redis_says_the_consumer_holds_are_run(
+    settings: Settings, dispatcher: Dispatcher, client: redis.Redis, prefix: str
+) -> None:
+    keys = KeySpace(prefix).capability("echo")
+    registry = Registry()
+    registry.register("echo", lambda task: task.payload)
+
+    async def scenario(worker: Worker) -> list[Any]:
+        await until(lambda: client.hexists(KeySpace(prefix).workers, worker.name), "the worker registered")
+        # Entries land in this consumer's pending list without the worker knowing: as a read whose reply was
+        # lost, or a restart from a snapshot taken while it held them. Nothing else ever delivers them again.
+        # Added and read in one transaction, so the worker's blocked read is never served them.
+        tasks = [Task(capability="echo", payload=i) for i in range(3)]
+        pipe = client.pipeline(transaction=True)
+        for task in tasks:
+            fields = codec.entry_fields(codec.encode_task(task, 1 << 20))
+            pipe.xadd(keys.stream, dict(zip(fields[::2], fields[1::2], strict=True)))  # type: ignore[arg-type]
+        pipe.xreadgroup(GROUP, worker.name, {keys.stream: ">"}, count=10)
+        pipe.execute()
+        assert len(client.xpending_range(keys.stream, GROUP, "-", "+", 10, consumername=worker.name)) == 3
+        handles = [dispatcher.handle(t.id, "echo") for t in tasks]
+        await until(lambda: all(h.status() == "succeeded" for h in handles), "the unknown entries run")
+        return [h.result(timeout_s=1) for h in handles]
+
+    assert serve(settings, registry, "echo", scenario) == [0, 1, 2]
