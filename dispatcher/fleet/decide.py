@@ -32,9 +32,12 @@ class Context:
     consumer: str
     ttl_ms: int = field(init=False)
     """Result TTL in ms."""
+    result_limit: int = field(init=False)
+    """The largest result record a producer reads back."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ttl_ms", int(self.settings.result_ttl_s * 1000))
+        object.__setattr__(self, "result_limit", codec.result_limit(self.settings.max_payload_bytes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +50,19 @@ class Decision:
 
 
 def succeeded(ctx: Context, keys: CapabilityKeys, d: Delivery, value: Any) -> Decision:
-    """Store ``value`` as the result. A value msgpack cannot encode fails the task instead (no retry helps)."""
+    """Store ``value`` as the result. A value msgpack cannot encode fails the task instead (``result_unencodable``),
+    and so does one the producer could not read back (too large: ``result_too_large``; integer map keys, nesting
+    too deep: ``result_unencodable``): no retry helps either."""
     record = None
     if d.task.store_result:
         try:
             record = codec.encode_success(value, d.attempt, ctx.consumer)
         except InvalidTask as e:
-            return dead(ctx, keys, d, "rejected", e)
+            return dead(ctx, keys, d, "result_unencodable", e)
+        problem = codec.readable(record, ctx.result_limit)
+        if problem:
+            reason = "result_too_large" if problem.startswith("the result is") else "result_unencodable"
+            return dead(ctx, keys, d, reason, InvalidTask(problem))
     return Decision(Settle(keys, d.entry_id, ctx.consumer, d.task.id, record, ctx.ttl_ms), "succeeded")
 
 

@@ -103,7 +103,7 @@ class ProducerCore:
 
     def outcome(self, record: bytes) -> codec.Outcome:
         """Decode a result record."""
-        return codec.decode_outcome(record, self.settings.max_payload_bytes * 2)
+        return codec.decode_outcome(record, codec.result_limit(self.settings.max_payload_bytes))
 
 
 def status_of(found: Lookup, core: ProducerCore) -> Status:

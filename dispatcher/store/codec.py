@@ -325,6 +325,23 @@ def encode_success(value: Any, attempt: int, worker: str) -> bytes:
         raise InvalidTask(f"result cannot be encoded with msgpack: {e}") from e
 
 
+def result_limit(max_payload_bytes: int) -> int:
+    """The largest result record a producer reads (``decode_outcome``'s limit): twice the largest task."""
+    return max_payload_bytes * 2
+
+
+def readable(record: bytes, max_bytes: int) -> str:
+    """Why a producer could not read this record back ("" when it can): the worker checks a record with the
+    producer's own rules before storing it, so that what it stores is never a record ``result()`` chokes on."""
+    if len(record) > max_bytes:
+        return f"the result is {len(record)} bytes encoded, over the limit of {max_bytes}"
+    try:
+        unpack(record, max_bytes)
+    except DecodeError as e:
+        return f"the result cannot be read back: {e}"
+    return ""
+
+
 def decode_outcome(data: bytes, max_bytes: int) -> Outcome:
     """Decode a result record written by ``encode_outcome`` (or by another language, per the wire format)."""
     body = unpack(data, max_bytes)

@@ -86,8 +86,52 @@ def test_a_value_that_cannot_be_encoded_fails_the_task_clearly(settings: Setting
     worker = drain(settings, registry, ["weird"])
     with pytest.raises(TaskDead) as caught:
         handle.result(timeout_s=5)
-    assert caught.value.reason == "rejected" and "cannot be encoded" in caught.value.error_message
+    assert caught.value.reason == "result_unencodable" and "cannot be encoded" in caught.value.error_message
     assert not worker.slots.held
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "reason", "message"),
+    [
+        ({1: "integer key"}, "result_unencodable", "cannot be read back"),
+        ({"x": {2.5: "float key"}}, "result_unencodable", "cannot be read back"),
+        (nested(70), "result_unencodable", "nesting deeper than 64"),
+        ("x" * 3000, "result_too_large", "over the limit of 2048"),
+    ],
+    ids=["int-keys", "float-keys", "nesting-70", "too-large"],
+)
+def test_a_result_the_producer_could_not_read_is_never_stored(
+    settings: Settings, dispatcher: Dispatcher, value: Any, reason: str, message: str
+) -> None:
+    small = Settings.build(**{**settings.model_dump(), "max_payload_bytes": 1024})  # results up to 2048 bytes
+    registry = Registry()
+    registry.register("returns", lambda task: value)
+    with Dispatcher(small) as d:
+        handle = d.submit("returns", None)
+        drain(small, registry, ["returns"])
+        with pytest.raises(TaskDead) as caught:
+            handle.result(timeout_s=5)
+    assert caught.value.reason == reason and message in caught.value.error_message, caught.value
+
+
+def test_a_huge_error_message_is_stored_bounded(settings: Settings, dispatcher: Dispatcher) -> None:
+    def shout(task: Task) -> None:
+        raise ValueError("x" * 5_000_000)
+
+    registry = Registry()
+    registry.register("shout", shout)
+    handle = dispatcher.submit("shout", None, max_retries=0)
+    drain(settings, registry, ["shout"])
+    with pytest.raises(TaskDead) as caught:
+        handle.result(timeout_s=5)
+    assert len(caught.value.error_message) < 9000 and caught.value.error_message.endswith("(5000000 characters)")
 
 
 ABSURD = {
