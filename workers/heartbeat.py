@@ -28,6 +28,7 @@ from dispatcher.store.codec import WorkerRecord, encode_worker
 from dispatcher.store.connection import make_client
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import KeySpace
+from workers.clock import ServerClock
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class Heartbeat:
         record: what to publish in the registry with each beat.
         loop_seen: the monotonic time the worker's event loop last ran its tick (the watchdog's input).
         on_lost: called (from the thread) when another worker took the name over: the worker must stop.
+        clock: Redis' clock as this worker sees it, corrected from ``TIME`` at each beat.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class Heartbeat:
         record: Callable[[], WorkerRecord],
         loop_seen: Callable[[], float] = time.monotonic,
         on_lost: Callable[[str], None] = lambda reason: None,
+        clock: ServerClock | None = None,
     ) -> None:
         keyspace = KeySpace(settings.prefix)
         self._keys = [keyspace.capability(c).heartbeat(consumer) for c in capabilities]
@@ -64,6 +67,7 @@ class Heartbeat:
         self._record = record
         self._loop_seen = loop_seen
         self._on_lost = on_lost
+        self.clock = clock or ServerClock()
         self.token = secrets.token_hex(8)
         self._ttl_ms = int(settings.heartbeat_ttl_s * 1000)
         self._interval_s = settings.heartbeat_ttl_s / 3
@@ -90,7 +94,10 @@ class Heartbeat:
             self._capabilities_key,
             self._capabilities,
         )
-        return all(self._gateway.run(op))
+        sent = time.time()
+        held, server_s = self._gateway.run(op)
+        self.clock.observe(server_s, sent, time.time())
+        return all(held)
 
     def claim(self, wait_s: float) -> None:
         """Take the consumer name before the worker reads anything, waiting up to ``wait_s`` for the heartbeat of a

@@ -24,6 +24,7 @@ from dispatcher.store.codec import Delivery, Fields
 from dispatcher.store.keys import CapabilityKeys
 from dispatcher.store.transitions import Release, Transition
 from workers.breaker import Breaker
+from workers.clock import ServerClock
 from workers.executor import Executor
 from workers.registry import Registry
 from workers.settler import Settler
@@ -45,6 +46,7 @@ class Runner:
         executor: Executor,
         faults: Faults,
         on_free: Callable[[], None],
+        clock: ServerClock | None = None,
     ) -> None:
         self.registry = registry
         self.ctx = ctx
@@ -54,6 +56,7 @@ class Runner:
         self.executor = executor
         self.faults = faults
         self._on_free = on_free
+        self._clock = clock or ServerClock()
         self._max_bytes = ctx.settings.max_payload_bytes
         self._metrics = {c: metrics.for_capability(c) for c in breakers}
         self._abandoned: set[Held] = set()
@@ -112,7 +115,7 @@ class Runner:
             self._record(key, decide.undecodable(self.ctx, keys, entry_id, fields, e))
             return None
         expires_at = delivery.task.expires_at
-        if expires_at is not None and time.time() > expires_at:
+        if expires_at is not None and self._clock.now() > expires_at:  # by Redis' clock, not this machine's
             self.slots.take(key, delivery, Phase.SETTLING, force=force)
             self._record(key, decide.dead(self.ctx, keys, delivery, "expired", None))
             return None

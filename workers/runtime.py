@@ -31,6 +31,7 @@ from dispatcher.store.gateway import AsyncGateway
 from dispatcher.store.keys import KeySpace
 from dispatcher.store.transitions import Transition
 from workers.breaker import Breaker
+from workers.clock import ServerClock
 from workers.executor import Executor
 from workers.heartbeat import Heartbeat
 from workers.reader import Reader
@@ -96,6 +97,7 @@ class Worker:
         self.concurrency = concurrency
         self.name = name or consumer_name()
         self.burst = burst
+        self.clock = ServerClock()
         self.started_at = time.time()
         self.keyspace = KeySpace(settings.prefix)
         self.keys = {c: self.keyspace.capability(c) for c in self.capabilities}
@@ -122,7 +124,15 @@ class Worker:
         self.settler = Settler(self.gateway, self._settled)
         ctx = decide.Context(settings, self.name)
         self.runner = Runner(
-            registry, ctx, self.slots, self.settler, self.breakers, self.executor, faults, self._slot_free.set
+            registry,
+            ctx,
+            self.slots,
+            self.settler,
+            self.breakers,
+            self.executor,
+            faults,
+            self._slot_free.set,
+            self.clock,
         )
         self.reader = Reader(
             AsyncGateway(self.read_client, settings.redis_url),
@@ -184,7 +194,7 @@ class Worker:
             inflight=len(self.slots.held) + self.slots.strays,
             version=__version__,
             started_at=self.started_at,
-            last_seen=time.time(),
+            last_seen=self.clock.now(),
             circuits={c: b.state for c, b in self.breakers.items()},
         )
 
@@ -198,7 +208,13 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         await self._start_up()
         heartbeat = Heartbeat(
-            self.settings, self.name, self.capabilities, self.record, lambda: self._loop_seen, self._stop_for
+            self.settings,
+            self.name,
+            self.capabilities,
+            self.record,
+            lambda: self._loop_seen,
+            self._stop_for,
+            self.clock,
         )
         await asyncio.to_thread(heartbeat.claim, self.settings.heartbeat_ttl_s * 1.5)
         heartbeat.start()

@@ -80,9 +80,8 @@ def failed(ctx: Context, keys: CapabilityKeys, d: Delivery, error: BaseException
 
 
 def retry(ctx: Context, keys: CapabilityKeys, d: Delivery, delay_s: float, attempt: int, reclaims: int) -> Decision:
-    """Give the task back to the fleet as a fresh entry, now or after ``delay_s``."""
-    due_ms = int((time.time() + delay_s) * 1000) if delay_s > 0 else 0
-    return Decision(_requeue(ctx, keys, d, attempt, reclaims, due_ms), "retried")
+    """Give the task back to the fleet as a fresh entry, now or ``delay_s`` from now by Redis' clock."""
+    return Decision(_requeue(ctx, keys, d, attempt, reclaims, max(int(delay_s * 1000), 0)), "retried")
 
 
 def hand_back(ctx: Context, keys: CapabilityKeys, d: Delivery) -> Decision:
@@ -102,9 +101,16 @@ def reclaim(ctx: Context, keys: CapabilityKeys, d: Delivery, only_if_owner_dead:
 
 
 def _requeue(
-    ctx: Context, keys: CapabilityKeys, d: Delivery, attempt: int, reclaims: int, due_ms: int, owner_dead: bool = False
+    ctx: Context,
+    keys: CapabilityKeys,
+    d: Delivery,
+    attempt: int,
+    reclaims: int,
+    delay_ms: int,
+    owner_dead: bool = False,
 ) -> Requeue:
-    return Requeue(keys, d.entry_id, ctx.consumer, d.task.id, d.blob, d.version, attempt, reclaims, due_ms, owner_dead)
+    task_id, blob = d.task.id, d.blob
+    return Requeue(keys, d.entry_id, ctx.consumer, task_id, blob, d.version, attempt, reclaims, delay_ms, owner_dead)
 
 
 def dead(

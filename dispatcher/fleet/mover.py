@@ -6,8 +6,6 @@ schedule of its own (``dispatcher.fleet.upkeep``), so a long reaper pass never d
 
 from __future__ import annotations
 
-import time
-
 from dispatcher.store import liveness, streams
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import KeySpace
@@ -37,7 +35,7 @@ class Mover:
         """Move due delayed tasks of every known capability now (lease or not); returns how many moved."""
         names = self.gateway.run(streams.known_capabilities(self.keyspace.capabilities))
         keys = [self.keyspace.capability(name) for name in names]
-        return self.gateway.run(streams.promote(keys, int(time.time() * 1000), BATCH))
+        return self.gateway.run(streams.promote(keys, BATCH))
 
     def release(self) -> None:
         """Give up the lease (if held), so another process takes over at its next tick."""

@@ -10,7 +10,6 @@ Large pending lists are paged with a cursor; a pass does a bounded amount of wor
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -160,12 +159,18 @@ class Reaper:
         return decision.transition, decision.outcome
 
     def _prune_registry(self) -> None:
-        cutoff = time.time() - self.settings.heartbeat_ttl_s * 3
-        stale = []
+        """Remove the registry records of workers none of whose heartbeat keys exists (Redis says so: no clock of a
+        worker or of this process decides it), and records that do not decode."""
+        stale: list[str] = []
+        probes: list[tuple[str, str]] = []
         for consumer, raw in self.gateway.run(liveness.registry(self.keyspace.workers)).items():
             try:
-                if codec.decode_worker(raw).last_seen < cutoff:
-                    stale.append(consumer)
+                record = codec.decode_worker(raw)
             except DecodeError:
                 stale.append(consumer)
+                continue
+            probes += [(consumer, self.keyspace.capability(c).heartbeat(consumer)) for c in record.capabilities]
+        beating = self.gateway.run(liveness.alive([key for _, key in probes]))
+        alive = {consumer for (consumer, _), up in zip(probes, beating, strict=True) if up}
+        stale += sorted({consumer for consumer, _ in probes} - alive)
         self.gateway.run(liveness.prune_registry(self.keyspace.workers, stale))

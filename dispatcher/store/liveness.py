@@ -22,9 +22,10 @@ def heartbeat(
     ttl_ms: int,
     capabilities_key: str | None = None,
     capabilities: Sequence[str] = (),
-) -> Op[list[bool]]:
+) -> Op[tuple[list[bool], float]]:
     """Claim or renew a worker's heartbeat keys under its ``token``, refresh its registry record (and re-add its
-    capabilities to the set); per key, whether this worker holds it (False: another live worker holds that name).
+    capabilities to the set); per key, whether this worker holds it (False: another live worker holds that name),
+    and Redis' clock (epoch seconds), by which the worker decides expiry.
 
     A heartbeat key is a lease (``lease.lua``): renewed with PEXPIRE when the token holds it, taken with SET NX
     when it is free. Under maxmemory with noeviction PEXPIRE still works while SET does not, so a full Redis never
@@ -37,12 +38,14 @@ def heartbeat(
     commands.append(("HSET", registry, consumer, record))
     if capabilities_key is not None and capabilities:
         commands.append(("SADD", capabilities_key, *capabilities))
+    commands.append(("TIME",))
     replies = yield commands
     held = [True if is_error(r, "OOM") else wire.flag(check(r), "lease") for r in replies[: len(heartbeat_keys)]]
-    for reply in replies[len(heartbeat_keys) :]:
+    for reply in replies[len(heartbeat_keys) : -1]:
         if not is_error(reply, "OOM"):
             check(reply)
-    return held
+    seconds, micros = check(replies[-1])
+    return held, int(seconds) + int(micros) / 1e6
 
 
 def unregister(heartbeat_keys: Sequence[str], token: str, registry: str, consumer: str) -> Op[None]:

@@ -154,13 +154,13 @@ def read(
     return [(text(stream), [(text(entry_id), fields) for entry_id, fields in entries]) for stream, entries in reply]
 
 
-def promote(keys: CapabilityKeys | Sequence[CapabilityKeys], now_ms: int, limit: int) -> Op[int]:
-    """Move up to ``limit`` due delayed tasks of each capability onto its stream, all capabilities in one
-    round trip; returns how many moved."""
+def promote(keys: CapabilityKeys | Sequence[CapabilityKeys], limit: int) -> Op[int]:
+    """Move up to ``limit`` delayed tasks of each capability that are due by Redis' clock onto its stream, all
+    capabilities in one round trip; returns how many moved."""
     every = [keys] if isinstance(keys, CapabilityKeys) else list(keys)
     if not every:
         return 0
-    replies = yield [scripts.call("promote", [k.stream, k.index, k.delayed], [now_ms, limit]) for k in every]
+    replies = yield [scripts.call("promote", [k.stream, k.index, k.delayed], [limit]) for k in every]
     return sum(wire.count(check(r), "promote") for r in replies)
 
 

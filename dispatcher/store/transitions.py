@@ -38,7 +38,7 @@ class Settle:
 
 @dataclass(frozen=True, slots=True)
 class Requeue:
-    """Give the task back to the fleet as a fresh entry, now or at ``due_ms`` (epoch ms, 0 = now), with these
+    """Give the task back to the fleet as a fresh entry, now or ``delay_ms`` from now (by Redis' clock), with these
     counts; ack and delete the old entry. With ``only_if_owner_dead``, only while the owner's heartbeat is gone."""
 
     keys: CapabilityKeys
@@ -49,7 +49,7 @@ class Requeue:
     version: bytes
     attempt: int
     reclaims: int
-    due_ms: int = 0
+    delay_ms: int = 0
     only_if_owner_dead: bool = False
 
 
@@ -166,7 +166,7 @@ def _call(t: Requeue | Bury | Release) -> Command:
         script_keys = [keys.stream, keys.index, keys.delayed]
         if t.only_if_owner_dead:
             script_keys.append(keys.heartbeat(t.owner))
-        args: list[Any] = [GROUP, t.entry_id, t.owner, t.task_id, t.blob, t.attempt, t.reclaims, t.due_ms, t.version]
+        args: list[Any] = [GROUP, t.entry_id, t.owner, t.task_id, t.blob, t.attempt, t.reclaims, t.delay_ms, t.version]
         return scripts.call("retry", script_keys, args)
     script_keys = [keys.stream, keys.index, keys.dead, keys.result(t.task_id or "-")]
     if t.only_if_owner_dead:

@@ -179,12 +179,21 @@ def ratios(rounds: list[list[Cost]]) -> list[dict[str, Any]]:
                 **asdict(min(costs, key=lambda c: abs(c.worker_us - statistics.median(x.worker_us for x in costs)))),
                 "redis_us": statistics.median(c.redis_us for c in costs),
                 "worker_us": statistics.median(c.worker_us for c in costs),
-                "redis_ratio": statistics.median(c.redis_us / r.redis_us for c, r in zip(costs, raws, strict=True)),
-                "worker_ratio": statistics.median(c.worker_us / r.worker_us for c, r in zip(costs, raws, strict=True)),
+                "redis_ratio": statistics.median(
+                    _ratio(c.redis_us, r.redis_us) for c, r in zip(costs, raws, strict=True)
+                ),
+                "worker_ratio": statistics.median(
+                    _ratio(c.worker_us, r.worker_us) for c, r in zip(costs, raws, strict=True)
+                ),
                 "rounds": len(costs),
             }
         )
     return out
+
+
+def _ratio(ours: float, raw: float) -> float:
+    """``ours / raw``; NaN when the raw figure is 0 (a run too short for the CPU clock's 10 ms ticks)."""
+    return ours / raw if raw > 0 else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:

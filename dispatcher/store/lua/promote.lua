@@ -3,13 +3,13 @@
 -- KEYS[1]  stream   work stream of the capability
 -- KEYS[2]  hash     index: task id -> delayed record (see delayed.lua)
 -- KEYS[3]  zset     delayed tasks: task id scored by due time (epoch ms)
--- ARGV[1]  integer  now (epoch ms)
--- ARGV[2]  integer  the most tasks to move in this call
+-- ARGV[1]  integer  the most tasks to move in this call (due means: due by Redis' clock)
 -- Returns: the number of tasks moved (a due id without a delayed record is dropped from the set and not
 --          counted: it was settled or cancelled elsewhere)
 -- @include entry.lua
 -- @include delayed.lua
-local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+-- @include clock.lua
+local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now_ms(), 'LIMIT', 0, ARGV[1])
 local moved = 0
 for _, task_id in ipairs(ids) do
   local version, attempt, reclaims, blob = read_delayed(redis.call('HGET', KEYS[2], task_id))

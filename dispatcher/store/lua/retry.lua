@@ -17,12 +17,13 @@
 -- ARGV[5]  bytes    task blob (msgpack), as read from the entry
 -- ARGV[6]  integer  attempt number of the new entry
 -- ARGV[7]  integer  reclaim count of the new entry
--- ARGV[8]  integer  due time (epoch ms); 0 = now
+-- ARGV[8]  integer  delay (ms) from now by Redis' clock; 0 = now
 -- ARGV[9]  string   format version of the task entry
 -- Returns: 1 given back (re-added now or delayed), 0 lease lost, 2 owner alive (KEYS[4] exists)
 -- @include held.lua
 -- @include entry.lua
 -- @include delayed.lua
+-- @include clock.lua
 if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then
   return 2
 end
@@ -31,7 +32,7 @@ if not held_by(KEYS[1], ARGV[1], ARGV[3], ARGV[2], ARGV[2])[ARGV[2]] then
 end
 if tonumber(ARGV[8]) > 0 then
   redis.call('HSET', KEYS[2], ARGV[4], delayed_record(ARGV[9], ARGV[6], ARGV[7], ARGV[5]))
-  redis.call('ZADD', KEYS[3], ARGV[8], ARGV[4])
+  redis.call('ZADD', KEYS[3], now_ms() + tonumber(ARGV[8]), ARGV[4])
 else
   redis.call('HSET', KEYS[2], ARGV[4], add_entry(KEYS[1], ARGV[9], ARGV[5], ARGV[6], ARGV[7]))
 end

@@ -61,7 +61,7 @@ def every_script_call() -> list[tuple[Any, ...]]:
     task = Task(capability=KEYS.capability, idempotency_key="order-7")
     item = streams.Enqueue(task.id, b"\x80", 0, task.idempotency_key)
     commands += first_commands(streams.submit([(KEYS, [item])], 1000))
-    commands += first_commands(streams.promote([KEYS], 0, 10))
+    commands += first_commands(streams.promote([KEYS], 10))
     commands += first_commands(letters.requeue(KEYS, [("1-1", "t")]))
     commands += first_commands(ops.forget(KEYS, "worker-1"))
     commands += first_commands(liveness.lease(KeySpace("p").reaper_lease, "worker-1", 1000))

@@ -81,7 +81,7 @@ def settle(keys: CapabilityKeys, entry_id: str, owner: str, task_id: str, rec: b
 
 
 def requeue(keys: CapabilityKeys, entry_id: str, owner: str, task: Task, blob: bytes, **counts: Any) -> Requeue:
-    options = {"attempt": 2, "reclaims": 0, "due_ms": 0, "only_if_owner_dead": False, **counts}
+    options = {"attempt": 2, "reclaims": 0, "delay_ms": 0, "only_if_owner_dead": False, **counts}
     return Requeue(keys, entry_id, owner, task.id, blob, codec.version_of(task), **options)
 
 
@@ -344,14 +344,23 @@ def test_retry_keeps_the_entry_s_format_version(gw: Gateway, client: redis.Redis
     assert fields[b"v"] == b"2"
 
 
-def test_retry_delayed_writes_a_delayed_record(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
+def server_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def test_retry_delayed_writes_a_delayed_record_due_by_redis_clock(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
     task, blob, entry_id = running(gw, keys)
-    due_ms = int(time.time() * 1000) + 60_000
-    assert raw(gw, requeue(keys, entry_id, "c1", task, blob, attempt=3, reclaims=2, due_ms=due_ms)) == 1
+    before = server_ms(client)
+    assert raw(gw, requeue(keys, entry_id, "c1", task, blob, attempt=3, reclaims=2, delay_ms=60_000)) == 1
+    after = server_ms(client)
     assert client.xlen(keys.stream) == 0
     assert pending_ids(client, keys) == []
     assert client.hget(keys.index, task.id) == b"d3:2:" + blob
-    assert client.zscore(keys.delayed, task.id) == float(due_ms)
+    due = client.zscore(keys.delayed, task.id)
+    assert due is not None and before + 60_000 <= due <= after + 60_000
 
 
 def test_retry_by_another_consumer_returns_0(
@@ -484,16 +493,16 @@ def test_bury_only_if_owner_dead_returns_2_while_its_heartbeat_exists(
 def test_promote_moves_only_due_tasks_and_keeps_their_counts(
     gw: Gateway, client: redis.Redis, keys: CapabilityKeys
 ) -> None:
-    now_ms = int(time.time() * 1000)
     due, due_blob, entry_id = running(gw, keys)
-    assert record_all(
-        gw, requeue(keys, entry_id, "c1", due, due_blob, attempt=3, reclaims=2, due_ms=now_ms + 1_000)
-    ) == [Applied.DONE]
+    assert record_all(gw, requeue(keys, entry_id, "c1", due, due_blob, attempt=3, reclaims=2, delay_ms=150)) == [
+        Applied.DONE
+    ]
     later, later_blob = new_task()
-    submit(gw, keys, streams.Enqueue(later.id, later_blob, now_ms + 60_000))
+    submit(gw, keys, streams.Enqueue(later.id, later_blob, server_ms(client) + 60_000))
 
-    assert gw.run(streams.promote(keys, now_ms, 100)) == 0  # nothing due yet
-    assert gw.run(streams.promote(keys, now_ms + 2_000, 100)) == 1
+    assert gw.run(streams.promote(keys, 100)) == 0  # nothing due yet, by Redis' clock
+    time.sleep(0.2)
+    assert gw.run(streams.promote(keys, 100)) == 1
     ((new_id, fields),) = client.xrange(keys.stream)
     assert fields == {b"v": b"1", b"task": due_blob, b"attempt": b"3", b"reclaims": b"2"}
     assert client.hget(keys.index, due.id) == new_id
@@ -503,23 +512,22 @@ def test_promote_moves_only_due_tasks_and_keeps_their_counts(
 
 def test_promote_keeps_a_version_2_task_s_version(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
     task, blob = new_task(store_result=False)
-    now_ms = int(time.time() * 1000)
-    submit(gw, keys, streams.Enqueue(task.id, blob, now_ms + 10, version=b"2", store_result=False))
-    assert gw.run(streams.promote(keys, now_ms + 100, 10)) == 1
+    client.hset(keys.index, task.id, wire.delayed_record(wire.Delayed(b"2", 1, 0, blob)))
+    client.zadd(keys.delayed, {task.id: server_ms(client) - 1})
+    assert gw.run(streams.promote(keys, 10)) == 1
     ((_, fields),) = client.xrange(keys.stream)
     assert (fields[b"v"], fields[b"task"]) == (b"2", blob)
 
 
 def test_promote_respects_its_limit(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
-    now_ms = int(time.time() * 1000)
-    items = []
+    past = server_ms(client) - 1000
     for i in range(3):
         task, blob = new_task(i)
-        items.append(streams.Enqueue(task.id, blob, now_ms + 10 + i))
-    submit(gw, keys, *items)
-    assert gw.run(streams.promote(keys, now_ms + 100, 2)) == 2
+        client.hset(keys.index, task.id, wire.delayed_record(wire.Delayed(b"1", 1, 0, blob)))
+        client.zadd(keys.delayed, {task.id: past + i})
+    assert gw.run(streams.promote(keys, 2)) == 2
     assert client.zcard(keys.delayed) == 1
-    assert gw.run(streams.promote(keys, now_ms + 100, 2)) == 1
+    assert gw.run(streams.promote(keys, 2)) == 1
     assert [codec.decode_entry("echo", "x", f, LIMIT).task.payload for _, f in client.xrange(keys.stream)] == [0, 1, 2]
 
 
@@ -527,6 +535,6 @@ def test_promote_drops_a_due_id_without_a_delayed_record(
     gw: Gateway, client: redis.Redis, keys: CapabilityKeys
 ) -> None:
     client.zadd(keys.delayed, {"gone": 1})
-    assert gw.run(streams.promote(keys, int(time.time() * 1000), 100)) == 0
+    assert gw.run(streams.promote(keys, 100)) == 0
     assert client.zcard(keys.delayed) == 0
     assert not client.exists(keys.stream)
