@@ -86,13 +86,20 @@ class Settings(BaseModel):
         "it exits non-zero for its supervisor to restart it, in seconds.",
     )
     breaker_threshold: int = Field(
-        5, ge=1, description="Consecutive handler failures that open a capability's circuit breaker (a count)."
+        5,
+        ge=1,
+        description="Different tasks whose failures (not Reject, Retry or declared input errors) a worker must see "
+        "among its last breaker_window outcomes before its circuit for the capability opens (a count).",
+    )
+    breaker_window: int = Field(20, ge=1, description="Outcomes a circuit breaker remembers (a count).")
+    breaker_ratio: float = Field(
+        0.8, gt=0, le=1, description="Share of failures among the remembered outcomes that opens the circuit."
     )
     breaker_cooldown_s: float = Field(
         5.0, gt=0, description="How long an open circuit waits before a trial task, in seconds; doubles on each trip."
     )
     breaker_max_cooldown_s: float = Field(
-        300.0, gt=0, description="Longest cool-down of an open circuit breaker, in seconds."
+        60.0, gt=0, description="Longest cool-down of an open circuit breaker, in seconds."
     )
     backoff_base_s: float = Field(1.0, ge=0, description="Retry backoff: the delay after a first failure, in seconds.")
     backoff_factor: float = Field(2.0, ge=1, description="Retry backoff: the delay's growth factor per failed attempt.")

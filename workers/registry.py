@@ -29,6 +29,9 @@ class Handler:
     func: Callable[[Task], Any]
     is_async: bool
     module: str
+    input_errors: tuple[type[BaseException], ...] = ()
+    """Exceptions that mean "this task's input is bad": the task is dead-lettered as ``rejected`` at once (no
+    retry helps), and the circuit breaker does not count them against the worker."""
 
 
 class Registry:
@@ -37,18 +40,28 @@ class Registry:
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
 
-    def register(self, capability: str, func: Callable[[Task], Any]) -> Handler:
-        """Register ``func`` for ``capability``.
+    def register(
+        self,
+        capability: str,
+        func: Callable[[Task], Any],
+        input_errors: tuple[type[BaseException], ...] = (),
+    ) -> Handler:
+        """Register ``func`` for ``capability``; ``input_errors`` are exceptions that mean bad input (see
+        ``Handler.input_errors``).
 
         Raises:
-            ConfigError: the capability name is invalid, or another function already handles it.
+            ConfigError: the capability name is invalid, another function already handles it, or an input error
+                is not an exception class.
         """
         try:
             check_capability(capability)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        if not all(isinstance(e, type) and issubclass(e, BaseException) for e in input_errors):
+            raise ConfigError(f"input_errors of {capability!r} must be exception classes, got {input_errors!r}")
         found = self._handlers.get(capability)
-        entry = Handler(capability, func, inspect.iscoroutinefunction(func), getattr(func, "__module__", "?"))
+        module = getattr(func, "__module__", "?")
+        entry = Handler(capability, func, inspect.iscoroutinefunction(func), module, tuple(input_errors))
         if found is not None and found.func is not func:
             raise ConfigError(f"capability {capability!r} already has a handler in {found.module}")
         self._handlers[capability] = entry
@@ -67,20 +80,26 @@ REGISTRY = Registry()
 """The registry that ``@handler`` fills."""
 
 
-def handler(capability: str) -> Callable[[Callable[[Task], Any]], Callable[[Task], Any]]:
+def handler(
+    capability: str, *, input_errors: tuple[type[BaseException], ...] = ()
+) -> Callable[[Callable[[Task], Any]], Callable[[Task], Any]]:
     """Register the decorated plain or ``async def`` function as the handler of ``capability``.
+
+    ``input_errors``: exceptions that mean the task's input is bad (a ``KeyError`` on a missing payload field, a
+    pydantic ``ValidationError``): such a task is dead-lettered as ``rejected`` at once, as if the handler had
+    raised ``Reject``, and the circuit breaker does not hold it against the worker.
 
     Example::
 
         from workers import handler
 
-        @handler("data_processing")
+        @handler("data_processing", input_errors=(KeyError,))
         async def process(task):
-            return {"rows": len(task.payload)}
+            return {"rows": len(task.payload["rows"])}
     """
 
     def register(func: Callable[[Task], Any]) -> Callable[[Task], Any]:
-        REGISTRY.register(capability, func)
+        REGISTRY.register(capability, func, input_errors)
         return func
 
     return register

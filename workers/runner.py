@@ -178,24 +178,24 @@ class Runner:
         if self.faults.active:
             self.faults.record(delivery.task.id, self.ctx.consumer)
             self.faults.reach("after_handler")
-        breaker = self.breakers[keys.capability]
-        if breaker.failures or breaker.trips:  # the circuit was not clean: this success may close it
-            was_closed = breaker.state == "closed"
-            breaker.record(True)
-            if not was_closed:
-                metrics.CIRCUIT_OPEN.labels(keys.capability).set(0)
-                self._on_free()  # this success closed a circuit the reader may be waiting on: let it read now
+        if self.breakers[keys.capability].succeeded():  # a trial closed the circuit
+            metrics.CIRCUIT_OPEN.labels(keys.capability).set(0)
+            log.warning("circuit closed capability=%s consumer=%s", keys.capability, self.ctx.consumer)
+            self._on_free()  # the reader may be waiting on it: let it read now
         self._record(key, decide.succeeded(self.ctx, keys, delivery, value))
 
     def _failed_attempt(self, keys: CapabilityKeys, key: Held, delivery: Delivery, error: BaseException) -> None:
-        """A handler's failure, whatever it is, fails the attempt."""
+        """A handler's failure, whatever it is, fails the attempt; only a failure that says something about the
+        worker counts against its circuit (not Retry, Reject or a declared input error)."""
         if isinstance(error, HandlerTimeout) and error.thread_running:
             self.slots.stray()  # the thread still runs: it holds a slot of its own until it ends
-        if isinstance(error, RetrySignal | Reject):
-            self.breakers[keys.capability].neutral()  # says nothing about the worker's health
+        handler = self.registry.get(keys.capability)
+        input_error = handler is not None and isinstance(error, handler.input_errors)
+        if input_error or isinstance(error, RetrySignal | Reject):
+            self.breakers[keys.capability].neutral()
         else:
             self._failed(keys.capability, delivery, error)
-        self._record(key, decide.failed(self.ctx, keys, delivery, error))
+        self._record(key, decide.failed(self.ctx, keys, delivery, error, input_error))
 
     def _record(self, key: Held, decision: decide.Decision) -> None:
         capability = key[0]
@@ -215,13 +215,17 @@ class Runner:
                 type(error).__name__,
                 decide.message_of(error)[:300],
             )
-        if self.breakers[capability].record(False):
+        breaker = self.breakers[capability]
+        if breaker.failed(delivery.task.id):
             metrics.CIRCUIT_OPEN.labels(capability).set(1)
             log.warning(
-                "circuit open capability=%s consumer=%s failures=%d",
+                "circuit open capability=%s consumer=%s failures=%d last_error=%s: this worker pulls none of its "
+                "tasks for %.0f s (they wait in the stream for other workers), then tries one",
                 capability,
                 self.ctx.consumer,
-                self.breakers[capability].failures,
+                breaker.failures,
+                type(error).__name__,
+                breaker.seconds_until_trial(),
             )
 
     def _stray_ended(self) -> None:

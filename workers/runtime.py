@@ -52,6 +52,16 @@ on both are within noise of the best. A slot costs little (an entry held, a coro
 pool thread started only when that many run at once)."""
 
 
+def _breaker(settings: Settings) -> Breaker:
+    return Breaker(
+        settings.breaker_threshold,
+        settings.breaker_cooldown_s,
+        settings.breaker_max_cooldown_s,
+        window=settings.breaker_window,
+        ratio=settings.breaker_ratio,
+    )
+
+
 def consumer_name() -> str:
     """A unique, readable consumer name: host-pid-random."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -107,10 +117,7 @@ class Worker:
         self.read_client = client or make_read_client(settings)
         faults = Faults.from_env()
         self.upkeep = Upkeep(settings, self.name, faults=faults) if upkeep else None
-        self.breakers = {
-            c: Breaker(settings.breaker_threshold, settings.breaker_cooldown_s, settings.breaker_max_cooldown_s)
-            for c in self.capabilities
-        }
+        self.breakers = {c: _breaker(settings) for c in self.capabilities}
         self.slots = Slots(concurrency)
         self.executor = Executor(concurrency)
         self._stopping = asyncio.Event()

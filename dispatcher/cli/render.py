@@ -12,7 +12,10 @@ COLUMNS = ("waiting", "running", "delayed", "dead", "workers")
 def stats_json(stats: FleetStats) -> dict[str, Any]:
     """The stable JSON shape of ``dispatcher stats --json`` (documented in ``docs/stats.md``)."""
     return {
-        "capabilities": [{"name": c.name, **{col: getattr(c, col) for col in COLUMNS}} for c in stats.capabilities],
+        "capabilities": [
+            {"name": c.name, **{col: getattr(c, col) for col in COLUMNS}, "open_circuits": c.open_circuits}
+            for c in stats.capabilities
+        ],
         "totals": {col: getattr(stats.totals, col) for col in COLUMNS},
         "workers": [
             {
@@ -38,6 +41,7 @@ def stats_table(stats: FleetStats) -> str:
     ]
     rows.append(["TOTAL", *(str(getattr(stats.totals, col)) for col in COLUMNS), ""])
     lines = _table(header, rows, right=frozenset(range(1, len(header))))
+    lines += [unserved_warning(c.name, c.workers, c.waiting) for c in stats.capabilities if c.unserved]
     if stats.workers:
         lines.append("")
         worker_rows = [
@@ -54,6 +58,14 @@ def stats_table(stats: FleetStats) -> str:
         header = ["worker", "state", "host:pid", "capabilities", "inflight", "open circuits"]
         lines += _table(header, worker_rows, right=frozenset({4}))
     return "\n".join(lines)
+
+
+def unserved_warning(capability: str, workers: int, waiting: int) -> str:
+    """The line that says a capability is served by no one: every live worker's circuit for it is open."""
+    return (
+        f"WARNING: {capability}: the circuit of all {workers} live worker(s) is open; its {waiting} waiting "
+        "task(s) run only as trials until a handler succeeds again (see the workers' logs)"
+    )
 
 
 def progress_line(done: int, total: int, elapsed_s: float, workers: int) -> str:

@@ -66,9 +66,12 @@ def succeeded(ctx: Context, keys: CapabilityKeys, d: Delivery, value: Any) -> De
     return Decision(Settle(keys, d.entry_id, ctx.consumer, d.task.id, record, ctx.ttl_ms), "succeeded")
 
 
-def failed(ctx: Context, keys: CapabilityKeys, d: Delivery, error: BaseException) -> Decision:
-    """A handler raised ``error``: retry after backoff (or the delay ``Retry`` asked for), else dead-letter."""
-    if isinstance(error, Reject):
+def failed(
+    ctx: Context, keys: CapabilityKeys, d: Delivery, error: BaseException, input_error: bool = False
+) -> Decision:
+    """A handler raised ``error``: retry after backoff (or the delay ``Retry`` asked for), else dead-letter; a
+    ``Reject`` or a declared ``input_error`` is dead-lettered as ``rejected`` at once (no retry helps bad input)."""
+    if input_error or isinstance(error, Reject):
         return dead(ctx, keys, d, "rejected", error)
     if d.attempt > d.task.max_retries:
         return dead(ctx, keys, d, "max_retries", error)

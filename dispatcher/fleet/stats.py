@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dispatcher.store import readings as ops
@@ -30,6 +31,14 @@ class CapabilityStats:
     """Live consumers of this capability (their heartbeat key exists)."""
     oldest_waiting_age_s: float | None
     """Age of the oldest waiting task, None when nothing waits."""
+    open_circuits: int = 0
+    """Live workers of this capability whose circuit for it is not closed (open or half-open): they pull none
+    of its tasks, or one trial at a time."""
+
+    @property
+    def unserved(self) -> bool:
+        """Every live worker of this capability has its circuit open: nothing runs its tasks normally."""
+        return self.workers > 0 and self.open_circuits >= self.workers
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +96,8 @@ def collect(gateway: Gateway, keyspace: KeySpace, now: float | None = None) -> F
     """
     reading = gateway.run(ops.read_fleet(keyspace))
     now_s = reading.server_time_ms / 1000 if now is None else now
-    capabilities = tuple(_capability(r, now_s) for r in reading.capabilities)
+    circuits = {w.consumer: w.circuits for w in reading.workers}
+    capabilities = tuple(_capability(r, now_s, circuits) for r in reading.capabilities)
     workers = tuple(
         WorkerStats(
             consumer=w.consumer,
@@ -126,8 +136,9 @@ def waiting_count(reading: CapabilityReading) -> int:
     return max(reading.length - (group.pending if group else 0), 0)
 
 
-def _capability(r: CapabilityReading, now_s: float) -> CapabilityStats:
+def _capability(r: CapabilityReading, now_s: float, circuits: Mapping[str, Mapping[str, str]]) -> CapabilityStats:
     age = None if r.oldest_waiting_ms is None else max(now_s - r.oldest_waiting_ms / 1000, 0.0)
+    open_circuits = sum(1 for c in r.live_consumers if circuits.get(c, {}).get(r.name, "closed") != "closed")
     return CapabilityStats(
         name=r.name,
         waiting=waiting_count(r),
@@ -136,4 +147,5 @@ def _capability(r: CapabilityReading, now_s: float) -> CapabilityStats:
         dead=r.dead,
         workers=len(r.live_consumers),
         oldest_waiting_age_s=age,
+        open_circuits=open_circuits,
     )

@@ -160,8 +160,8 @@ def test_stats_json_schema(
     doc = json.loads(capsys.readouterr().out)
     assert doc == {
         "capabilities": [
-            {"name": "echo", "waiting": 2, "running": 0, "delayed": 0, "dead": 0, "workers": 1},
-            {"name": "sleep", "waiting": 0, "running": 0, "delayed": 1, "dead": 0, "workers": 0},
+            {"name": "echo", "waiting": 2, "running": 0, "delayed": 0, "dead": 0, "workers": 1, "open_circuits": 0},
+            {"name": "sleep", "waiting": 0, "running": 0, "delayed": 1, "dead": 0, "workers": 0, "open_circuits": 0},
         ],
         "totals": {"waiting": 2, "running": 0, "delayed": 1, "dead": 0, "workers": 1},
         "workers": [

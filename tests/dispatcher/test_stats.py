@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from dispatcher import Dispatcher, KeySpace, Task
+from dispatcher.cli.render import stats_json, stats_table
 from dispatcher.fleet.stats import CapabilityStats, FleetStats, Totals, collect
 from dispatcher.store.codec import WorkerRecord, encode_worker
 from dispatcher.store.gateway import Command, Gateway
@@ -111,6 +112,27 @@ def test_exact_counts_for_a_known_state(dispatcher: Dispatcher, redis_server: An
         0,
     )
     assert workers["w2"].circuits == {"alpha": "open"}
+    assert (caps["alpha"].open_circuits, caps["alpha"].unserved) == (1, False)  # w1 still serves alpha
+
+
+def test_a_capability_whose_live_workers_all_have_open_circuits_is_unserved(
+    dispatcher: Dispatcher, redis_server: Any, prefix: str
+) -> None:
+    client = redis_server.client()
+    ks = KeySpace(prefix)
+    submit(dispatcher, "gpu", 3)
+    register(client, ks, "w1", ("gpu",), circuits={"gpu": "open"})
+    register(client, ks, "w2", ("gpu",), circuits={"gpu": "half_open"})
+    register(client, ks, "w3", ("gpu",))  # closed, but its heartbeat is gone: it serves nothing
+    beat(client, ks, "gpu", "w1")
+    beat(client, ks, "gpu", "w2")
+
+    stats = collect(dispatcher.gateway, ks)
+
+    gpu = by_name(stats)["gpu"]
+    assert (gpu.workers, gpu.open_circuits, gpu.unserved) == (2, 2, True)
+    assert stats_json(stats)["capabilities"][0]["open_circuits"] == 2
+    assert "WARNING: gpu: the circuit of all 2 live worker(s) is open; its 3 waiting task(s)" in stats_table(stats)
 
 
 def test_nil_lag_falls_back_to_counting(dispatcher: Dispatcher, redis_server: Any, prefix: str) -> None:

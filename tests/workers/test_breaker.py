@@ -1,4 +1,4 @@
-"""The per-capability circuit breaker, on a fake clock."""
+"""The per-capability circuit breaker, on a fake clock: it trips on a broken worker, never on a batch of bad input."""
 
 from __future__ import annotations
 
@@ -20,18 +20,22 @@ def clock() -> Clock:
     return Clock()
 
 
+def breaker(clock: Clock, threshold: int = 3, cooldown_s: float = 5.0, max_cooldown_s: float = 30.0) -> Breaker:
+    return Breaker(threshold, cooldown_s, max_cooldown_s, clock=clock, window=10, ratio=0.8)
+
+
 def tripped(clock: Clock, threshold: int = 3, cooldown_s: float = 5.0, max_cooldown_s: float = 30.0) -> Breaker:
-    b = Breaker(threshold, cooldown_s, max_cooldown_s, clock=clock)
-    assert [b.record(False) for _ in range(threshold)] == [False] * (threshold - 1) + [True]
+    b = breaker(clock, threshold, cooldown_s, max_cooldown_s)
+    assert [b.failed(f"t{i}") for i in range(threshold)] == [False] * (threshold - 1) + [True]
     return b
 
 
 def test_closed_lets_every_slot_through(clock: Clock) -> None:
-    b = Breaker(3, 5.0, 30.0, clock=clock)
+    b = breaker(clock)
     assert (b.state, b.allowance(7), b.seconds_until_trial()) == ("closed", 7, 0.0)
 
 
-def test_threshold_consecutive_failures_open_the_circuit(clock: Clock) -> None:
+def test_failures_of_enough_different_tasks_open_the_circuit(clock: Clock) -> None:
     b = tripped(clock)
     assert (b.state, b.allowance(7), b.trips) == ("open", 0, 1)
     assert b.seconds_until_trial() == pytest.approx(5.0)
@@ -39,12 +43,18 @@ def test_threshold_consecutive_failures_open_the_circuit(clock: Clock) -> None:
     assert b.seconds_until_trial() == pytest.approx(3.0)
 
 
-def test_a_success_resets_the_count(clock: Clock) -> None:
-    b = Breaker(3, 5.0, 30.0, clock=clock)
-    b.record(False)
-    b.record(False)
-    b.record(True)
-    assert [b.record(False), b.record(False)] == [False, False]
+def test_one_task_failing_again_and_again_is_one_bad_task_not_a_broken_worker(clock: Clock) -> None:
+    b = breaker(clock, threshold=3)
+    assert not any(b.failed("same-task") for _ in range(10))
+    assert b.state == "closed"
+
+
+def test_failures_among_many_successes_do_not_open_it(clock: Clock) -> None:
+    b = breaker(clock, threshold=3)
+    for i in range(30):  # one failing task in three: a share of 0.33, under the ratio of 0.8
+        b.succeeded()
+        b.succeeded()
+        assert not b.failed(f"t{i}")
     assert b.state == "closed"
 
 
@@ -61,24 +71,23 @@ def test_a_successful_trial_closes_the_circuit_and_resets_the_cooldown(clock: Cl
     b = tripped(clock)
     clock.now += 5.0
     b.started()
-    b.record(False)  # a failed trial: the next cool-down is doubled
+    b.failed("trial-1")  # a failed trial: the next cool-down is doubled
     assert b.seconds_until_trial() == pytest.approx(10.0)
     clock.now += 10.0
     b.started()
-    assert b.record(True) is False
+    assert b.succeeded() is True
     assert (b.state, b.allowance(7), b.failures) == ("closed", 7, 0)
-    assert [b.record(False) for _ in range(3)] == [False, False, True]
+    assert [b.failed(f"x{i}") for i in range(3)] == [False, False, True]
     assert b.seconds_until_trial() == pytest.approx(5.0)  # back to the base cool-down
 
 
 def test_a_failed_trial_reopens_with_a_doubled_cooldown_up_to_the_max(clock: Clock) -> None:
     b = tripped(clock, cooldown_s=5.0, max_cooldown_s=12.0)
-    expected = [10.0, 12.0, 12.0]
-    for cooldown_s in expected:
+    for cooldown_s in [10.0, 12.0, 12.0]:
         clock.now += b.seconds_until_trial()
         assert b.allowance(5) == 1  # half-open: one trial
         b.started()
-        assert b.record(False) is True
+        assert b.failed("trial") is True
         assert b.state == "open"
         assert b.seconds_until_trial() == pytest.approx(cooldown_s)
     assert b.trips == 4
@@ -87,13 +96,15 @@ def test_a_failed_trial_reopens_with_a_doubled_cooldown_up_to_the_max(clock: Clo
 def test_late_failures_of_tasks_taken_before_the_trip_do_not_trip_again(clock: Clock) -> None:
     b = tripped(clock)
     clock.now += 1.0
-    assert [b.record(False), b.record(False)] == [False, False]
+    assert [b.failed("late-1"), b.failed("late-2")] == [False, False]
     assert b.trips == 1
     assert b.seconds_until_trial() == pytest.approx(4.0)  # the open period was not extended
 
 
-def test_started_while_closed_is_not_a_trial(clock: Clock) -> None:
-    b = Breaker(1, 5.0, 30.0, clock=clock)
+def test_a_trial_without_a_verdict_lets_the_next_trial_through(clock: Clock) -> None:
+    b = tripped(clock)
+    clock.now += 5.0
     b.started()
-    assert b.record(False) is True  # a plain failure trips at the threshold, not as a failed trial
-    assert b.seconds_until_trial() == pytest.approx(5.0)
+    assert b.allowance(3) == 0
+    b.neutral()  # the trial raised Retry, Reject or a declared input error
+    assert b.allowance(3) == 1
