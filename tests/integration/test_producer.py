@@ -39,6 +39,17 @@ SUCCEEDED = codec.Outcome(status="succeeded", value={"answer": 42})
 FAILED = codec.Outcome(status="failed", error_type="ValueError", error_message="bad input", traceback="Traceback: x")
 
 
+def _nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = {"n": value}
+    return value
+
+
+DEEP_70 = _nested(70)
+"""A payload nested 70 levels deep: msgpack encodes it, a worker's decoder refuses it (over 64)."""
+
+
 # ---- submit -----------------------------------------------------------------------------------------------------
 
 
@@ -92,6 +103,9 @@ def test_resubmitting_the_same_task_is_harmless(dispatcher: Dispatcher, client: 
         (("echo", 1), {"max_retries": "many"}, InvalidTask),
         (("echo", 1), {"delay_s": -1}, InvalidTask),
         ((Task(capability="echo"), 1), {}, InvalidTask),
+        (("echo", {1: "int key"}), {}, InvalidTask),
+        (("echo", {"k": {0.5: "float key"}}), {}, InvalidTask),
+        (("echo", DEEP_70), {}, InvalidTask),
     ],
     ids=[
         "capability",
@@ -102,6 +116,9 @@ def test_resubmitting_the_same_task_is_harmless(dispatcher: Dispatcher, client: 
         "bad-option",
         "negative-delay",
         "task-and-payload",
+        "int-map-key",
+        "float-map-key",
+        "nesting-70",
     ],
 )
 def test_bad_input_raises_and_writes_nothing(
