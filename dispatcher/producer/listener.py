@@ -128,6 +128,10 @@ class Listener(_Holding):
     def wait(self, channel: str, fetch: Callable[[], bytes | None], deadline: float | None) -> bytes:
         """The result record announced on ``channel``, or the first one ``fetch`` finds after a wake-up.
 
+        A wake-up that came before the deadline is acted on even when the deadline has passed since (a zero
+        timeout still returns a kept announcement, or what the read that a held channel's waiter makes finds),
+        and a wait that ends at the deadline reads once more before ``ResultTimeout``.
+
         Raises:
             ResultTimeout: ``deadline`` (monotonic) passed first.
             RedisUnavailable: Redis could not be reached.
@@ -137,7 +141,8 @@ class Listener(_Holding):
         try:
             self._join(waiter)
             while True:
-                woken.wait(remaining_s(deadline))
+                if not woken.is_set():  # woken already (at join, say): read before the deadline is looked at
+                    woken.wait(remaining_s(deadline))
                 woken.clear()
                 if waiter.record is not None:
                     return waiter.record
@@ -248,9 +253,10 @@ class AsyncListener(_Holding):
         try:
             await self._join(waiter)
             while True:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(remaining_s(deadline)):
-                        await woken.wait()
+                if not woken.is_set():  # see Listener.wait
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(remaining_s(deadline)):
+                            await woken.wait()
                 woken.clear()
                 if waiter.record is not None:
                     return waiter.record
