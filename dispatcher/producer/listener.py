@@ -15,6 +15,8 @@ each call the channels of newly submitted tasks are subscribed right after their
 have run, and kept for as long as their handle lives. The announcement then usually arrives before or while
 ``result()`` waits, without a subscribe round trip and without the re-read that a settlement landing during the
 subscribe needs; an announcement that comes before the call is kept for it, so that ``result()`` returns at once.
+Kept records are bounded by bytes (``subscriptions.MAX_HELD_BYTES``): beyond the bound only the fact of the
+settlement is kept, and that ``result()`` reads the record.
 A joining waiter still re-reads once (the hold's SUBSCRIBE may not have been confirmed before the settlement),
 so holding changes how fast ``result()`` returns, never what it returns.
 
