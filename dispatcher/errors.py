@@ -11,6 +11,7 @@
     │   ├── RedisFull          Redis is out of memory (maxmemory with noeviction): nothing was written
     │   └── UnsupportedRedis   the server is older than the supported 7.0
     ├── ResultTimeout          result(timeout_s=...) elapsed before the task settled
+    ├── ResultNotStored        result() of a task submitted with store_result=False: nothing will be stored
     ├── TaskNotFound           no capability knows a task id (also a LookupError)
     ├── DispatcherClosed       the dispatcher was closed and cannot wait for results any more
     ├── HandlerTimeout         a handler ran past its task's timeout_s (recorded as the attempt's error)
@@ -62,6 +63,11 @@ class UnsupportedRedis(RedisError):
 
 class ResultTimeout(DispatcherError):
     """The task did not settle within the time ``result()`` was given."""
+
+
+class ResultNotStored(DispatcherError):
+    """``result()`` was called on the handle of a task submitted with ``store_result=False``: no result is ever
+    stored or announced for it, so there is nothing to wait for."""
 
 
 class TaskNotFound(DispatcherError, LookupError):

@@ -22,6 +22,7 @@ DISPATCHER_ALL = {
     "RedisFull",
     "RedisUnavailable",
     "Reject",
+    "ResultNotStored",
     "ResultTimeout",
     "Retry",
     "Settings",

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from dispatcher.errors import InvalidTask, TaskDead, TaskFailed
+from dispatcher.errors import InvalidTask, ResultNotStored, TaskDead, TaskFailed
 from dispatcher.settings import Settings
 from dispatcher.store import codec
 from dispatcher.store.keys import CapabilityKeys, KeySpace
 from dispatcher.store.streams import Enqueue, Lookup
 from dispatcher.store.wire import Enqueued
 from dispatcher.task import Status, Task
+
+
+class Handle(Protocol):
+    """What the core needs of a task handle (sync or asyncio)."""
+
+    id: str
+    capability: str
+    store_result: bool
 
 
 def build_task(task_or_capability: Task | str, payload: Any, delay_s: float | None, options: Mapping[str, Any]) -> Task:
@@ -97,6 +105,10 @@ class ProducerCore:
             start += len(items)
         return [(task.capability, next(per_capability[task.capability]).task_id) for task in tasks]
 
+    def channels(self, handles: Sequence[Handle]) -> list[tuple[Handle, str]]:
+        """(handle, result channel) of each handle whose task keeps a result: what the listener may hold."""
+        return [(h, self.keys(h.capability).channel(h.id)) for h in handles if h.store_result]
+
     def ttl_ms(self) -> int:
         """Idempotency-key TTL in ms."""
         return int(self.settings.idempotency_ttl_s * 1000)
@@ -114,6 +126,16 @@ def status_of(found: Lookup, core: ProducerCore) -> Status:
     if found.place is None:
         return "unknown"
     return "running" if found.running else "queued"
+
+
+def check_result_kept(task_id: str, store_result: bool) -> None:
+    """Raise ``ResultNotStored`` for a task submitted with ``store_result=False``: its ``result()`` would wait for
+    a record that is never written."""
+    if not store_result:
+        raise ResultNotStored(
+            f"task {task_id} was submitted with store_result=False: no result is stored or announced, so "
+            "result() has nothing to wait for (status() says queued or running until it settles, then unknown)"
+        )
 
 
 def value_or_raise(task_id: str, outcome: codec.Outcome) -> Any:

@@ -11,7 +11,7 @@ import redis
 
 from dispatcher.errors import TaskNotFound
 from dispatcher.producer.listener import Listener
-from dispatcher.producer.shared import ProducerCore, build_task, status_of, value_or_raise
+from dispatcher.producer.shared import ProducerCore, build_task, check_result_kept, status_of, value_or_raise
 from dispatcher.settings import Settings
 from dispatcher.store import streams
 from dispatcher.store.connection import make_client
@@ -22,9 +22,17 @@ from dispatcher.task import Status, Task
 class TaskHandle:
     """A submitted task: its ``id``, ``capability``, ``status()`` and ``result()``."""
 
-    def __init__(self, dispatcher: Dispatcher, task_id: str, capability: str) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        task_id: str,
+        capability: str,
+        store_result: bool = True,
+    ) -> None:
         self.id = task_id
         self.capability = capability
+        self.store_result = store_result
+        """False when the task was submitted with ``store_result=False``: ``result()`` raises ``ResultNotStored``."""
         self._dispatcher = dispatcher
 
     def __repr__(self) -> str:
@@ -38,11 +46,16 @@ class TaskHandle:
     def result(self, timeout_s: float | None = None) -> Any:
         """Block until the task settles (woken by a notification, no busy polling) and return its value.
 
+        A zero ``timeout_s`` returns a result that is stored already. A handle re-attached with ``handle()``
+        waits even for a task submitted with ``store_result=False`` (the option is known only at submit).
+
         Raises:
+            ResultNotStored: at once, for a task this handle submitted with ``store_result=False``.
             TaskFailed: the handler failed (``TaskDead`` when it was dead-lettered).
             ResultTimeout: ``timeout_s`` elapsed first.
             RedisUnavailable: Redis could not be reached.
         """
+        check_result_kept(self.id, self.store_result)
         d = self._dispatcher
         keys = d.core.keys(self.capability)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -103,9 +116,10 @@ class Dispatcher:
             self.gateway.run(streams.register_capabilities(self.core.keyspace.capabilities, new))
             self.core.registered.update(new)
         replies = self.gateway.run(streams.submit(batches, self.core.ttl_ms()))
-        handles = [TaskHandle(self, tid, cap) for cap, tid in self.core.task_ids(tasks, batches, replies)]
+        ids = self.core.task_ids(tasks, batches, replies)
+        handles = [TaskHandle(self, tid, cap, t.store_result) for t, (cap, tid) in zip(tasks, ids, strict=True)]
         if self.listener.wanted():
-            self.listener.hold([(h, self.core.keys(h.capability).channel(h.id)) for h in handles])
+            self.listener.hold(self.core.channels(handles))
         return handles
 
     def handle(self, task_id: str, capability: str | None = None) -> TaskHandle:

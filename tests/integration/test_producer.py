@@ -23,6 +23,7 @@ from dispatcher import (
     InvalidTask,
     PayloadTooLarge,
     RedisUnavailable,
+    ResultNotStored,
     ResultTimeout,
     Settings,
     Task,
@@ -248,6 +249,29 @@ def test_result_is_woken_by_the_settlement_without_polling(
     assert got == [{"answer": 42}]
     print(f"\nresult() returned {time.monotonic() - settled_at:.4f} s after the settlement")
     assert cmdstat_calls(client, "get") - gets_before <= 3  # one re-read on wake-up, not a polling loop
+
+
+def test_result_of_a_task_that_keeps_no_result_raises_at_once(dispatcher: Dispatcher, prefix: str) -> None:
+    fire_and_forget = dispatcher.submit("echo", 1, store_result=False)
+    (batched,) = dispatcher.submit_many([Task(capability="echo", payload=2, store_result=False)])
+    for handle in (fire_and_forget, batched):
+        started = time.monotonic()
+        with pytest.raises(ResultNotStored, match="store_result=False") as info:
+            handle.result(timeout_s=5)  # before: ResultTimeout after 5 s (and with no timeout, never)
+        assert time.monotonic() - started < 1
+        assert handle.id in str(info.value)
+        assert handle.status() == "queued"  # it is queued all the same
+    assert dispatcher.submit("echo", 3).store_result is True
+
+
+def test_async_result_of_a_task_that_keeps_no_result_raises_at_once(settings: Settings) -> None:
+    async def main() -> None:
+        async with AsyncDispatcher(settings) as d:
+            handle = await d.submit("echo", 1, store_result=False)
+            with pytest.raises(ResultNotStored):
+                await asyncio.wait_for(handle.result(timeout_s=5), 1)
+
+    asyncio.run(main())
 
 
 # ---- errors at the Redis boundary -------------------------------------------------------------------------------
