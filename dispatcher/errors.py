@@ -6,9 +6,9 @@
     ├── InvalidTask            a task rejected at submit: bad capability, unknown option, unencodable payload
     │   └── PayloadTooLarge    the encoded task exceeds max_payload_bytes
     ├── DecodeError            bytes in a stream that are not a valid task of a known format version
-    ├── RedisError             Redis answered with an error we did not expect
+    ├── RedisError             Redis answered with an error we did not expect (from submit: `submitted`)
     │   ├── RedisUnavailable   Redis could not be reached (connection refused, reset, timed out)
-    │   ├── RedisFull          Redis is out of memory (maxmemory with noeviction): nothing was written
+    │   ├── RedisFull          Redis is out of memory (maxmemory with noeviction): the command was refused
     │   └── UnsupportedRedis   the server is older than the supported 7.0
     ├── ResultTimeout          result(timeout_s=...) elapsed before the task settled
     ├── ResultNotStored        result() of a task submitted with store_result=False: nothing will be stored
@@ -23,6 +23,8 @@ No module raises a builtin exception type except where ``tests/test_errors.py`` 
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class DispatcherError(Exception):
@@ -46,7 +48,16 @@ class DecodeError(DispatcherError):
 
 
 class RedisError(DispatcherError):
-    """Redis answered with an error we did not expect."""
+    """Redis answered with an error we did not expect.
+
+    Attributes:
+        submitted: on an error of ``submit``/``submit_many``, the handles of the tasks that were written, in input
+            order (``[]`` when none was), so that the caller resubmits only the others; ``None`` when that cannot
+            be known (the connection was lost during the round trip: submitting the same ``Task`` objects again
+            adds none twice) and on the errors of every other call. The message says the same in words.
+    """
+
+    submitted: list[Any] | None = None
 
 
 class RedisUnavailable(RedisError):
@@ -54,7 +65,8 @@ class RedisUnavailable(RedisError):
 
 
 class RedisFull(RedisError):
-    """Redis refused a write because it is out of memory; nothing was written."""
+    """Redis refused a write because it is out of memory; the refused command wrote nothing (of a batch, the
+    commands before it may have: see ``submitted``)."""
 
 
 class UnsupportedRedis(RedisError):

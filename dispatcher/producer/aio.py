@@ -88,11 +88,14 @@ class AsyncDispatcher:
         batches = self.core.prepare(tasks)
         new = self.core.unregistered(batches)
         if new:
-            await self.gateway.run(streams.register_capabilities(self.core.keyspace.capabilities, new))
+            with self.core.round_trip(len(tasks), batch=False):
+                await self.gateway.run(streams.register_capabilities(self.core.keyspace.capabilities, new))
             self.core.registered.update(new)
-        replies = await self.gateway.run(streams.submit(batches, self.core.ttl_ms()))
-        ids = self.core.task_ids(tasks, batches, replies)
-        handles = [AsyncTaskHandle(self, tid, cap, t.store_result) for t, (cap, tid) in zip(tasks, ids, strict=True)]
+        with self.core.round_trip(len(tasks), batch=True):
+            submitted = await self.gateway.run(streams.submit(batches, self.core.ttl_ms()))
+        handles = self.core.handles(
+            tasks, batches, submitted, lambda t, task_id: AsyncTaskHandle(self, task_id, t.capability, t.store_result)
+        )
         if self.listener.wanted():
             await self.listener.hold(self.core.channels(handles))
         return handles

@@ -99,25 +99,42 @@ class Dispatcher:
         """Submit one task: ``submit(task)`` or ``submit("capability", payload, max_retries=1, ...)``.
 
         Raises:
-            InvalidTask: bad capability, unknown option, unencodable or oversized payload (nothing written).
-            RedisUnavailable, RedisFull: Redis could not take the task.
+            InvalidTask: bad capability, unknown option, unencodable or oversized payload, or one a worker would
+                refuse (nothing written).
+            RedisUnavailable, RedisFull: Redis could not take the task (see ``submit_many``).
         """
         return self.submit_many([build_task(task, payload, delay_s, options)])[0]
 
     def submit_many(self, tasks: Iterable[Task]) -> list[TaskHandle]:
-        """Submit many tasks in one round trip (per 500 tasks of a capability); handles in input order.
+        """Submit many tasks in one round trip; handles in input order.
 
-        Every task is validated and encoded before anything is written.
+        Every task is validated and encoded before anything is written. The round trip carries one submit script
+        call per 500 tasks of a capability, each atomic, so Redis can refuse a batch in part: when it fills
+        mid-batch, the calls before that point are written and the rest are not. Submitting the same ``Task``
+        objects again (the same ids) adds none of them twice: a task whose id is queued, delayed or running, or
+        whose result is kept, is not added again (one with ``store_result=False`` that has already run is not
+        remembered, and runs again).
+
+        Raises:
+            InvalidTask: a task is invalid (nothing written).
+            RedisFull, RedisUnavailable, RedisError: Redis did not take the whole batch. ``error.submitted``
+                holds the handles of the tasks that were written (in input order; ``[]`` for none), and the message
+                says how many: "Redis ... is full (maxmemory reached): 2000 of 5000 tasks were submitted
+                (error.submitted); the others were not written". It is ``None`` when that cannot be known (the
+                connection was lost during the round trip): submit the same ``Task`` objects again.
         """
         tasks = list(tasks)
         batches = self.core.prepare(tasks)
         new = self.core.unregistered(batches)
         if new:
-            self.gateway.run(streams.register_capabilities(self.core.keyspace.capabilities, new))
+            with self.core.round_trip(len(tasks), batch=False):
+                self.gateway.run(streams.register_capabilities(self.core.keyspace.capabilities, new))
             self.core.registered.update(new)
-        replies = self.gateway.run(streams.submit(batches, self.core.ttl_ms()))
-        ids = self.core.task_ids(tasks, batches, replies)
-        handles = [TaskHandle(self, tid, cap, t.store_result) for t, (cap, tid) in zip(tasks, ids, strict=True)]
+        with self.core.round_trip(len(tasks), batch=True):
+            submitted = self.gateway.run(streams.submit(batches, self.core.ttl_ms()))
+        handles = self.core.handles(
+            tasks, batches, submitted, lambda t, task_id: TaskHandle(self, task_id, t.capability, t.store_result)
+        )
         if self.listener.wanted():
             self.listener.hold(self.core.channels(handles))
         return handles
