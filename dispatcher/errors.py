@@ -9,6 +9,7 @@
     ├── RedisError             Redis answered with an error we did not expect (from submit: `submitted`)
     │   ├── RedisUnavailable   Redis could not be reached (connection refused, reset, timed out)
     │   ├── RedisFull          Redis is out of memory (maxmemory with noeviction): the command was refused
+    │   ├── PoolExhausted      no free connection in the client's pool within pool_timeout_s (Redis may be fine)
     │   └── UnsupportedRedis   the server is older than the supported 7.0
     ├── ResultTimeout          result(timeout_s=...) elapsed before the task settled
     ├── ResultNotStored        result() of a task submitted with store_result=False: nothing will be stored
@@ -67,6 +68,12 @@ class RedisUnavailable(RedisError):
 class RedisFull(RedisError):
     """Redis refused a write because it is out of memory; the refused command wrote nothing (of a batch, the
     commands before it may have: see ``submitted``)."""
+
+
+class PoolExhausted(RedisError):
+    """Every connection of the dispatcher's pool (``max_connections``) stayed in use for ``pool_timeout_s``: more
+    callers at once than the pool serves. Redis itself may be fine; nothing was sent. Raise ``max_connections`` or
+    lower the concurrency of callers."""
 
 
 class UnsupportedRedis(RedisError):

@@ -18,6 +18,7 @@ DISPATCHER_ALL = {
     "InvalidTask",
     "KeySpace",
     "PayloadTooLarge",
+    "PoolExhausted",
     "RedisError",
     "RedisFull",
     "RedisUnavailable",

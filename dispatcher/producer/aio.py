@@ -13,7 +13,7 @@ from dispatcher.producer.listener import AsyncListener
 from dispatcher.producer.shared import ProducerCore, build_task, check_result_kept, status_of, value_or_raise
 from dispatcher.settings import Settings
 from dispatcher.store import streams
-from dispatcher.store.connection import make_async_client
+from dispatcher.store.connection import make_shared_async_client
 from dispatcher.store.gateway import AsyncGateway
 from dispatcher.task import Status, Task
 
@@ -66,7 +66,7 @@ class AsyncDispatcher:
 
     def __init__(self, settings: Settings | None = None, client: redis.asyncio.Redis | None = None) -> None:
         self.settings = settings or Settings.from_env()
-        self.client = client or make_async_client(self.settings)
+        self.client = client or make_shared_async_client(self.settings)
         self.gateway = AsyncGateway(self.client, self.settings.redis_url)
         self.core = ProducerCore(self.settings)
         self.listener = AsyncListener(self.client, self.settings.redis_url)

@@ -9,7 +9,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from dispatcher.errors import InvalidTask, RedisError, ResultNotStored, TaskDead, TaskFailed
+from dispatcher.errors import InvalidTask, PoolExhausted, RedisError, ResultNotStored, TaskDead, TaskFailed
 from dispatcher.settings import Settings
 from dispatcher.store import codec
 from dispatcher.store.gateway import refused_whole, rewrap, wrap_error
@@ -144,12 +144,14 @@ class ProducerCore:
     @contextlib.contextmanager
     def round_trip(self, total: int, *, batch: bool) -> Iterator[None]:
         """Make a ``RedisError`` raised inside say what of the ``total`` tasks was written: none before the batch
-        is sent (``batch=False``: registering their capabilities); during its round trip, not known."""
+        is sent (``batch=False``: registering their capabilities) or when no connection came free (every send of
+        a submit takes one first; a send after the first one only re-sends calls refused as NOSCRIPT, which ran
+        nothing); during its round trip, not known."""
         try:
             yield
         except RedisError as e:
             written: list[Any] | None
-            if batch:
+            if batch and not isinstance(e, PoolExhausted):
                 written, said = None, f"it is not known which of the {total} tasks were written: {_RESUBMIT}"
             else:
                 written, said = [], f"none of the {total} tasks was written"

@@ -14,7 +14,7 @@ from dispatcher.producer.listener import Listener
 from dispatcher.producer.shared import ProducerCore, build_task, check_result_kept, status_of, value_or_raise
 from dispatcher.settings import Settings
 from dispatcher.store import streams
-from dispatcher.store.connection import make_client
+from dispatcher.store.connection import make_shared_client
 from dispatcher.store.gateway import Gateway
 from dispatcher.task import Status, Task
 
@@ -78,12 +78,14 @@ class Dispatcher:
     Args:
         settings: the settings to use; by default read from the environment.
         client: an already configured ``redis.Redis`` (decode_responses must be off); by default one is made
-            from ``settings.redis_url``. Nothing connects until the first command.
+            from ``settings.redis_url`` whose pool many threads can share: at most ``max_connections``, and a
+            caller that finds them all in use waits up to ``pool_timeout_s`` for one, then raises
+            ``PoolExhausted``. Nothing connects until the first command.
     """
 
     def __init__(self, settings: Settings | None = None, client: redis.Redis | None = None) -> None:
         self.settings = settings or Settings.from_env()
-        self.client = client or make_client(self.settings)
+        self.client = client or make_shared_client(self.settings)
         self.gateway = Gateway(self.client, self.settings.redis_url)
         self.core = ProducerCore(self.settings)
         self.listener = Listener(self.client, self.settings.redis_url)

@@ -15,9 +15,9 @@ import redis
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-from dispatcher.errors import RedisError, RedisFull, RedisUnavailable
+from dispatcher.errors import PoolExhausted, RedisError, RedisFull, RedisUnavailable
 from dispatcher.store import scripts
-from dispatcher.store.connection import mask_url
+from dispatcher.store.connection import PoolTimeout, mask_url
 
 T = TypeVar("T")
 Command = tuple[Any, ...]
@@ -66,6 +66,8 @@ def wrap_error(error: Exception, url: str | None, written: str | None = None) ->
     """
     where = f" at {mask_url(url)}" if url else ""
     also = f"; {written}" if written else ""
+    if isinstance(error, PoolTimeout):  # a ConnectionError for redis-py, but Redis may be fine
+        return PoolExhausted(f"Redis{where}: {error}{also}")
     if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError) or (
         isinstance(error, redis.exceptions.ResponseError) and error_text(error).startswith(TRANSIENT)
     ):
