@@ -9,7 +9,7 @@ from typing import Any
 import redis.asyncio
 
 from dispatcher.errors import TaskNotFound
-from dispatcher.producer.listener import AsyncListener
+from dispatcher.producer.aio_listener import AsyncListener
 from dispatcher.producer.shared import ProducerCore, build_task, check_result_kept, status_of, value_or_raise
 from dispatcher.settings import Settings
 from dispatcher.store import streams
