@@ -35,7 +35,7 @@ class Enqueue:
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
-    """What one ``submit`` round trip did: each item's ``Enqueued`` in input order, ``None`` for the items of a
+    """What one ``submit_batch`` round trip did: each item's ``Enqueued`` in input order, ``None`` for the items of a
     script call that failed, and the errors of those calls (redis-py's, one per failed call, in order).
 
     Each call is atomic for the errors ``refused_whole`` names (under maxmemory a script's first write is
@@ -49,13 +49,22 @@ class Submitted:
     def every(self) -> list[wire.Enqueued]:
         """Each item's ``Enqueued``; raises the first error (as ours) when a call failed."""
         if self.errors:
-            raise wrap_error(self.errors[0], None)
+            raise wrap_error(self.errors[0], None) from self.errors[0]
         return [e for e in self.enqueued if e is not None]
 
 
-def submit(batches: Sequence[tuple[CapabilityKeys, Sequence[Enqueue]]], idempotency_ttl_ms: int) -> Op[Submitted]:
-    """Enqueue tasks of one or more capabilities in one round trip, one script call per ``SUBMIT_CHUNK`` items
-    of a capability (an item not added names the task that already exists, by id or idempotency key)."""
+def submit(
+    batches: Sequence[tuple[CapabilityKeys, Sequence[Enqueue]]], idempotency_ttl_ms: int
+) -> Op[list[wire.Enqueued]]:
+    """Enqueue tasks of one or more capabilities in one round trip; one ``Enqueued`` per item, in input order
+    (an item not added names the task that already exists, by id or idempotency key). Raises the error of the
+    first script call that failed: ``submit_batch`` says which items were written then."""
+    return (yield from submit_batch(batches, idempotency_ttl_ms)).every()
+
+
+def submit_batch(batches: Sequence[tuple[CapabilityKeys, Sequence[Enqueue]]], idempotency_ttl_ms: int) -> Op[Submitted]:
+    """``submit``, saying what each script call did: one call per ``SUBMIT_CHUNK`` items of a capability, each
+    written or failed on its own (``Submitted``)."""
     commands: list[Command] = []
     chunks: list[Sequence[Enqueue]] = []
     for keys, items in batches:

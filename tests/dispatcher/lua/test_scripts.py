@@ -38,7 +38,7 @@ def new_task(payload: Any = None, **options: Any) -> tuple[Task, bytes]:
 
 
 def submit(gw: Gateway, keys: CapabilityKeys, *items: streams.Enqueue) -> list[Enqueued]:
-    return gw.run(streams.submit([(keys, list(items))], TTL_MS)).every()
+    return gw.run(streams.submit([(keys, list(items))], TTL_MS))
 
 
 def queued(gw: Gateway, keys: CapabilityKeys, payload: Any = None, **options: Any) -> tuple[Task, bytes, str]:
