@@ -6,11 +6,13 @@
     ├── InvalidTask            a task rejected at submit: bad capability, unknown option, unencodable payload
     │   └── PayloadTooLarge    the encoded task exceeds max_payload_bytes
     ├── DecodeError            bytes in a stream that are not a valid task of a known format version
-    ├── RedisError             Redis answered with an error we did not expect
+    ├── RedisError             Redis answered with an error we did not expect (from submit: `submitted`)
     │   ├── RedisUnavailable   Redis could not be reached (connection refused, reset, timed out)
-    │   ├── RedisFull          Redis is out of memory (maxmemory with noeviction): nothing was written
+    │   ├── RedisFull          Redis is out of memory (maxmemory with noeviction): the command was refused
+    │   ├── PoolExhausted      no free connection in the client's pool within pool_timeout_s (Redis may be fine)
     │   └── UnsupportedRedis   the server is older than the supported 7.0
     ├── ResultTimeout          result(timeout_s=...) elapsed before the task settled
+    ├── ResultNotStored        result() of a task submitted with store_result=False: nothing will be stored
     ├── TaskNotFound           no capability knows a task id (also a LookupError)
     ├── DispatcherClosed       the dispatcher was closed and cannot wait for results any more
     ├── HandlerTimeout         a handler ran past its task's timeout_s (recorded as the attempt's error)
@@ -22,6 +24,8 @@ No module raises a builtin exception type except where ``tests/test_errors.py`` 
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class DispatcherError(Exception):
@@ -45,7 +49,16 @@ class DecodeError(DispatcherError):
 
 
 class RedisError(DispatcherError):
-    """Redis answered with an error we did not expect."""
+    """Redis answered with an error we did not expect.
+
+    Attributes:
+        submitted: on an error of ``submit``/``submit_many``, the handles of the tasks that were written, in input
+            order (``[]`` when none was), so that the caller resubmits only the others; ``None`` when that cannot
+            be known (the connection was lost during the round trip: submitting the same ``Task`` objects again
+            adds none twice) and on the errors of every other call. The message says the same in words.
+    """
+
+    submitted: list[Any] | None = None
 
 
 class RedisUnavailable(RedisError):
@@ -53,7 +66,14 @@ class RedisUnavailable(RedisError):
 
 
 class RedisFull(RedisError):
-    """Redis refused a write because it is out of memory; nothing was written."""
+    """Redis refused a write because it is out of memory; the refused command wrote nothing (of a batch, the
+    commands before it may have: see ``submitted``)."""
+
+
+class PoolExhausted(RedisError):
+    """Every connection of the dispatcher's pool (``max_connections``) stayed in use for ``pool_timeout_s``: more
+    callers at once than the pool serves. Redis itself may be fine; nothing was sent. Raise ``max_connections`` or
+    lower the concurrency of callers."""
 
 
 class UnsupportedRedis(RedisError):
@@ -62,6 +82,11 @@ class UnsupportedRedis(RedisError):
 
 class ResultTimeout(DispatcherError):
     """The task did not settle within the time ``result()`` was given."""
+
+
+class ResultNotStored(DispatcherError):
+    """``result()`` was called on the handle of a task submitted with ``store_result=False``: no result is ever
+    stored or announced for it, so there is nothing to wait for."""
 
 
 class TaskNotFound(DispatcherError, LookupError):

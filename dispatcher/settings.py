@@ -65,6 +65,22 @@ class Settings(BaseModel):
     retry_attempts: int = Field(
         3, ge=0, le=20, description="Client-side retries of a Redis command after a connection error (a count)."
     )
+    max_connections: int = Field(
+        100,
+        ge=1,
+        description=(
+            "Most connections the Redis client of a Dispatcher or AsyncDispatcher opens (its result() listener holds "
+            "one); callers beyond it wait for a free one (a count). Workers size their own clients."
+        ),
+    )
+    pool_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "How long a caller of a Dispatcher or AsyncDispatcher waits for a free connection when all "
+            "max_connections are in use, then raises PoolExhausted, in seconds."
+        ),
+    )
     block_ms: int = Field(
         1000, ge=1, description="XREADGROUP BLOCK, in milliseconds; must stay well under the socket timeout."
     )

@@ -43,6 +43,10 @@ ALLOWED_CLASSES: dict[tuple[str, str], str] = {
     ("dispatcher/errors.py", "DispatcherError"): "the base of the tree",
     ("dispatcher/errors.py", "Retry"): "a handler's request for another attempt, not an error of ours",
     ("dispatcher/errors.py", "Reject"): "a handler's refusal of its task, not an error of ours",
+    ("dispatcher/store/connection.py", "PoolTimeout"): (
+        "raised inside redis-py's connection pool, so it is a redis-py ConnectionError as the one it replaces; it "
+        "never leaves the gateway as is: wrap_error makes it PoolExhausted"
+    ),
     ("workers/slots.py", "SlotError"): (
         "a broken invariant of the slot table: a bug in the worker, not an error a user can act on, so it must not "
         "be caught by an `except DispatcherError`"

@@ -9,11 +9,11 @@ from typing import Any
 import redis.asyncio
 
 from dispatcher.errors import TaskNotFound
-from dispatcher.producer.listener import AsyncListener
-from dispatcher.producer.shared import ProducerCore, build_task, status_of, value_or_raise
+from dispatcher.producer.aio_listener import AsyncListener
+from dispatcher.producer.shared import ProducerCore, build_task, check_result_kept, status_of, value_or_raise
 from dispatcher.settings import Settings
 from dispatcher.store import streams
-from dispatcher.store.connection import make_async_client
+from dispatcher.store.connection import make_shared_async_client
 from dispatcher.store.gateway import AsyncGateway
 from dispatcher.task import Status, Task
 
@@ -21,9 +21,17 @@ from dispatcher.task import Status, Task
 class AsyncTaskHandle:
     """A submitted task, for asyncio code: ``await handle.status()``, ``await handle.result()``."""
 
-    def __init__(self, dispatcher: AsyncDispatcher, task_id: str, capability: str) -> None:
+    def __init__(
+        self,
+        dispatcher: AsyncDispatcher,
+        task_id: str,
+        capability: str,
+        store_result: bool = True,
+    ) -> None:
         self.id = task_id
         self.capability = capability
+        self.store_result = store_result
+        """False when the task was submitted with ``store_result=False``: ``result()`` raises ``ResultNotStored``."""
         self._dispatcher = dispatcher
 
     def __repr__(self) -> str:
@@ -36,6 +44,7 @@ class AsyncTaskHandle:
 
     async def result(self, timeout_s: float | None = None) -> Any:
         """See ``TaskHandle.result``."""
+        check_result_kept(self.id, self.store_result)
         d = self._dispatcher
         keys = d.core.keys(self.capability)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -57,7 +66,7 @@ class AsyncDispatcher:
 
     def __init__(self, settings: Settings | None = None, client: redis.asyncio.Redis | None = None) -> None:
         self.settings = settings or Settings.from_env()
-        self.client = client or make_async_client(self.settings)
+        self.client = client or make_shared_async_client(self.settings)
         self.gateway = AsyncGateway(self.client, self.settings.redis_url)
         self.core = ProducerCore(self.settings)
         self.listener = AsyncListener(self.client, self.settings.redis_url)
@@ -79,12 +88,16 @@ class AsyncDispatcher:
         batches = self.core.prepare(tasks)
         new = self.core.unregistered(batches)
         if new:
-            await self.gateway.run(streams.register_capabilities(self.core.keyspace.capabilities, new))
+            with self.core.round_trip(len(tasks), batch=False):
+                await self.gateway.run(streams.register_capabilities(self.core.keyspace.capabilities, new))
             self.core.registered.update(new)
-        replies = await self.gateway.run(streams.submit(batches, self.core.ttl_ms()))
-        handles = [AsyncTaskHandle(self, tid, cap) for cap, tid in self.core.task_ids(tasks, batches, replies)]
+        with self.core.round_trip(len(tasks), batch=True):
+            submitted = await self.gateway.run(streams.submit_batch(batches, self.core.ttl_ms()))
+        handles = self.core.handles(
+            tasks, batches, submitted, lambda t, task_id: AsyncTaskHandle(self, task_id, t.capability, t.store_result)
+        )
         if self.listener.wanted():
-            await self.listener.hold([(h, self.core.keys(h.capability).channel(h.id)) for h in handles])
+            await self.listener.hold(self.core.channels(handles))
         return handles
 
     async def handle(self, task_id: str, capability: str | None = None) -> AsyncTaskHandle:

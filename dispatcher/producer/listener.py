@@ -10,29 +10,29 @@ regardless. Channels whose last waiter left are unsubscribed by the reader.
 One connection for all waiters is what keeps ``result()`` fast: a pub/sub connection of its own per call costs a
 TCP connect and handshake, and closing it costs a disconnect, on every call.
 
-Holding: once a dispatcher's ``result()`` has been called, it expects more of them, so for ``_LINGER_S`` after
+Holding: once a dispatcher's ``result()`` has been called, it expects more of them, so for ``LINGER_S`` after
 each call the channels of newly submitted tasks are subscribed right after their submit, before the task can
 have run, and kept for as long as their handle lives. The announcement then usually arrives before or while
 ``result()`` waits, without a subscribe round trip and without the re-read that a settlement landing during the
 subscribe needs; an announcement that comes before the call is kept for it, so that ``result()`` returns at once.
+Kept records are bounded by bytes (``subscriptions.MAX_HELD_BYTES``): beyond the bound only the fact of the
+settlement is kept, and that ``result()`` reads the record.
 A joining waiter still re-reads once (the hold's SUBSCRIBE may not have been confirmed before the settlement),
 so holding changes how fast ``result()`` returns, never what it returns.
 
 The pub/sub commands go through redis-py's ``PubSub`` here, not through the gateway, which sends request/reply
-batches only.
+batches only. This module holds the sync driver and what both drivers share; the asyncio driver is
+``dispatcher.producer.aio_listener``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import redis
 import redis.asyncio
@@ -46,27 +46,27 @@ from dispatcher.store.gateway import wrap_error
 
 log = logging.getLogger(__name__)
 
-_POLL_S = 1.0
+POLL_S = 1.0
 """The reader's longest single read: how often it looks at its own state (stop, unsubscribes) when all is quiet."""
 
-_LINGER_S = 10.0
+LINGER_S = 10.0
 """The sync reader thread ends after this long without waiters; the next ``result()`` starts a new one."""
 
-_STOP_JOIN_S = 2.0
-_RECONNECT = Backoff(base_s=0.1, factor=2.0, max_s=1.0, jitter=0.0)
+STOP_JOIN_S = 2.0
+RECONNECT = Backoff(base_s=0.1, factor=2.0, max_s=1.0, jitter=0.0)
 """Pause of the reader between attempts while its connection is down: 0.1 s, doubling up to 1 s."""
-_READ_ERRORS = (redis.exceptions.RedisError, OSError)
+READ_ERRORS = (redis.exceptions.RedisError, OSError)
 
 
-class _Holding:
-    """When to hold (``result()`` was called in the last ``_LINGER_S``), and a hold's release with its handle."""
+class Holding:
+    """When to hold (``result()`` was called in the last ``LINGER_S``), and a hold's release with its handle."""
 
     _subs: Subscriptions
     _wanted_until = 0.0
 
     def expect(self) -> None:
         """A ``result()`` call: hold the channels of tasks submitted from now on, for a while."""
-        self._wanted_until = time.monotonic() + _LINGER_S
+        self._wanted_until = time.monotonic() + LINGER_S
 
     def holds(self, channel: str) -> bool:
         """Whether ``channel`` is held: a waiter on it starts with the listener, not with a read of its own."""
@@ -82,14 +82,15 @@ class _Holding:
                 weakref.finalize(owner, self._subs.release_later, channel).atexit = False
 
 
-def _hold_failed(channels: Sequence[str], subs: Subscriptions, error: BaseException) -> None:
+def hold_failed(channels: Sequence[str], subs: Subscriptions, error: BaseException) -> None:
+    """Give up holding ``channels`` whose SUBSCRIBE failed (each driver calls it under its lock)."""
     for channel in channels:
         subs.release(channel)
     log.debug("could not hold result channels error=%s; their result() reads and subscribes itself", error)
 
 
-class Listener(_Holding):
-    """The sync driver: a reader thread, started on demand, ending after ``_LINGER_S`` without waiters."""
+class Listener(Holding):
+    """The sync driver: a reader thread, started on demand, ending after ``LINGER_S`` without waiters."""
 
     def __init__(self, client: redis.Redis, url: str) -> None:
         self._client = client
@@ -119,14 +120,18 @@ class Listener(_Holding):
             try:
                 if new:
                     pubsub.subscribe(*new)
-            except _READ_ERRORS as e:
-                _hold_failed(new, self._subs, e)
+            except READ_ERRORS as e:
+                hold_failed(new, self._subs, e)
                 return
             self._start_reader()
         self._tie(owners)
 
     def wait(self, channel: str, fetch: Callable[[], bytes | None], deadline: float | None) -> bytes:
         """The result record announced on ``channel``, or the first one ``fetch`` finds after a wake-up.
+
+        A wake-up that came before the deadline is acted on even when the deadline has passed since (a zero
+        timeout still returns a kept announcement, or what the read that a held channel's waiter makes finds),
+        and a wait that ends at the deadline reads once more before ``ResultTimeout``.
 
         Raises:
             ResultTimeout: ``deadline`` (monotonic) passed first.
@@ -137,7 +142,8 @@ class Listener(_Holding):
         try:
             self._join(waiter)
             while True:
-                woken.wait(remaining_s(deadline))
+                if not woken.is_set():  # woken already (at join, say): read before the deadline is looked at
+                    woken.wait(remaining_s(deadline))
                 woken.clear()
                 if waiter.record is not None:
                     return waiter.record
@@ -158,7 +164,7 @@ class Listener(_Holding):
         if pubsub is not None and pubsub.connection is not None:
             pubsub.connection.disconnect()  # shuts the socket down: a reader blocked on it returns at once
         if thread is not None:
-            thread.join(_STOP_JOIN_S)
+            thread.join(STOP_JOIN_S)
         if pubsub is not None:
             pubsub.close()
 
@@ -208,165 +214,28 @@ class Listener(_Holding):
                 with self._lock:
                     if self._subs.busy:
                         idle_since = time.monotonic()
-                    if self._closed or time.monotonic() - idle_since > _LINGER_S:
+                    if self._closed or time.monotonic() - idle_since > LINGER_S:
                         return
                     idle = self._subs.take_idle()
                     if idle:
                         pubsub.unsubscribe(*idle)
-                message = pubsub.get_message(timeout=_POLL_S)
+                message = pubsub.get_message(timeout=POLL_S)
                 failures = 0
             except Exception as e:  # redis-py raises more than RedisError while reconnecting or closing
                 if self._closed:
                     return
                 failures += 1
-                _report(failures, e)
+                report_lost(failures, e)
                 with self._lock:
                     self._subs.wake_all()
-                time.sleep(_RECONNECT.delay_s(failures))
+                time.sleep(RECONNECT.delay_s(failures))
                 continue
             if message is not None:
                 with self._lock:
                     self._subs.deliver(message)
 
 
-class AsyncListener(_Holding):
-    """The asyncio driver: a reader task, started on demand, ending as soon as no one waits or holds."""
-
-    def __init__(self, client: redis.asyncio.Redis, url: str) -> None:
-        self._client = client
-        self._url = url
-        self._subs = Subscriptions()
-        self._lock = asyncio.Lock()
-        self._pubsub: redis.asyncio.client.PubSub | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._closed = False
-
-    async def wait(self, channel: str, fetch: Callable[[], Awaitable[bytes | None]], deadline: float | None) -> bytes:
-        """See ``Listener.wait``."""
-        woken = asyncio.Event()
-        waiter = Waiter(channel, woken.set)
-        try:
-            await self._join(waiter)
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(remaining_s(deadline)):
-                        await woken.wait()
-                woken.clear()
-                if waiter.record is not None:
-                    return waiter.record
-                record = await _read_unless_announced(fetch, woken, waiter)
-                if record is not None:
-                    return record
-        except redis.exceptions.RedisError as e:
-            raise wrap_error(e, self._url) from e
-        finally:
-            self._subs.leave(waiter)
-
-    async def aclose(self) -> None:
-        """Stop the reader and close the pub/sub connection."""
-        self._closed = True
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            # redis-py's pub/sub read can lose a cancellation that races with its own read timeout (seen on
-            # Python 3.11: the reader read on): the reader also stops at its next turn, within _POLL_S, on the flag.
-            reader.cancel()
-            await asyncio.wait([reader], timeout=_STOP_JOIN_S)
-        if self._pubsub is not None:
-            await self._pubsub.aclose()
-            self._pubsub = None
-
-    def release(self, channel: str) -> None:
-        """See ``Listener.release``."""
-        self._subs.release(channel)
-
-    async def hold(self, owners: Sequence[tuple[object, str]]) -> None:
-        """See ``Listener.hold``."""
-        if not self.wanted() or self._closed:
-            return
-        async with self._lock:
-            pubsub = self._ready()
-            new = self._subs.hold([channel for _, channel in owners])
-            try:
-                if new:
-                    await pubsub.subscribe(*new)
-            except _READ_ERRORS as e:
-                _hold_failed(new, self._subs, e)
-                return
-        self._start_reader(pubsub)
-        self._tie(owners)
-
-    async def _join(self, waiter: Waiter) -> None:
-        if self._closed:
-            raise DispatcherClosed("this dispatcher is closed")
-        async with self._lock:
-            pubsub = self._ready()
-            try:
-                if self._subs.join(waiter):
-                    await pubsub.subscribe(waiter.channel)
-            except BaseException:
-                self._subs.leave(waiter)
-                raise
-        self._start_reader(pubsub)
-
-    def _ready(self) -> redis.asyncio.client.PubSub:
-        if self._pubsub is None:
-            self._pubsub = self._client.pubsub()
-        return self._pubsub
-
-    def _start_reader(self, pubsub: redis.asyncio.client.PubSub) -> None:
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.get_running_loop().create_task(self._read(pubsub))
-
-    async def _read(self, pubsub: redis.asyncio.client.PubSub) -> None:
-        failures = 0
-        while True:
-            try:
-                async with self._lock:
-                    # Decided and sent under the lock: a waiter re-joining the channel meanwhile re-subscribes
-                    # after this, not before.
-                    idle = self._subs.take_idle()
-                    if idle:
-                        await pubsub.unsubscribe(*idle)
-                if self._closed:
-                    return
-                if not self._subs.busy:  # no await between this check and the exit: a joiner starts a new reader
-                    self._reader = None
-                    return
-                message = await pubsub.get_message(timeout=_POLL_S)
-                failures = 0
-            except _READ_ERRORS as e:
-                failures += 1
-                _report(failures, e)
-                self._subs.wake_all()
-                await asyncio.sleep(_RECONNECT.delay_s(failures))
-                continue
-            if message is not None:
-                self._subs.deliver(message)
-
-
-async def _read_unless_announced(
-    fetch: Callable[[], Awaitable[bytes | None]], woken: asyncio.Event, waiter: Waiter
-) -> bytes | None:
-    """``fetch()``, or the announcement if the reader hands it over first: it may already be in the socket
-    buffer, behind this very task in the loop. The read is left to finish on its own then (cancelling a command
-    would close its connection)."""
-    read = asyncio.ensure_future(fetch())
-    read.add_done_callback(_retrieve)  # an abandoned read's error is not reported as never retrieved
-    wake = asyncio.ensure_future(woken.wait())
-    try:
-        await asyncio.wait((read, wake), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        wake.cancel()
-    if waiter.record is not None and not read.done():
-        return waiter.record
-    return await read  # a wake-up without a record (a confirmation) leaves ``woken`` set: the caller reads again
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
-def _report(failures: int, error: BaseException) -> None:
+def report_lost(failures: int, error: BaseException) -> None:
+    """Log the reader's lost connection once per outage (its first failure)."""
     if failures == 1:  # once per outage
         log.warning("result listener lost its connection error=%s; waiters re-read, reconnecting", error)

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from dispatcher.errors import InvalidTask, TaskDead, TaskFailed
+from dispatcher.errors import InvalidTask, PoolExhausted, RedisError, ResultNotStored, TaskDead, TaskFailed
 from dispatcher.settings import Settings
 from dispatcher.store import codec
+from dispatcher.store.gateway import refused_whole, rewrap, wrap_error
 from dispatcher.store.keys import CapabilityKeys, KeySpace
-from dispatcher.store.streams import Enqueue, Lookup
+from dispatcher.store.streams import Enqueue, Lookup, Submitted
 from dispatcher.store.wire import Enqueued
 from dispatcher.task import Status, Task
+
+_RESUBMIT = "submitting the same Task objects again adds none twice"
+
+
+class Handle(Protocol):
+    """What the core needs of a task handle (sync or asyncio)."""
+
+    id: str
+    capability: str
+    store_result: bool
+
+
+H = TypeVar("H", bound=Handle)
 
 
 def build_task(task_or_capability: Task | str, payload: Any, delay_s: float | None, options: Mapping[str, Any]) -> Task:
@@ -82,20 +97,71 @@ class ProducerCore:
         """Capabilities of ``batches`` this process has not yet added to the fleet-wide set."""
         return [k.capability for k, _ in batches if k.capability not in self.registered]
 
-    @staticmethod
-    def task_ids(
-        tasks: Sequence[Task], batches: list[tuple[CapabilityKeys, list[Enqueue]]], replies: list[Enqueued]
-    ) -> list[tuple[str, str]]:
-        """(capability, task id) per task in input order; a deduplicated task maps to the earlier one's id.
+    def handles(
+        self,
+        tasks: Sequence[Task],
+        batches: list[tuple[CapabilityKeys, list[Enqueue]]],
+        submitted: Submitted,
+        make: Callable[[Task, str], H],
+    ) -> list[H]:
+        """One handle per task in input order, ``make(task, task id)``; a deduplicated task's handle names the task
+        that existed (the same id, or the first task of its idempotency key).
 
-        ``replies`` follow ``batches`` (grouped by capability); ``tasks`` is the input order ``prepare`` saw.
+        ``submitted`` follows ``batches`` (grouped by capability); ``tasks`` is the input order ``prepare`` saw.
+
+        Raises:
+            RedisFull, RedisUnavailable, RedisError: a script call of the batch failed; ``error.submitted`` holds
+                the handles of the tasks that were written, in input order, and the message says how many.
         """
-        per_capability: dict[str, Iterator[Enqueued]] = {}
+        per_capability: dict[str, Iterator[Enqueued | None]] = {}
         start = 0
         for keys, items in batches:
-            per_capability[keys.capability] = iter(replies[start : start + len(items)])
+            per_capability[keys.capability] = iter(submitted.enqueued[start : start + len(items)])
             start += len(items)
-        return [(task.capability, next(per_capability[task.capability]).task_id) for task in tasks]
+        handles = []
+        for task in tasks:
+            enqueued = next(per_capability[task.capability])
+            if enqueued is not None:
+                handles.append(make(task, enqueued.task_id))
+        if submitted.errors:
+            raise self._failed_calls(submitted.errors, handles, len(tasks)) from submitted.errors[0]
+        return handles
+
+    def _failed_calls(self, errors: list[Exception], written: list[Any], total: int) -> RedisError:
+        said = f"{len(written)} of {total} tasks were submitted (error.submitted); "
+        if not all(refused_whole(e) for e in errors):
+            said += f"a failed script call may have written some of the others: {_RESUBMIT}"
+        elif written:
+            said += "the others were not written"  # each failed call wrote nothing
+        else:
+            said = f"none of the {total} tasks was written"
+        error = wrap_error(errors[0], self.settings.redis_url, said)
+        if not isinstance(error, RedisError):  # not a reply of Redis's: never seen
+            error = RedisError(f"{error}; {said}")
+        error.submitted = written
+        return error
+
+    @contextlib.contextmanager
+    def round_trip(self, total: int, *, batch: bool) -> Iterator[None]:
+        """Make a ``RedisError`` raised inside say what of the ``total`` tasks was written: none before the batch
+        is sent (``batch=False``: registering their capabilities) or when no connection came free (every send of
+        a submit takes one first; a send after the first one only re-sends calls refused as NOSCRIPT, which ran
+        nothing); during its round trip, not known."""
+        try:
+            yield
+        except RedisError as e:
+            written: list[Any] | None
+            if batch and not isinstance(e, PoolExhausted):
+                written, said = None, f"it is not known which of the {total} tasks were written: {_RESUBMIT}"
+            else:
+                written, said = [], f"none of the {total} tasks was written"
+            error = rewrap(e, self.settings.redis_url, said)
+            error.submitted = written
+            raise error from e.__cause__ or e
+
+    def channels(self, handles: Sequence[Handle]) -> list[tuple[Handle, str]]:
+        """(handle, result channel) of each handle whose task keeps a result: what the listener may hold."""
+        return [(h, self.keys(h.capability).channel(h.id)) for h in handles if h.store_result]
 
     def ttl_ms(self) -> int:
         """Idempotency-key TTL in ms."""
@@ -114,6 +180,16 @@ def status_of(found: Lookup, core: ProducerCore) -> Status:
     if found.place is None:
         return "unknown"
     return "running" if found.running else "queued"
+
+
+def check_result_kept(task_id: str, store_result: bool) -> None:
+    """Raise ``ResultNotStored`` for a task submitted with ``store_result=False``: its ``result()`` would wait for
+    a record that is never written."""
+    if not store_result:
+        raise ResultNotStored(
+            f"task {task_id} was submitted with store_result=False: no result is stored or announced, so "
+            "result() has nothing to wait for (status() says queued or running until it settles, then unknown)"
+        )
 
 
 def value_or_raise(task_id: str, outcome: codec.Outcome) -> Any:

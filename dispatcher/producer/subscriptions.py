@@ -17,6 +17,14 @@ RECHECK_S = 5.0
 MAX_HELD = 10_000
 """At most this many channels are held for handles at once; tasks submitted beyond it are not held."""
 
+MAX_HELD_BYTES = 8 * 1024 * 1024
+"""At most this many bytes of announced result records are kept for held channels at once. An announcement beyond
+it keeps only the fact that its task settled: its ``result()`` then reads the record (one GET) instead of taking
+it from memory. So a producer holding many large results grows by this much at most, not by their sum."""
+
+_NOT_KEPT = b""
+"""A held channel's value once its announcement came but its record was not kept (no record is empty)."""
+
 
 def remaining_s(deadline: float | None) -> float:
     """How long to wait before the next re-read; raises ``ResultTimeout`` once ``deadline`` has passed."""
@@ -53,7 +61,9 @@ class Subscriptions:
 
     def __init__(self) -> None:
         self._waiters: dict[str, set[Waiter]] = {}
-        self._held: dict[str, bytes | None] = {}  # held channel -> its announced record, None until announced
+        # held channel -> its announced record, None until announced, _NOT_KEPT when announced over the bound
+        self._held: dict[str, bytes | None] = {}
+        self._held_bytes = 0  # the size of every record kept in _held
         self._released: collections.deque[str] = collections.deque()
         self._idle: set[str] = set()
 
@@ -85,7 +95,7 @@ class Subscriptions:
     def release(self, channel: str) -> None:
         """Stop holding ``channel`` (its handle is gone or has its result); again is harmless."""
         if channel in self._held:
-            del self._held[channel]
+            self._held_bytes -= len(self._held.pop(channel) or b"")
             self._drop_if_unwanted(channel)
 
     def release_later(self, channel: str) -> None:
@@ -100,12 +110,13 @@ class Subscriptions:
         """Add ``waiter``; True when its channel was not subscribed, so the caller must send SUBSCRIBE.
 
         A waiter that joins a channel already subscribed is woken at once, with the announcement when a held
-        channel has had it: else the confirmation it would wait for may have come already. If it has not, it
-        comes later and wakes this waiter again.
+        channel has had it and kept its record: else the confirmation it would wait for may have come already
+        (or the announcement came and only its fact was kept): the wake-up makes it read. If the confirmation
+        has not come, it comes later and wakes this waiter again.
         """
         channel = waiter.channel
         announced = self._held.get(channel)
-        if announced is not None:
+        if announced:
             waiter.wake(announced)
             return False
         group = self._waiters.get(channel)
@@ -147,7 +158,7 @@ class Subscriptions:
         kind = message.get("type")
         data = message.get("data")
         if kind == "message" and isinstance(data, bytes) and channel in self._held:
-            self._held[channel] = data  # kept for the handle's result(); nothing more will be announced
+            self._keep(channel, data)  # for the handle's result(); nothing more will be announced
             self._drop_if_unwanted(channel)
         group = self._waiters.get(channel)
         if group is None:
@@ -160,6 +171,14 @@ class Subscriptions:
         elif kind == "subscribe":
             for waiter in list(group):
                 waiter.wake()
+
+    def _keep(self, channel: str, record: bytes) -> None:
+        self._held_bytes -= len(self._held[channel] or b"")
+        if self._held_bytes + len(record) <= MAX_HELD_BYTES:
+            self._held[channel] = record
+            self._held_bytes += len(record)
+        else:
+            self._held[channel] = _NOT_KEPT
 
     def wake_all(self) -> None:
         """Ask every waiter to re-read (the connection was lost: announcements may have been missed)."""

@@ -11,10 +11,10 @@ import redis
 
 from dispatcher.errors import TaskNotFound
 from dispatcher.producer.listener import Listener
-from dispatcher.producer.shared import ProducerCore, build_task, status_of, value_or_raise
+from dispatcher.producer.shared import ProducerCore, build_task, check_result_kept, status_of, value_or_raise
 from dispatcher.settings import Settings
 from dispatcher.store import streams
-from dispatcher.store.connection import make_client
+from dispatcher.store.connection import make_shared_client
 from dispatcher.store.gateway import Gateway
 from dispatcher.task import Status, Task
 
@@ -22,9 +22,17 @@ from dispatcher.task import Status, Task
 class TaskHandle:
     """A submitted task: its ``id``, ``capability``, ``status()`` and ``result()``."""
 
-    def __init__(self, dispatcher: Dispatcher, task_id: str, capability: str) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        task_id: str,
+        capability: str,
+        store_result: bool = True,
+    ) -> None:
         self.id = task_id
         self.capability = capability
+        self.store_result = store_result
+        """False when the task was submitted with ``store_result=False``: ``result()`` raises ``ResultNotStored``."""
         self._dispatcher = dispatcher
 
     def __repr__(self) -> str:
@@ -38,11 +46,16 @@ class TaskHandle:
     def result(self, timeout_s: float | None = None) -> Any:
         """Block until the task settles (woken by a notification, no busy polling) and return its value.
 
+        A zero ``timeout_s`` returns a result that is stored already. A handle re-attached with ``handle()``
+        waits even for a task submitted with ``store_result=False`` (the option is known only at submit).
+
         Raises:
+            ResultNotStored: at once, for a task this handle submitted with ``store_result=False``.
             TaskFailed: the handler failed (``TaskDead`` when it was dead-lettered).
             ResultTimeout: ``timeout_s`` elapsed first.
             RedisUnavailable: Redis could not be reached.
         """
+        check_result_kept(self.id, self.store_result)
         d = self._dispatcher
         keys = d.core.keys(self.capability)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -65,12 +78,14 @@ class Dispatcher:
     Args:
         settings: the settings to use; by default read from the environment.
         client: an already configured ``redis.Redis`` (decode_responses must be off); by default one is made
-            from ``settings.redis_url``. Nothing connects until the first command.
+            from ``settings.redis_url`` whose pool many threads can share: at most ``max_connections``, and a
+            caller that finds them all in use waits up to ``pool_timeout_s`` for one, then raises
+            ``PoolExhausted``. Nothing connects until the first command.
     """
 
     def __init__(self, settings: Settings | None = None, client: redis.Redis | None = None) -> None:
         self.settings = settings or Settings.from_env()
-        self.client = client or make_client(self.settings)
+        self.client = client or make_shared_client(self.settings)
         self.gateway = Gateway(self.client, self.settings.redis_url)
         self.core = ProducerCore(self.settings)
         self.listener = Listener(self.client, self.settings.redis_url)
@@ -86,26 +101,44 @@ class Dispatcher:
         """Submit one task: ``submit(task)`` or ``submit("capability", payload, max_retries=1, ...)``.
 
         Raises:
-            InvalidTask: bad capability, unknown option, unencodable or oversized payload (nothing written).
-            RedisUnavailable, RedisFull: Redis could not take the task.
+            InvalidTask: bad capability, unknown option, unencodable or oversized payload, or one a worker would
+                refuse (nothing written).
+            RedisUnavailable, RedisFull: Redis could not take the task (see ``submit_many``).
         """
         return self.submit_many([build_task(task, payload, delay_s, options)])[0]
 
     def submit_many(self, tasks: Iterable[Task]) -> list[TaskHandle]:
-        """Submit many tasks in one round trip (per 500 tasks of a capability); handles in input order.
+        """Submit many tasks in one round trip; handles in input order.
 
-        Every task is validated and encoded before anything is written.
+        Every task is validated and encoded before anything is written. The round trip carries one submit script
+        call per 500 tasks of a capability, each atomic, so Redis can refuse a batch in part: when it fills
+        mid-batch, the calls before that point are written and the rest are not. Submitting the same ``Task``
+        objects again (the same ids) adds none of them twice: a task whose id is queued, delayed or running, or
+        whose result is kept, is not added again (one with ``store_result=False`` that has already run is not
+        remembered, and runs again).
+
+        Raises:
+            InvalidTask: a task is invalid (nothing written).
+            RedisFull, RedisUnavailable, RedisError: Redis did not take the whole batch. ``error.submitted``
+                holds the handles of the tasks that were written (in input order; ``[]`` for none), and the message
+                says how many: "Redis ... is full (maxmemory reached): 2000 of 5000 tasks were submitted
+                (error.submitted); the others were not written". It is ``None`` when that cannot be known (the
+                connection was lost during the round trip): submit the same ``Task`` objects again.
         """
         tasks = list(tasks)
         batches = self.core.prepare(tasks)
         new = self.core.unregistered(batches)
         if new:
-            self.gateway.run(streams.register_capabilities(self.core.keyspace.capabilities, new))
+            with self.core.round_trip(len(tasks), batch=False):
+                self.gateway.run(streams.register_capabilities(self.core.keyspace.capabilities, new))
             self.core.registered.update(new)
-        replies = self.gateway.run(streams.submit(batches, self.core.ttl_ms()))
-        handles = [TaskHandle(self, tid, cap) for cap, tid in self.core.task_ids(tasks, batches, replies)]
+        with self.core.round_trip(len(tasks), batch=True):
+            submitted = self.gateway.run(streams.submit_batch(batches, self.core.ttl_ms()))
+        handles = self.core.handles(
+            tasks, batches, submitted, lambda t, task_id: TaskHandle(self, task_id, t.capability, t.store_result)
+        )
         if self.listener.wanted():
-            self.listener.hold([(h, self.core.keys(h.capability).channel(h.id)) for h in handles])
+            self.listener.hold(self.core.channels(handles))
         return handles
 
     def handle(self, task_id: str, capability: str | None = None) -> TaskHandle:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import queue
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -53,9 +55,66 @@ def client_options(settings: Settings) -> dict[str, Any]:
 def make_client(settings: Settings, **extra: Any) -> redis.Redis:
     """A sync client for ``settings.redis_url``, retrying a command ``retry_attempts`` times after a lost
     connection; nothing connects until the first command."""
+    return redis.Redis.from_url(settings.redis_url, **{**_sync_options(settings), **extra})
+
+
+def _sync_options(settings: Settings) -> dict[str, Any]:
     options = client_options(settings)
     options["retry"] = redis.retry.Retry(_backoff(), settings.retry_attempts)
-    return redis.Redis.from_url(settings.redis_url, **{**options, **extra})
+    return options
+
+
+class PoolTimeout(redis.exceptions.ConnectionError):
+    """No connection of a bounded pool came free within its timeout. A ``ConnectionError``, as the one redis-py
+    raises there, so redis-py treats it alike; ``wrap_error`` makes it our ``PoolExhausted``, not "unavailable"."""
+
+    def __init__(self, timeout_s: float | None, max_connections: int) -> None:
+        super().__init__(
+            f"no free connection within {timeout_s} s (all max_connections={max_connections} in use): raise "
+            "max_connections or lower the concurrency of callers"
+        )
+
+
+class _BoundedPool(redis.BlockingConnectionPool):
+    """redis-py's blocking pool, whose wait timeout raises ``PoolTimeout``."""
+
+    def get_connection(self, *args: Any, **options: Any) -> Any:
+        try:
+            return super().get_connection(*args, **options)  # type: ignore[no-untyped-call]
+        except redis.exceptions.ConnectionError as e:
+            if isinstance(e.__context__, queue.Empty):  # raised while handling the wait's timeout, not connecting
+                raise PoolTimeout(self.timeout, self.max_connections) from None
+            raise
+
+
+class _AsyncBoundedPool(redis.asyncio.BlockingConnectionPool):
+    """The asyncio twin of ``_BoundedPool``."""
+
+    async def get_connection(self, *args: Any, **options: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **options)  # type: ignore[no-untyped-call]
+        except redis.exceptions.ConnectionError as e:
+            if isinstance(e.__cause__, asyncio.TimeoutError):  # the wait's timeout (connecting raises others)
+                raise PoolTimeout(self.timeout, self.max_connections) from None
+            raise
+
+
+def make_shared_client(settings: Settings, **extra: Any) -> redis.Redis:
+    """``make_client`` for a client that many threads share (a ``Dispatcher``'s).
+
+    Its pool opens at most ``max_connections``, and a caller that finds them all in use waits up to
+    ``pool_timeout_s`` for one (then ``PoolTimeout``): redis-py's default pool fails at once past 100 connections
+    ("Too many connections"), which a web app's threads reach while Redis is fine.
+    """
+    pool = _BoundedPool.from_url(
+        settings.redis_url,
+        max_connections=settings.max_connections,
+        timeout=settings.pool_timeout_s,
+        **{**_sync_options(settings), **extra},
+    )
+    client = redis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # close() disconnects the pool, as from_url's clients do
+    return client
 
 
 def _hiredis_pack(args: tuple[Any, ...]) -> bytes:
@@ -90,6 +149,10 @@ def make_async_client(settings: Settings, retry: bool = True, **extra: Any) -> r
     that must see every lost reply (the worker's reads: a re-sent ``XREADGROUP >`` would leave the entries of the
     lost reply pending and unseen) is made with ``retry=False``.
     """
+    return redis.asyncio.Redis.from_url(settings.redis_url, **{**_async_options(settings, retry), **extra})
+
+
+def _async_options(settings: Settings, retry: bool) -> dict[str, Any]:
     options = client_options(settings)
     # The asyncio client awaits ``retry.call_with_retry(...)``: a sync Retry there returns the command's
     # coroutine unawaited, so its errors escape the retry loop and nothing is ever retried.
@@ -98,7 +161,21 @@ def make_async_client(settings: Settings, retry: bool = True, **extra: Any) -> r
     scheme = urlsplit(settings.redis_url).scheme
     if scheme in ("redis", "rediss"):
         options["connection_class"] = _FastSSLConnection if scheme == "rediss" else _FastConnection
-    return redis.asyncio.Redis.from_url(settings.redis_url, **{**options, **extra})
+    return options
+
+
+def make_shared_async_client(settings: Settings, **extra: Any) -> redis.asyncio.Redis:
+    """``make_async_client`` (retrying) for a client that many tasks share (an ``AsyncDispatcher``'s), with the
+    bounded waiting pool of ``make_shared_client``."""
+    pool = _AsyncBoundedPool.from_url(
+        settings.redis_url,
+        max_connections=settings.max_connections,
+        timeout=settings.pool_timeout_s,
+        **{**_async_options(settings, retry=True), **extra},
+    )
+    client = redis.asyncio.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    return client
 
 
 def make_read_client(settings: Settings) -> redis.asyncio.Redis:

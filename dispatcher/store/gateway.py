@@ -15,9 +15,9 @@ import redis
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-from dispatcher.errors import RedisError, RedisFull, RedisUnavailable
+from dispatcher.errors import PoolExhausted, RedisError, RedisFull, RedisUnavailable
 from dispatcher.store import scripts
-from dispatcher.store.connection import mask_url
+from dispatcher.store.connection import PoolTimeout, mask_url
 
 T = TypeVar("T")
 Command = tuple[Any, ...]
@@ -38,7 +38,7 @@ def text(value: bytes | str) -> str:
 def check(reply: Any) -> Any:
     """Return ``reply``, or raise it as our own error when it is an exception."""
     if isinstance(reply, Exception):
-        raise wrap_error(reply, None)
+        raise wrap_error(reply, None) from reply
     return reply
 
 
@@ -58,18 +58,39 @@ def is_error(reply: Any, code: str) -> bool:
     return isinstance(reply, redis.exceptions.ResponseError) and error_text(reply).startswith(code)
 
 
-def wrap_error(error: Exception, url: str | None) -> Exception:
-    """Our exception for a redis-py one (already ours or not from Redis: returned as is)."""
+def wrap_error(error: Exception, url: str | None, written: str | None = None) -> Exception:
+    """Our exception for a redis-py one (already ours or not from Redis: returned as is).
+
+    ``written`` says what the failed call wrote, for a call of several commands (a batch submit); by default
+    the message of a refused write says that it wrote nothing.
+    """
     where = f" at {mask_url(url)}" if url else ""
+    also = f"; {written}" if written else ""
+    if isinstance(error, PoolTimeout):  # a ConnectionError for redis-py, but Redis may be fine
+        return PoolExhausted(f"Redis{where}: {error}{also}")
     if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError) or (
         isinstance(error, redis.exceptions.ResponseError) and error_text(error).startswith(TRANSIENT)
     ):
-        return RedisUnavailable(f"Redis{where} is unavailable: {error}")
+        return RedisUnavailable(f"Redis{where} is unavailable: {error}{also}")
     if isinstance(error, redis.exceptions.ResponseError) and error_text(error).startswith("OOM"):
-        return RedisFull(f"Redis{where} is full (maxmemory reached): nothing was written")
+        return RedisFull(f"Redis{where} is full (maxmemory reached): {written or 'nothing was written'}")
     if isinstance(error, redis.exceptions.RedisError):
-        return RedisError(f"Redis{where} answered with an error: {error}")
+        return RedisError(f"Redis{where} answered with an error: {error}{also}")
     return error
+
+
+def rewrap(error: RedisError, url: str | None, written: str) -> RedisError:
+    """``error`` (ours, raised by ``Gateway.run``) again, its message saying what was written."""
+    cause = error.__cause__
+    again = wrap_error(cause, url, written) if isinstance(cause, redis.exceptions.RedisError) else None
+    return again if isinstance(again, RedisError) else type(error)(f"{error}; {written}")
+
+
+def refused_whole(error: Exception) -> bool:
+    """Whether Redis refused this command before it wrote anything: out of memory (a script's first write is
+    refused, and nothing after it runs), or a server that is loading, failing over or busy."""
+    # A reply, not a lost connection: redis-py makes LOADING a BusyLoadingError, which is a ConnectionError.
+    return isinstance(error, redis.exceptions.RedisError) and error_text(error).startswith(("OOM", *TRANSIENT))
 
 
 def _split(command: Command) -> tuple[tuple[Any, ...], dict[str, Any]]:

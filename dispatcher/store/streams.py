@@ -6,13 +6,13 @@ Recording what became of a task (settle, retry, bury) is ``dispatcher.store.tran
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dispatcher.errors import UnsupportedRedis
 from dispatcher.store import scripts, wire
 from dispatcher.store.codec import FORMAT_VERSION, Fields
-from dispatcher.store.gateway import Command, Op, check, is_error, text
+from dispatcher.store.gateway import Command, Op, check, is_error, text, wrap_error
 from dispatcher.store.keys import GROUP, CapabilityKeys
 from dispatcher.task import CAPABILITY_PATTERN
 
@@ -33,11 +33,38 @@ class Enqueue:
     store_result: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """What one ``submit_batch`` round trip did: each item's ``Enqueued`` in input order, ``None`` for the items of a
+    script call that failed, and the errors of those calls (redis-py's, one per failed call, in order).
+
+    Each call is atomic for the errors ``refused_whole`` names (under maxmemory a script's first write is
+    refused and nothing of that call is written; once it wrote, Redis lets it finish), so a batch can be written
+    in part, call by call, and ``enqueued`` says exactly which part.
+    """
+
+    enqueued: list[wire.Enqueued | None]
+    errors: list[Exception] = field(default_factory=list)
+
+    def every(self) -> list[wire.Enqueued]:
+        """Each item's ``Enqueued``; raises the first error (as ours) when a call failed."""
+        if self.errors:
+            raise wrap_error(self.errors[0], None) from self.errors[0]
+        return [e for e in self.enqueued if e is not None]
+
+
 def submit(
     batches: Sequence[tuple[CapabilityKeys, Sequence[Enqueue]]], idempotency_ttl_ms: int
 ) -> Op[list[wire.Enqueued]]:
     """Enqueue tasks of one or more capabilities in one round trip; one ``Enqueued`` per item, in input order
-    (an item not added names the task that already exists, by id or idempotency key)."""
+    (an item not added names the task that already exists, by id or idempotency key). Raises the error of the
+    first script call that failed: ``submit_batch`` says which items were written then."""
+    return (yield from submit_batch(batches, idempotency_ttl_ms)).every()
+
+
+def submit_batch(batches: Sequence[tuple[CapabilityKeys, Sequence[Enqueue]]], idempotency_ttl_ms: int) -> Op[Submitted]:
+    """``submit``, saying what each script call did: one call per ``SUBMIT_CHUNK`` items of a capability, each
+    written or failed on its own (``Submitted``)."""
     commands: list[Command] = []
     chunks: list[Sequence[Enqueue]] = []
     for keys, items in batches:
@@ -45,13 +72,17 @@ def submit(
             chunks.append(items[start : start + SUBMIT_CHUNK])
             commands.append(_submit_call(keys, chunks[-1], idempotency_ttl_ms))
     replies = yield commands
-    out: list[wire.Enqueued] = []
+    out: list[wire.Enqueued | None] = []
+    errors: list[Exception] = []
     for chunk, reply in zip(chunks, replies, strict=True):
-        values = check(reply)
-        if not isinstance(values, list) or len(values) != len(chunk):
-            raise wire.unexpected("submit", values)
-        out.extend(wire.enqueued(value, item.task_id) for item, value in zip(chunk, values, strict=True))
-    return out
+        if isinstance(reply, Exception):
+            errors.append(reply)
+            out.extend([None] * len(chunk))
+            continue
+        if not isinstance(reply, list) or len(reply) != len(chunk):
+            raise wire.unexpected("submit", reply)
+        out.extend(wire.enqueued(value, item.task_id) for item, value in zip(chunk, reply, strict=True))
+    return Submitted(out, errors)
 
 
 def _submit_call(keys: CapabilityKeys, items: Sequence[Enqueue], ttl_ms: int) -> Command:

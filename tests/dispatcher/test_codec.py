@@ -64,6 +64,39 @@ def test_unencodable_payload_is_invalid_task() -> None:
         codec.encode_task(Task(capability="echo", payload={"f": object()}), LIMIT)
 
 
+def nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        ({1: "a"}, "int is not allowed for map key"),
+        ({"ok": {2.5: "a"}}, "float is not allowed for map key"),
+        (nested(70), "nesting deeper than 64"),
+    ],
+    ids=["int-key", "float-key", "nesting-70"],
+)
+def test_a_payload_the_worker_would_refuse_is_invalid_task_at_encoding(payload: Any, match: str) -> None:
+    task = Task(capability="echo", payload=payload)
+    with pytest.raises(DecodeError):  # what a worker's decoder does with it: a dead letter (decode_error)
+        codec.decode_entry("echo", "1-0", entry(msgpack.packb({**GOOD, "payload": payload})), LIMIT)
+    with pytest.raises(InvalidTask, match=f"would refuse it: .*{match}") as info:
+        codec.encode_task(task, LIMIT)
+    assert type(info.value) is InvalidTask
+
+
+def test_the_deepest_payload_the_worker_takes_is_accepted_and_one_more_level_is_not() -> None:
+    task = Task(capability="echo", payload=nested(64))  # the payload is level 1 (wire format 3.2)
+    blob = codec.encode_task(task, LIMIT)
+    assert codec.decode_entry("echo", "1-0", entry(blob), LIMIT).task == task
+    with pytest.raises(InvalidTask, match="nesting deeper than 64"):
+        codec.encode_task(Task(capability="echo", payload=nested(65)), LIMIT)
+
+
 def test_oversized_task_is_payload_too_large() -> None:
     with pytest.raises(PayloadTooLarge, match="over the limit of 2048"):
         codec.encode_task(Task(capability="echo", payload="x" * 2048), 2048)

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from dispatcher.errors import ResultTimeout
-from dispatcher.producer.subscriptions import MAX_HELD, RECHECK_S, Subscriptions, Waiter, remaining_s
+from dispatcher.producer.subscriptions import MAX_HELD, MAX_HELD_BYTES, RECHECK_S, Subscriptions, Waiter, remaining_s
 
 
 class Recorder:
@@ -145,3 +145,39 @@ def test_holding_stops_at_the_cap() -> None:
     subs = Subscriptions()
     assert len(subs.hold([f"c{i}" for i in range(MAX_HELD + 5)])) == MAX_HELD
     assert not subs.holds(f"c{MAX_HELD}")
+
+
+def test_kept_announcements_are_bounded_by_bytes_and_the_rest_keep_only_the_fact() -> None:
+    # 1,000 held tasks settled with 200 KB results while no result() waits: at most MAX_HELD_BYTES of records
+    # are kept; a waiter of one whose record was not kept is woken to read it (one GET), without a SUBSCRIBE.
+    subs = Subscriptions()
+    channels = [f"c{i}" for i in range(1000)]
+    subs.hold(channels)
+    record = b"r" * 200_000
+    for channel in channels:
+        subs.deliver(message("message", channel, record))
+    got = []
+    for channel in channels:
+        waiter = Recorder(channel)
+        assert subs.join(waiter.waiter) is False  # announced already: never subscribed again
+        assert waiter.wakes == 1
+        got.append(waiter.waiter.record)
+        subs.leave(waiter.waiter)
+    kept = [r for r in got if r is not None]
+    assert all(r == record for r in kept)
+    assert 0 < len(kept) * len(record) <= MAX_HELD_BYTES
+    assert sorted(subs.take_idle()) == sorted(channels)  # nothing more will come on any of them
+
+
+def test_releasing_a_kept_announcement_frees_its_bytes_for_the_next() -> None:
+    subs = Subscriptions()
+    big = b"r" * (MAX_HELD_BYTES // 2 + 1)
+    subs.hold(["a", "b", "c"])
+    subs.deliver(message("message", "a", big))
+    subs.deliver(message("message", "b", big))  # over the bound: only the fact is kept
+    subs.release("a")
+    subs.deliver(message("message", "c", big))  # a's bytes were given back
+    for channel, expected in (("b", None), ("c", big)):
+        waiter = Recorder(channel)
+        subs.join(waiter.waiter)
+        assert waiter.waiter.record == expected, channel

@@ -17,7 +17,7 @@ import pytest
 import redis
 from helpers import settle, wait_until
 
-from dispatcher import AsyncDispatcher, Dispatcher, Settings
+from dispatcher import AsyncDispatcher, Dispatcher, ResultTimeout, Settings
 from dispatcher.store import codec
 from dispatcher.store.connection import make_async_client, make_client
 from dispatcher.store.keys import KeySpace
@@ -238,6 +238,53 @@ def test_after_a_result_new_tasks_are_held_and_an_early_announcement_needs_no_re
     assert get_calls(client) == gets, "result() read the result although its announcement was kept"
     assert handle.result(timeout_s=10) == "done"  # again: read afresh, the hold was released
     assert get_calls(client) == gets + 1
+
+
+def test_a_zero_timeout_returns_a_stored_result_of_a_held_task(
+    named: Dispatcher, client: redis.Redis, settings: Settings
+) -> None:
+    keys = KeySpace(settings.prefix).capability("echo")
+    first = named.submit("echo", 0)
+    settle(client, settings, first, DONE)
+    assert first.result(timeout_s=10) == "done"  # a result() call: tasks submitted from now on are held
+    announced, stored = named.submit("echo", 1), named.submit("echo", 2)
+    for h in (announced, stored):
+        wait_until(lambda h=h: numsub(client, keys.channel(h.id)) == 1, 10, message="not held")
+    settle(client, settings, announced, DONE)
+    wait_until(lambda: numsub(client, keys.channel(announced.id)) == 0, 10, message="announcement not kept")
+    assert announced.result(timeout_s=0) == "done"  # the kept announcement
+    # Stored, its announcement not (yet) heard: a zero timeout still reads once before it gives up.
+    client.set(keys.result(stored.id), codec.encode_outcome(DONE))
+    assert stored.result(timeout_s=0) == "done"
+    with pytest.raises(ResultTimeout):
+        named.submit("echo", 3).result(timeout_s=0)
+
+
+def test_an_async_zero_timeout_returns_a_stored_result_of_a_held_task(
+    settings: Settings, client: redis.Redis, name: str
+) -> None:
+    keys = KeySpace(settings.prefix).capability("echo")
+
+    async def main() -> None:
+        async with AsyncDispatcher(settings, client=make_async_client(settings, client_name=name)) as d:
+            first = await d.submit("echo", 0)
+            await asyncio.to_thread(settle, client, settings, first, DONE)
+            assert await first.result(timeout_s=10) == "done"  # the next tasks are held
+            announced, stored = await d.submit("echo", 1), await d.submit("echo", 2)
+            await asyncio.to_thread(
+                wait_until, lambda: numsub(client, keys.channel(announced.id)) == 1, 10, 0.02, "not held"
+            )
+            await asyncio.to_thread(settle, client, settings, announced, DONE)
+            await asyncio.to_thread(
+                wait_until, lambda: numsub(client, keys.channel(announced.id)) == 0, 10, 0.02, "not kept"
+            )
+            assert await announced.result(timeout_s=0) == "done"
+            client.set(keys.result(stored.id), codec.encode_outcome(DONE))
+            assert await stored.result(timeout_s=0) == "done"
+            with pytest.raises(ResultTimeout):
+                await (await d.submit("echo", 3)).result(timeout_s=0)
+
+    asyncio.run(main())
 
 
 def test_a_held_task_settled_while_waited_on_returns_its_result(

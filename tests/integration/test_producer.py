@@ -23,6 +23,7 @@ from dispatcher import (
     InvalidTask,
     PayloadTooLarge,
     RedisUnavailable,
+    ResultNotStored,
     ResultTimeout,
     Settings,
     Task,
@@ -37,6 +38,17 @@ from dispatcher.store.transitions import Settle
 
 SUCCEEDED = codec.Outcome(status="succeeded", value={"answer": 42})
 FAILED = codec.Outcome(status="failed", error_type="ValueError", error_message="bad input", traceback="Traceback: x")
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = {"n": value}
+    return value
+
+
+DEEP_70 = _nested(70)
+"""A payload nested 70 levels deep: msgpack encodes it, a worker's decoder refuses it (over 64)."""
 
 
 # ---- submit -----------------------------------------------------------------------------------------------------
@@ -92,6 +104,9 @@ def test_resubmitting_the_same_task_is_harmless(dispatcher: Dispatcher, client: 
         (("echo", 1), {"max_retries": "many"}, InvalidTask),
         (("echo", 1), {"delay_s": -1}, InvalidTask),
         ((Task(capability="echo"), 1), {}, InvalidTask),
+        (("echo", {1: "int key"}), {}, InvalidTask),
+        (("echo", {"k": {0.5: "float key"}}), {}, InvalidTask),
+        (("echo", DEEP_70), {}, InvalidTask),
     ],
     ids=[
         "capability",
@@ -102,6 +117,9 @@ def test_resubmitting_the_same_task_is_harmless(dispatcher: Dispatcher, client: 
         "bad-option",
         "negative-delay",
         "task-and-payload",
+        "int-map-key",
+        "float-map-key",
+        "nesting-70",
     ],
 )
 def test_bad_input_raises_and_writes_nothing(
@@ -231,6 +249,29 @@ def test_result_is_woken_by_the_settlement_without_polling(
     assert got == [{"answer": 42}]
     print(f"\nresult() returned {time.monotonic() - settled_at:.4f} s after the settlement")
     assert cmdstat_calls(client, "get") - gets_before <= 3  # one re-read on wake-up, not a polling loop
+
+
+def test_result_of_a_task_that_keeps_no_result_raises_at_once(dispatcher: Dispatcher, prefix: str) -> None:
+    fire_and_forget = dispatcher.submit("echo", 1, store_result=False)
+    (batched,) = dispatcher.submit_many([Task(capability="echo", payload=2, store_result=False)])
+    for handle in (fire_and_forget, batched):
+        started = time.monotonic()
+        with pytest.raises(ResultNotStored, match="store_result=False") as info:
+            handle.result(timeout_s=5)  # before: ResultTimeout after 5 s (and with no timeout, never)
+        assert time.monotonic() - started < 1
+        assert handle.id in str(info.value)
+        assert handle.status() == "queued"  # it is queued all the same
+    assert dispatcher.submit("echo", 3).store_result is True
+
+
+def test_async_result_of_a_task_that_keeps_no_result_raises_at_once(settings: Settings) -> None:
+    async def main() -> None:
+        async with AsyncDispatcher(settings) as d:
+            handle = await d.submit("echo", 1, store_result=False)
+            with pytest.raises(ResultNotStored):
+                await asyncio.wait_for(handle.result(timeout_s=5), 1)
+
+    asyncio.run(main())
 
 
 # ---- errors at the Redis boundary -------------------------------------------------------------------------------
