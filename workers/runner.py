@@ -162,16 +162,22 @@ class Runner:
     def _conclude(
         self, keys: CapabilityKeys, key: Held, delivery: Delivery, value: Any, error: BaseException | None
     ) -> None:
-        """Decide and record the outcome. Whatever goes wrong on the way (an exception whose ``__str__`` raises,
-        a value that breaks the encoder) fails this task with a clear error: it never leaks the slot."""
+        """Decide and record the outcome. Whatever goes wrong on the way fails this task with a clear error (it
+        never leaks the slot): a bug dead-letters it as ``worker_error``; running out of memory, which says more
+        about the process than about this task (another task may have taken the memory), fails only the attempt,
+        so it is retried by its policy."""
         try:
             if error is None:
                 self._succeeded(keys, key, delivery, value)
             else:
                 self._failed_attempt(keys, key, delivery, error)
         except Exception as e:
-            log.exception("outcome not recorded as decided, failing the task task_id=%s", delivery.task.id)
             fallback = RuntimeError(f"the worker could not record this task's outcome ({type(e).__name__})")
+            if isinstance(e, MemoryError):  # the worker's state (any task may be the one that needed memory)
+                log.warning("out of memory recording an outcome, failing the attempt task_id=%s", delivery.task.id)
+                self._record(key, decide.failed(self.ctx, keys, delivery, fallback))
+                return
+            log.exception("outcome not recorded as decided, failing the task task_id=%s", delivery.task.id)
             self._record(key, decide.dead(self.ctx, keys, delivery, "worker_error", fallback))
 
     def _succeeded(self, keys: CapabilityKeys, key: Held, delivery: Delivery, value: Any) -> None:

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from dispatcher import Dispatcher, Settings, Task, TaskDead
+from dispatcher.store import codec
 from dispatcher.store.keys import GROUP, KeySpace
 from workers import Registry, Worker
 
@@ -87,6 +88,31 @@ def test_a_value_that_cannot_be_encoded_fails_the_task_clearly(settings: Setting
     with pytest.raises(TaskDead) as caught:
         handle.result(timeout_s=5)
     assert caught.value.reason == "result_unencodable" and "cannot be encoded" in caught.value.error_message
+    assert not worker.slots.held
+
+
+def test_running_out_of_memory_while_recording_an_outcome_fails_only_the_attempt(
+    settings: Settings, dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in chaos scenario 11: another task's allocation under RLIMIT_AS made msgpack fail to encode an
+    innocent task's result, which was dead-lettered as worker_error. The task is retried instead."""
+    encode = codec.encode_success
+    calls: list[int] = []
+
+    def out_of_memory_once(*args: Any) -> bytes:
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError("Unable to allocate internal buffer.")
+        return encode(*args)
+
+    monkeypatch.setattr(codec, "encode_success", out_of_memory_once)
+    registry = Registry()
+    registry.register("echo", lambda task: task.payload)
+    handle = dispatcher.submit("echo", "innocent", max_retries=1)
+    fast = Settings.build(**{**settings.model_dump(), "backoff_base_s": 0.0, "backoff_max_s": 0.0})
+    worker = drain(fast, registry, ["echo"])
+    assert handle.result(timeout_s=5) == "innocent"
+    assert len(calls) == 2  # the failed attempt, then the retry that succeeded
     assert not worker.slots.held
 
 
