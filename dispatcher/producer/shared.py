@@ -88,8 +88,10 @@ class ProducerCore:
         groups: dict[str, list[Enqueue]] = {}
         for task in tasks:
             blob = codec.encode_task(task, self.settings.max_payload_bytes)
-            due_ms = int(task.not_before * 1000) if task.not_before and task.not_before > time.time() else 0
-            item = Enqueue(task.id, blob, due_ms, task.idempotency_key, codec.version_of(task), task.store_result)
+            # Sent as a delay, which the script adds to Redis' clock: only the difference of this host's clock
+            # readings counts, so a producer whose clock is wrong still delays by what it was asked to.
+            delay_ms = max(int((task.not_before - time.time()) * 1000), 0) if task.not_before else 0
+            item = Enqueue(task.id, blob, delay_ms, task.idempotency_key, codec.version_of(task), task.store_result)
             groups.setdefault(task.capability, []).append(item)
         return [(self.keys(cap), items) for cap, items in groups.items()]
 

@@ -22,12 +22,13 @@ SUBMIT_CHUNK = 500
 
 @dataclass(frozen=True, slots=True)
 class Enqueue:
-    """One task to enqueue: its id, encoded blob and format version, due time (epoch ms, 0 = now), idempotency
-    key, and whether it keeps a result (a kept result makes a re-submit of its id add nothing)."""
+    """One task to enqueue: its id, encoded blob and format version, its delay (ms from now by Redis' clock, which
+    turns it into a due time; 0 = now), idempotency key, and whether it keeps a result (a kept result makes a
+    re-submit of its id add nothing)."""
 
     task_id: str
     blob: bytes
-    due_ms: int = 0
+    delay_ms: int = 0
     idempotency_key: str | None = None
     version: bytes = FORMAT_VERSION
     store_result: bool = True
@@ -96,7 +97,7 @@ def _submit_call(keys: CapabilityKeys, items: Sequence[Enqueue], ttl_ms: int) ->
         if item.idempotency_key is not None:
             script_keys.append(keys.idempotency(item.idempotency_key))
             idem_slot = len(script_keys)
-        args.extend((item.task_id, item.blob, item.version, item.due_ms, result_slot, idem_slot))
+        args.extend((item.task_id, item.blob, item.version, item.delay_ms, result_slot, idem_slot))
     return scripts.call("submit", script_keys, args)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis
 from apps.faulty import Ledger
 from conftest import WorkerRunner
@@ -13,6 +14,7 @@ from helpers import wait_until, worker_log
 
 from dispatcher import Dispatcher
 from dispatcher.fleet.stats import collect
+from dispatcher.producer import shared
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import KeySpace
 
@@ -46,3 +48,22 @@ def test_a_worker_30_s_ahead_keeps_to_redis_clock(
     assert delayed_after >= 2.9, "a delayed task started early"
     assert retry_gap >= 2.9, "a retry started early"
     assert all(seen_alive), "the worker's liveness flapped"
+
+
+def test_a_producer_whose_clock_is_wrong_still_delays_by_what_it_asked(
+    client: redis.Redis, dispatcher: Dispatcher, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer 30 s behind started ``delay_s=15`` tasks at once (its due time was in Redis' past), one 30 s
+    ahead held them 45 s: the delay is now added to Redis' clock by the submit script."""
+    keys = KeySpace(prefix).capability("echo")
+    real_time = time.time
+    for skew_s in (-30.0, 30.0):
+        monkeypatch.setattr(shared.time, "time", lambda skew_s=skew_s: real_time() + skew_s)
+        seconds, micros = client.time()
+        before_ms = seconds * 1000 + micros // 1000
+        handle = dispatcher.submit("echo", skew_s, delay_s=15)
+        monkeypatch.undo()
+        due = client.zscore(keys.delayed, handle.id)
+        assert due is not None, f"not delayed with the producer's clock {skew_s:+.0f} s off"
+        delay_s = (due - before_ms) / 1000
+        assert 14.0 <= delay_s <= 16.0, f"delayed {delay_s:.1f} s by Redis' clock with the producer {skew_s:+.0f} s off"

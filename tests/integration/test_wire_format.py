@@ -295,6 +295,8 @@ def test_acl_rules_of_the_document(prefix: str, tmp_path: Path) -> None:
                 )  # fmt: skip
                 try:
                     assert d.submit(capability, {"x": 1}).result(timeout_s=DEADLINE_S) == {"x": 1}
+                    later = d.submit(capability, "later", delay_s=0.3)  # the submit script reads TIME
+                    assert later.result(timeout_s=DEADLINE_S) == "later"
                     failing = d.submit("sleep", "not a number", max_retries=1)  # fails twice, then dead
                     with pytest.raises(TaskDead) as dead:
                         failing.result(timeout_s=DEADLINE_S)

@@ -11,12 +11,14 @@
 -- KEYS[4..] string  result keys (of the tasks that keep a result) and idempotency keys, referenced by slot below
 -- ARGV[1]  integer  idempotency TTL (ms)
 -- ARGV[2]  integer  N, the number of tasks
--- ARGV[3..] per task, 6 values: task id, task blob (msgpack), format version, due time (epoch ms, 0 = now),
+-- ARGV[3..] per task, 6 values: task id, task blob (msgpack), format version, delay (ms from now by Redis' clock,
+--                   0 = now),
 --                   result key slot (0 = the task keeps no result, k = KEYS[k]), idempotency key slot (0 = none)
 -- Returns: an array of N values: 1 queued, 2 delayed, or a task id (string) when nothing was added because
 --          that task (the same id, or the first task of that idempotency key) already exists
 -- @include entry.lua
 -- @include delayed.lua
+-- @include clock.lua
 local n = tonumber(ARGV[2])
 local ids, result_keys = {}, {}
 for i = 0, n - 1 do
@@ -30,10 +32,11 @@ end
 local places = redis.call('HMGET', KEYS[2], unpack(ids))
 local some_settled = #result_keys > 0 and redis.call('EXISTS', unpack(result_keys)) > 0
 local out, index, delayed, seen = {}, {}, {}, {}
+local now = nil
 for i = 0, n - 1 do
   local base = 3 + i * 6
   local task_id, blob, version = ARGV[base], ARGV[base + 1], ARGV[base + 2]
-  local due, result_slot, idem_slot = tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5])
+  local delay, result_slot, idem_slot = tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5])
   local existing = false
   if idem_slot > 0 then
     existing = redis.call('GET', KEYS[idem_slot])
@@ -50,9 +53,10 @@ for i = 0, n - 1 do
   else
     seen[task_id] = true
     index[#index + 1] = task_id
-    if due > 0 then
+    if delay > 0 then
+      now = now or now_ms()
       index[#index + 1] = delayed_record(version, 1, 0, blob)
-      delayed[#delayed + 1] = due
+      delayed[#delayed + 1] = now + delay
       delayed[#delayed + 1] = task_id
       out[i + 1] = 2
     else

@@ -132,20 +132,24 @@ def test_submit_of_a_task_that_keeps_no_result_writes_version_2(
 
 def test_submit_delayed_writes_a_delayed_record(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
     task, blob = new_task()
-    due_ms = int(time.time() * 1000) + 60_000
-    assert submit(gw, keys, streams.Enqueue(task.id, blob, due_ms)) == [Enqueued(task.id, added=True, delayed=True)]
+    before_ms = server_ms(client)
+    replies = submit(gw, keys, streams.Enqueue(task.id, blob, 60_000))
+    after_ms = server_ms(client)
+    assert replies == [Enqueued(task.id, added=True, delayed=True)]
     assert client.xlen(keys.stream) == 0
     assert client.hget(keys.index, task.id) == b"d1:0:" + blob
     assert wire.place(client.hget(keys.index, task.id)) == wire.Delayed(b"1", 1, 0, blob)
-    assert client.zrange(keys.delayed, 0, -1, withscores=True) == [(task.id.encode(), float(due_ms))]
+    ((member, due),) = client.zrange(keys.delayed, 0, -1, withscores=True)
+    assert member == task.id.encode()
+    assert before_ms + 60_000 <= due <= after_ms + 60_000  # the delay is added to Redis' clock
+
 
 
 def test_submit_delayed_of_version_2_keeps_its_version_in_the_record(
     gw: Gateway, client: redis.Redis, keys: CapabilityKeys
 ) -> None:
     task, blob = new_task(store_result=False)
-    due_ms = int(time.time() * 1000) + 60_000
-    submit(gw, keys, streams.Enqueue(task.id, blob, due_ms, version=b"2", store_result=False))
+    submit(gw, keys, streams.Enqueue(task.id, blob, 60_000, version=b"2", store_result=False))
     value = client.hget(keys.index, task.id)
     assert value == b"d1:0:2:" + blob
     assert wire.place(value) == wire.Delayed(b"2", 1, 0, blob)
@@ -167,8 +171,7 @@ def test_submit_dedupes_an_id_repeated_inside_one_batch(gw: Gateway, client: red
 
 def test_submit_dedupes_a_delayed_task_id(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
     task, blob = new_task()
-    due_ms = int(time.time() * 1000) + 60_000
-    submit(gw, keys, streams.Enqueue(task.id, blob, due_ms))
+    submit(gw, keys, streams.Enqueue(task.id, blob, 60_000))
     assert submit(gw, keys, streams.Enqueue(task.id, blob)) == [Enqueued(task.id, added=False)]
     assert client.xlen(keys.stream) == 0
 
@@ -188,12 +191,11 @@ def test_submit_batch_replies_in_order_with_a_duplicate_key_inside(
     gw: Gateway, client: redis.Redis, keys: CapabilityKeys
 ) -> None:
     (a, a_blob), (b, b_blob), (c, c_blob) = new_task(), new_task(), new_task()
-    due_ms = int(time.time() * 1000) + 60_000
     replies = submit(
         gw,
         keys,
         streams.Enqueue(a.id, a_blob, 0, "same"),
-        streams.Enqueue(b.id, b_blob, due_ms),
+        streams.Enqueue(b.id, b_blob, 60_000),
         streams.Enqueue(c.id, c_blob, 0, "same"),
     )
     assert replies == [Enqueued(a.id, True), Enqueued(b.id, True, delayed=True), Enqueued(a.id, False)]
