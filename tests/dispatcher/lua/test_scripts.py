@@ -144,7 +144,6 @@ def test_submit_delayed_writes_a_delayed_record(gw: Gateway, client: redis.Redis
     assert before_ms + 60_000 <= due <= after_ms + 60_000  # the delay is added to Redis' clock
 
 
-
 def test_submit_delayed_of_version_2_keeps_its_version_in_the_record(
     gw: Gateway, client: redis.Redis, keys: CapabilityKeys
 ) -> None:
