@@ -84,9 +84,17 @@ class ProducerCore:
         return found
 
     def prepare(self, tasks: Iterable[Task]) -> list[tuple[CapabilityKeys, list[Enqueue]]]:
-        """Encode ``tasks`` grouped by capability, in first-seen order. Raises ``InvalidTask`` before any write."""
+        """Encode ``tasks`` grouped by capability, in first-seen order. Raises ``InvalidTask`` before any write,
+        for an invalid task or for a task id that the batch repeats."""
         groups: dict[str, list[Enqueue]] = {}
-        for task in tasks:
+        seen: dict[str, int] = {}
+        for i, task in enumerate(tasks):
+            first = seen.setdefault(task.id, i)
+            if first != i:
+                raise InvalidTask(
+                    f"tasks {first} and {i} of the batch have the same id {task.id!r}: the batch would queue it once;"
+                    " build one Task per item ([Task(...) for _ in range(n)], not [Task(...)] * n)"
+                )
             blob = codec.encode_task(task, self.settings.max_payload_bytes)
             # Sent as a delay, which the script adds to Redis' clock: only the difference of this host's clock
             # readings counts, so a producer whose clock is wrong still delays by what it was asked to.

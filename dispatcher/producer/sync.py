@@ -118,7 +118,7 @@ class Dispatcher:
         remembered, and runs again).
 
         Raises:
-            InvalidTask: a task is invalid (nothing written).
+            InvalidTask: a task is invalid, or the batch repeats a task id (nothing written).
             RedisFull, RedisUnavailable, RedisError: Redis did not take the whole batch. ``error.submitted``
                 holds the handles of the tasks that were written (in input order; ``[]`` for none), and the message
                 says how many: "Redis ... is full (maxmemory reached): 2000 of 5000 tasks were submitted

@@ -149,6 +149,28 @@ def test_submit_many_is_all_or_nothing(dispatcher: Dispatcher, client: redis.Red
     assert keyspace(client, prefix) == set()
 
 
+def test_submit_many_refuses_a_batch_that_repeats_a_task_id(
+    dispatcher: Dispatcher, client: redis.Redis, prefix: str
+) -> None:
+    """``[Task(...)] * 1000`` is one task a thousand times: it queued one entry and returned 1000 handles."""
+    task = Task(capability="echo", payload=1)
+    with pytest.raises(InvalidTask, match=r"tasks 0 and 1 of the batch have the same id .*\[Task\(\.\.\.\) for _ in"):
+        dispatcher.submit_many([task] * 1000)
+    assert keyspace(client, prefix) == set()
+    other = Task(capability="data", payload=2)
+    with pytest.raises(InvalidTask, match="tasks 1 and 3"):
+        dispatcher.submit_many([other, task, Task(capability="echo", payload=3), task])
+    assert keyspace(client, prefix) == set()
+
+
+def test_resubmitting_an_id_in_a_later_call_stays_a_no_op(dispatcher: Dispatcher, client: redis.Redis) -> None:
+    task = Task(capability="echo", payload=1)
+    (first,) = dispatcher.submit_many([task])
+    (again,) = dispatcher.submit_many([task])
+    assert again.id == first.id
+    assert client.xlen(KeySpace(dispatcher.settings.prefix).capability("echo").stream) == 1
+
+
 # ---- status and result ------------------------------------------------------------------------------------------
 
 
