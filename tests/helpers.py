@@ -38,6 +38,26 @@ def wait_until(
         time.sleep(interval_s)
 
 
+def one_error_line(err: str, prog: str = "dispatcher") -> str:
+    """The one ``<prog>: error: ...`` line that ``err`` (a command's stderr) must be, without a traceback."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{prog}: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def wait_for_worker(dispatcher: Any, capability: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until a live worker serves ``capability``, as ``dispatcher stats`` sees it."""
+    from dispatcher.fleet.stats import collect
+
+    def served() -> bool:
+        stats = collect(dispatcher.gateway, dispatcher.core.keyspace)
+        return any(c.name == capability and c.workers > 0 for c in stats.capabilities)
+
+    wait_until(served, message=f"a live worker of {capability}\n{worker_log(proc) if proc else ''}")
+
+
 def keyspace(client: redis.Redis, prefix: str) -> set[str]:
     """Every key whose name starts with ``prefix + ':'`` (SCAN: fine in tests, never on a hot path)."""
     return {k.decode() if isinstance(k, bytes) else k for k in client.scan_iter(match=f"{prefix}:*", count=1000)}
