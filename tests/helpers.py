@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher import Settings
 from dispatcher.store import codec, transitions
+from dispatcher.store.codec import WorkerRecord, encode_worker
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import GROUP, KeySpace
 from dispatcher.store.transitions import Settle
@@ -56,6 +57,15 @@ def wait_for_worker(dispatcher: Any, capability: str, proc: subprocess.Popen[byt
         return any(c.name == capability and c.workers > 0 for c in stats.capabilities)
 
     wait_until(served, message=f"a live worker of {capability}\n{worker_log(proc) if proc else ''}")
+
+
+def fake_live_worker(client: redis.Redis, prefix: str, capability: str) -> None:
+    """A registry record and a heartbeat, as a live worker of ``capability`` has them."""
+    ks = KeySpace(prefix)
+    record = WorkerRecord("w1", "box", 7, (capability,), 4, 0, "0.1.0", 1.0, 2.0, {capability: "closed"})
+    client.hset(ks.workers, "w1", encode_worker(record))
+    client.set(ks.capability(capability).heartbeat("w1"), "w1", px=60_000)
+    client.sadd(ks.capabilities, capability)
 
 
 def keyspace(client: redis.Redis, prefix: str) -> set[str]:

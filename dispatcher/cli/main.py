@@ -17,8 +17,8 @@ from collections.abc import Callable
 from importlib.metadata import version
 from types import FrameType
 
+from dispatcher.cli import capability_commands, render
 from dispatcher.cli import fleet_commands as cli_ops
-from dispatcher.cli import render
 from dispatcher.cli import task_commands as tasks
 from dispatcher.cli.exits import Exit, exit_code, say_error
 from dispatcher.cli.parsing import Parser, UsageError, add_settings_flags, parse
@@ -95,6 +95,11 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
         "print a task's result as JSON (--wait: until it finishes)",
         tasks.configure_result,
         _with_settings(tasks.run_result),
+    ),
+    "capabilities": (
+        "list the known capabilities (forget NAME: remove one that nothing uses)",
+        capability_commands.configure,
+        _with_settings(capability_commands.run),
     ),
     "stats": ("show waiting/running/delayed/dead tasks and workers per capability", _configure_stats, _run_stats),
     "dlq": ("list, show, requeue or purge dead letters of a capability", cli_ops.configure_dlq, _run_dlq),

@@ -16,13 +16,12 @@ from typing import Any
 import msgpack
 import pytest
 import redis
-from helpers import one_error_line, read_as, settle, wait_exit, wait_for_worker
+from helpers import fake_live_worker, one_error_line, read_as, settle, wait_exit, wait_for_worker
 
 from dispatcher import Dispatcher, KeySpace, Settings
 from dispatcher.cli.exits import Exit
 from dispatcher.cli.main import main
 from dispatcher.store import codec
-from dispatcher.store.codec import WorkerRecord, encode_worker
 
 DISPATCHER_BIN = str(Path(sys.executable).parent / "dispatcher")
 DEADLINE_S = "60"
@@ -32,15 +31,6 @@ BIG = {"blob": "x" * (250 * 1024), "n": 1}
 
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
-
-
-def fake_live_worker(client: redis.Redis, prefix: str, capability: str) -> None:
-    """A registry record and a heartbeat, as a live worker of ``capability`` has them."""
-    ks = KeySpace(prefix)
-    record = WorkerRecord("w1", "box", 7, (capability,), 4, 0, "0.1.0", 1.0, 2.0, {capability: "closed"})
-    client.hset(ks.workers, "w1", encode_worker(record))
-    client.set(ks.capability(capability).heartbeat("w1"), "w1", px=60_000)
-    client.sadd(ks.capabilities, capability)
 
 
 # --- item 3: bytes results in one JSON form ---------------------------------------------------------------
