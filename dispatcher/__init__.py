@@ -21,7 +21,7 @@ from dispatcher.errors import (
     TaskNotFound,
     UnsupportedRedis,
 )
-from dispatcher.producer import AsyncDispatcher, AsyncTaskHandle, Dispatcher, TaskHandle, submit
+from dispatcher.producer import AsyncDispatcher, AsyncTaskHandle, Dispatcher, TaskHandle, TaskInfo, submit
 from dispatcher.settings import Backoff, Settings
 from dispatcher.store.keys import KeySpace
 from dispatcher.task import Status, Task
@@ -55,6 +55,7 @@ __all__ = [
     "TaskDead",
     "TaskFailed",
     "TaskHandle",
+    "TaskInfo",
     "TaskNotFound",
     "UnsupportedRedis",
     "__version__",

@@ -184,6 +184,12 @@ def settings(redis_server: RedisServer, prefix: str) -> Settings:
 
 
 @pytest.fixture
+def cli(settings: Settings) -> list[str]:
+    """The connection flags of this test's server and prefix, for the ``dispatcher`` command."""
+    return ["--redis-url", settings.redis_url, "--prefix", settings.prefix]
+
+
+@pytest.fixture
 def dispatcher(settings: Settings) -> Iterator[Dispatcher]:
     """A ``Dispatcher`` for ``settings``, closed at teardown."""
     with Dispatcher(settings) as d:

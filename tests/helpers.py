@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher import Settings
 from dispatcher.store import codec, transitions
+from dispatcher.store.codec import WorkerRecord, encode_worker
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import GROUP, KeySpace
 from dispatcher.store.transitions import Settle
@@ -36,6 +37,35 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting: {message or predicate!r}")
         time.sleep(interval_s)
+
+
+def one_error_line(err: str, prog: str = "dispatcher") -> str:
+    """The one ``<prog>: error: ...`` line that ``err`` (a command's stderr) must be, without a traceback."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{prog}: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def wait_for_worker(dispatcher: Any, capability: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until a live worker serves ``capability``, as ``dispatcher stats`` sees it."""
+    from dispatcher.fleet.stats import collect
+
+    def served() -> bool:
+        stats = collect(dispatcher.gateway, dispatcher.core.keyspace)
+        return any(c.name == capability and c.workers > 0 for c in stats.capabilities)
+
+    wait_until(served, message=f"a live worker of {capability}\n{worker_log(proc) if proc else ''}")
+
+
+def fake_live_worker(client: redis.Redis, prefix: str, capability: str) -> None:
+    """A registry record and a heartbeat, as a live worker of ``capability`` has them."""
+    ks = KeySpace(prefix)
+    record = WorkerRecord("w1", "box", 7, (capability,), 4, 0, "0.1.0", 1.0, 2.0, {capability: "closed"})
+    client.hset(ks.workers, "w1", encode_worker(record))
+    client.set(ks.capability(capability).heartbeat("w1"), "w1", px=60_000)
+    client.sadd(ks.capabilities, capability)
 
 
 def keyspace(client: redis.Redis, prefix: str) -> set[str]:

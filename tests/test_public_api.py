@@ -32,6 +32,7 @@ DISPATCHER_ALL = {
     "TaskDead",
     "TaskFailed",
     "TaskHandle",
+    "TaskInfo",
     "TaskNotFound",
     "UnsupportedRedis",
     "__version__",

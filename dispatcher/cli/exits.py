@@ -35,7 +35,12 @@ class Exit(IntEnum):
     TIMEOUT = 5
     """Waiting for a task's result took longer than the given timeout."""
     NOT_FOUND = 6
-    """No capability knows the task id that was asked for."""
+    """No capability knows the task id that was asked for, or no capability has the name that was given."""
+    REFUSED = 7
+    """An operator command refused to act on what it found: ``capabilities forget`` of a capability that still
+    has tasks waiting, running or delayed, dead letters (without ``--purge-dead``) or live workers."""
+    NOT_FINISHED = 8
+    """``dispatcher result`` without ``--wait``: the task has not finished yet (it is queued or running)."""
     INTERRUPTED = 130
     """Ctrl-C, or a second SIGTERM/SIGINT (the worker exits at once; the reaper recovers its tasks)."""
 

@@ -1,4 +1,4 @@
-"""The ``dispatcher`` command: submit a task, show fleet stats, operate dead letters and the reaper.
+"""The ``dispatcher`` command: submit and look up tasks, show fleet stats, operate dead letters and the reaper.
 
 Each subcommand is a pair (configure its parser, run it) in ``COMMANDS``: parse, build settings, call one
 library function, render. A user mistake prints one ``dispatcher: error: ...`` line on stderr and returns a
@@ -14,62 +14,27 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from importlib.metadata import version
 from types import FrameType
 
+from dispatcher.cli import capability_commands, render
 from dispatcher.cli import fleet_commands as cli_ops
-from dispatcher.cli import render
+from dispatcher.cli import task_commands as tasks
 from dispatcher.cli.exits import Exit, exit_code, say_error
 from dispatcher.cli.parsing import Parser, UsageError, add_settings_flags, parse
 from dispatcher.errors import DispatcherError
 from dispatcher.fleet.stats import collect
-from dispatcher.producer import Dispatcher
 from dispatcher.settings import Settings
 from dispatcher.store.connection import make_client
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import KeySpace
-from dispatcher.task import Task
 
 Configure = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
 
-_DEFAULT_RETRIES = Task.model_fields["max_retries"].default
-
 
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(redis_url=args.redis_url, prefix=args.prefix)
-
-
-# --- submit -----------------------------------------------------------------------------------------------
-
-
-def _configure_submit(p: argparse.ArgumentParser) -> None:
-    p.add_argument("capability", metavar="CAPABILITY", help="the capability whose workers run the task")
-    p.add_argument("payload", metavar="JSON_PAYLOAD", help="the payload, as JSON")
-    p.add_argument("--wait", action="store_true", help="wait for the result and print it as JSON")
-    p.add_argument("--wait-timeout-s", type=float, help="with --wait: give up after this many seconds")
-    p.add_argument("--timeout-s", type=float, help="the task's timeout (seconds)")
-    p.add_argument("--max-retries", type=int, help=f"retries after handler failures (default {_DEFAULT_RETRIES})")
-    p.add_argument("--idempotency-key", help="a second submit with this key returns the first task")
-    p.add_argument("--delay-s", type=float, help="run the task no earlier than this many seconds from now")
-
-
-def _run_submit(args: argparse.Namespace) -> int:
-    try:
-        payload = json.loads(args.payload)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"JSON_PAYLOAD is not valid JSON: {e}") from None
-    options = {
-        name: getattr(args, name)
-        for name in ("timeout_s", "max_retries", "idempotency_key")
-        if getattr(args, name) is not None
-    }
-    with Dispatcher(_settings(args)) as dispatcher:
-        handle = dispatcher.submit(args.capability, payload, delay_s=args.delay_s, **options)
-        if not args.wait:
-            print(handle.id)
-            return Exit.OK
-        print(json.dumps(handle.result(timeout_s=args.wait_timeout_s)))
-    return Exit.OK
 
 
 # --- stats ------------------------------------------------------------------------------------------------
@@ -115,8 +80,27 @@ def _run_reaper(args: argparse.Namespace) -> int:
     return cli_ops.run_reaper(args, _settings(args))
 
 
+def _with_settings(run: Callable[[argparse.Namespace, Settings], int]) -> Run:
+    return lambda args: run(args, _settings(args))
+
+
 COMMANDS: dict[str, tuple[str, Configure, Run]] = {
-    "submit": ("submit a task; print its id (or its result with --wait)", _configure_submit, _run_submit),
+    "submit": (
+        "submit a task; print its id (or its result with --wait)",
+        tasks.configure_submit,
+        _with_settings(tasks.run_submit),
+    ),
+    "status": ("show what is known of a task, as JSON", tasks.configure_status, _with_settings(tasks.run_status)),
+    "result": (
+        "print a task's result as JSON (--wait: until it finishes)",
+        tasks.configure_result,
+        _with_settings(tasks.run_result),
+    ),
+    "capabilities": (
+        "list the known capabilities (forget NAME: remove one that nothing uses)",
+        capability_commands.configure,
+        _with_settings(capability_commands.run),
+    ),
     "stats": ("show waiting/running/delayed/dead tasks and workers per capability", _configure_stats, _run_stats),
     "dlq": ("list, show, requeue or purge dead letters of a capability", cli_ops.configure_dlq, _run_dlq),
     "reaper": ("run the reaper and delayed-task mover as a process of its own", cli_ops.configure_reaper, _run_reaper),
@@ -127,6 +111,7 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = Parser(prog="dispatcher", description="agent-dispatcher: tasks on Redis Streams.")
+    parser.add_argument("--version", action="version", version=f"dispatcher {version('agent-dispatcher')}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, configure, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

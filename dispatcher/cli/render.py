@@ -95,3 +95,18 @@ def _table(header: list[str], rows: list[list[str]], right: frozenset[int]) -> l
         return "  ".join(cells).rstrip()
 
     return [line(header), *(line(r) for r in rows)]
+
+
+def capabilities_table(stats: FleetStats) -> str:
+    """``dispatcher capabilities``: one row per known capability with its counters and live workers."""
+    if not stats.capabilities:
+        return "no capabilities known (none was submitted to or served yet)"
+    header = ["capability", *COLUMNS]
+    rows = [[c.name, *(str(getattr(c, col)) for col in COLUMNS)] for c in stats.capabilities]
+    lines = _table(header, rows, right=frozenset(range(1, len(header))))
+    unserved = [c.name for c in stats.capabilities if c.workers == 0]
+    if unserved:
+        lines.append(
+            f"no live worker: {', '.join(unserved)} (a name nothing uses: dispatcher capabilities forget NAME)"
+        )
+    return "\n".join(lines)

@@ -10,7 +10,15 @@ import redis.asyncio
 
 from dispatcher.errors import TaskNotFound
 from dispatcher.producer.aio_listener import AsyncListener
-from dispatcher.producer.shared import ProducerCore, build_task, check_result_kept, status_of, value_or_raise
+from dispatcher.producer.shared import (
+    ProducerCore,
+    TaskInfo,
+    build_task,
+    check_result_kept,
+    info_of,
+    status_of,
+    value_or_raise,
+)
 from dispatcher.settings import Settings
 from dispatcher.store import streams
 from dispatcher.store.connection import make_shared_async_client
@@ -41,6 +49,12 @@ class AsyncTaskHandle:
         """See ``TaskHandle.status``."""
         d = self._dispatcher
         return status_of(await d.gateway.run(streams.lookup(d.core.keys(self.capability), self.id)), d.core)
+
+    async def info(self) -> TaskInfo:
+        """See ``TaskHandle.info``."""
+        d = self._dispatcher
+        found, placed = await d.gateway.run(streams.describe(d.core.keys(self.capability), self.id))
+        return info_of(self.id, self.capability, found, placed, d.core)
 
     async def result(self, timeout_s: float | None = None) -> Any:
         """See ``TaskHandle.result``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
@@ -14,8 +15,8 @@ from dispatcher.settings import Settings
 from dispatcher.store import codec
 from dispatcher.store.gateway import refused_whole, rewrap, wrap_error
 from dispatcher.store.keys import CapabilityKeys, KeySpace
-from dispatcher.store.streams import Enqueue, Lookup, Submitted
-from dispatcher.store.wire import Enqueued
+from dispatcher.store.streams import Enqueue, Lookup, Placed, Submitted
+from dispatcher.store.wire import Delayed, Enqueued
 from dispatcher.task import Status, Task
 
 _RESUBMIT = "submitting the same Task objects again adds none twice"
@@ -190,6 +191,63 @@ def status_of(found: Lookup, core: ProducerCore) -> Status:
     if found.place is None:
         return "unknown"
     return "running" if found.running else "queued"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """What Redis knows of a task now (``TaskHandle.info()``); a field that does not apply to its state is None."""
+
+    id: str
+    capability: str
+    status: Status
+    """As ``status()``: ``queued`` (delayed ones too), ``running``, ``succeeded``, ``failed``, ``dead``, ``unknown``."""
+    attempt: int | None = None
+    """The attempt that runs or waits (1-based), or the one that produced the result."""
+    reclaims: int | None = None
+    """Times the task was taken back from a worker that died (unsettled tasks only)."""
+    delayed: bool = False
+    """Queued for later: a ``delay_s`` submit or a retry in backoff."""
+    due_at: float | None = None
+    """A delayed task: when it is due (epoch seconds, by Redis' clock)."""
+    entry_id: str | None = None
+    """A queued or running task: its entry in the capability's stream."""
+    worker: str | None = None
+    """The consumer that holds a running task, or the one that produced the result."""
+    finished_at: float | None = None
+    reason: str | None = None
+    """A dead task: why it was dead-lettered (``max_retries``, ``rejected``, ``poison``, ...)."""
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+def info_of(task_id: str, capability: str, found: Lookup, placed: Placed, core: ProducerCore) -> TaskInfo:
+    """The ``TaskInfo`` that a ``describe`` reading means."""
+    status = status_of(found, core)
+    if found.result is not None:
+        outcome = core.outcome(found.result)
+        failed = outcome.status != "succeeded"
+        return TaskInfo(
+            task_id,
+            capability,
+            status,
+            attempt=outcome.attempt,
+            worker=outcome.worker or None,
+            finished_at=outcome.finished_at or None,
+            reason=outcome.reason or None,
+            error_type=outcome.error_type if failed else None,
+            error_message=outcome.error_message if failed else None,
+        )
+    return TaskInfo(
+        task_id,
+        capability,
+        status,
+        attempt=placed.attempt,
+        reclaims=placed.reclaims,
+        delayed=isinstance(found.place, Delayed),
+        due_at=None if placed.due_ms is None else placed.due_ms / 1000,
+        entry_id=found.place if isinstance(found.place, str) else None,
+        worker=found.consumer,
+    )
 
 
 def check_result_kept(task_id: str, store_result: bool) -> None:

@@ -11,7 +11,15 @@ import redis
 
 from dispatcher.errors import TaskNotFound
 from dispatcher.producer.listener import Listener
-from dispatcher.producer.shared import ProducerCore, build_task, check_result_kept, status_of, value_or_raise
+from dispatcher.producer.shared import (
+    ProducerCore,
+    TaskInfo,
+    build_task,
+    check_result_kept,
+    info_of,
+    status_of,
+    value_or_raise,
+)
 from dispatcher.settings import Settings
 from dispatcher.store import streams
 from dispatcher.store.connection import make_shared_client
@@ -42,6 +50,12 @@ class TaskHandle:
         """``queued``, ``running``, ``succeeded``, ``failed``, ``dead``, or ``unknown`` (never seen, or expired)."""
         d = self._dispatcher
         return status_of(d.gateway.run(streams.lookup(d.core.keys(self.capability), self.id)), d.core)
+
+    def info(self) -> TaskInfo:
+        """What Redis knows of the task now: its ``status()``, attempt, worker, due time, error (``TaskInfo``)."""
+        d = self._dispatcher
+        found, placed = d.gateway.run(streams.describe(d.core.keys(self.capability), self.id))
+        return info_of(self.id, self.capability, found, placed, d.core)
 
     def result(self, timeout_s: float | None = None) -> Any:
         """Block until the task settles (woken by a notification, no busy polling) and return its value.

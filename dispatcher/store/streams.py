@@ -121,6 +121,8 @@ class Lookup:
     result: bytes | None
     place: str | wire.Delayed | None
     running: bool
+    consumer: str | None = None
+    """The consumer that holds a running task's entry."""
 
 
 def lookup(keys: CapabilityKeys, task_id: str) -> Op[Lookup]:
@@ -132,7 +134,42 @@ def lookup(keys: CapabilityKeys, task_id: str) -> Op[Lookup]:
     pending = (yield [("XPENDING", keys.stream, GROUP, place, place, 1, {"parse_detail": True})])[0]
     if is_error(pending, "NOGROUP"):
         return Lookup(None, place, running=False)
-    return Lookup(None, place, running=bool(check(pending)))
+    held = check(pending)
+    consumer = text(held[0]["consumer"]) if held else None
+    return Lookup(None, place, running=bool(held), consumer=consumer)
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """What the place of an unsettled task adds to its ``Lookup``: its attempt and reclaims, and for a delayed
+    task its due time (epoch ms, by Redis' clock)."""
+
+    attempt: int | None = None
+    reclaims: int | None = None
+    due_ms: int | None = None
+
+
+def describe(keys: CapabilityKeys, task_id: str) -> Op[tuple[Lookup, Placed]]:
+    """``lookup``, and for a task not settled yet what its place says (its entry's fields, or its delayed record
+    and due time): one more round trip than ``lookup``."""
+    found = yield from lookup(keys, task_id)
+    if found.result is not None or found.place is None:
+        return found, Placed()
+    if isinstance(found.place, wire.Delayed):
+        due = check((yield [("ZSCORE", keys.delayed, task_id)])[0])
+        return found, Placed(found.place.attempt, found.place.reclaims, None if due is None else int(float(due)))
+    entries = check((yield [("XRANGE", keys.stream, found.place, found.place)])[0])
+    if not entries:  # settled (and deleted) between the two round trips
+        return found, Placed()
+    fields = {text(k): v for k, v in dict(entries[0][1]).items()}
+    return found, Placed(_int(fields.get("attempt")), _int(fields.get("reclaims")))
+
+
+def _int(raw: Any) -> int | None:
+    try:
+        return None if raw is None else int(raw)
+    except ValueError:  # written by something that does not follow the wire format: unknown, not an error
+        return None
 
 
 def find_capability(index_keys: Sequence[CapabilityKeys], task_id: str) -> Op[CapabilityKeys | None]:

@@ -78,6 +78,24 @@ def requeued(reply: Any) -> Requeued:
     raise unexpected("requeue", reply)
 
 
+class Dropped(Enum):
+    """What ``drop`` did with a capability's keys."""
+
+    DROPPED = 1
+    BUSY = 0
+    """Kept: tasks wait, run or are delayed."""
+    DEAD_LETTERS = -1
+    """Kept: it has dead letters, and they were not to be deleted."""
+
+
+def dropped(reply: Any) -> Dropped:
+    """The ``Dropped`` a ``drop`` reply means."""
+    for member in Dropped:
+        if reply == member.value and type(reply) is int:
+            return member
+    raise unexpected("drop", reply)
+
+
 def flag(reply: Any, script: str) -> bool:
     """A 0/1 reply (``lease``, ``forget``) as a bool."""
     if reply in (0, 1) and isinstance(reply, int):

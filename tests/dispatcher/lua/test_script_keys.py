@@ -11,7 +11,7 @@ import pytest
 from dispatcher import Task
 from dispatcher.fleet import decide
 from dispatcher.settings import Settings
-from dispatcher.store import codec, letters, liveness, scripts, streams, transitions
+from dispatcher.store import codec, letters, liveness, retire, scripts, streams, transitions
 from dispatcher.store import pending as ops
 from dispatcher.store.keys import CapabilityKeys, KeySpace
 from dispatcher.store.transitions import Release
@@ -64,6 +64,7 @@ def every_script_call() -> list[tuple[Any, ...]]:
     commands += first_commands(streams.promote([KEYS], 10))
     commands += first_commands(letters.requeue(KEYS, [("1-1", "t")]))
     commands += first_commands(ops.forget(KEYS, "worker-1"))
+    commands += first_commands(retire.drop(KEYS, purge_dead=True))
     commands += first_commands(liveness.lease(KeySpace("p").reaper_lease, "worker-1", 1000))
     return commands
 

@@ -1,4 +1,4 @@
-"""The fleet scripts (lease, forget, requeue), one test per return code, on fakeredis and on Redis."""
+"""The fleet scripts (lease, forget, requeue, drop), one test per return code, on fakeredis and on Redis."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from typing import Any
 
 import pytest
 import redis
+from helpers import read_as
 
 from dispatcher import Task
-from dispatcher.store import codec, letters, liveness, scripts, streams
+from dispatcher.store import codec, letters, liveness, retire, scripts, streams
 from dispatcher.store import pending as ops
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import GROUP, CapabilityKeys, KeySpace
-from dispatcher.store.wire import Requeued
+from dispatcher.store.wire import Dropped, Requeued
 
 
 @pytest.fixture
@@ -140,3 +141,40 @@ def test_requeue_keeps_the_format_version_the_letter_records(
     assert gw.run(letters.requeue(keys, [(letter_id.decode(), task.id)])) == [Requeued.REQUEUED]
     ((_, fields),) = client.xrange(keys.stream)
     assert fields[b"v"] == b"2"
+
+
+# ---- drop ----------------------------------------------------------------------------------------------
+
+
+def test_drop_deletes_the_keys_of_a_capability_without_tasks(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
+    client.xgroup_create(keys.stream, GROUP, id="0", mkstream=True)
+    assert gw.run(retire.drop(keys, purge_dead=False)) is Dropped.DROPPED
+    assert client.exists(keys.stream, keys.index, keys.delayed, keys.dead) == 0
+    assert run(gw, "drop", [keys.stream, keys.index, keys.delayed, keys.dead], [GROUP, 0]) == 1  # nothing there
+
+
+@pytest.mark.parametrize("where", ["waiting", "running", "running_deleted", "delayed"])
+def test_drop_keeps_a_capability_with_tasks(where: str, gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
+    task = Task(capability="echo", payload=1)
+    item = streams.Enqueue(task.id, codec.encode_task(task, 1 << 20), 60_000 if where == "delayed" else 0)
+    gw.run(streams.submit([(keys, [item])], 1000))
+    if where.startswith("running"):
+        entry_id = read_as(client, keys.stream)
+        if where == "running_deleted":  # pending, its entry gone: still running
+            client.xdel(keys.stream, entry_id)
+            client.hdel(keys.index, task.id)
+    before = sorted(k.decode() for k in client.keys(f"{keys.stream.rsplit(':', 1)[0]}:*"))
+    assert run(gw, "drop", [keys.stream, keys.index, keys.delayed, keys.dead], [GROUP, 1]) == 0
+    assert gw.run(retire.drop(keys, purge_dead=True)) is Dropped.BUSY
+    assert sorted(k.decode() for k in client.keys(f"{keys.stream.rsplit(':', 1)[0]}:*")) == before
+
+
+def test_drop_keeps_dead_letters_unless_told(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
+    client.xadd(keys.dead, {"reason": "rejected"})
+    assert run(gw, "drop", [keys.stream, keys.index, keys.delayed, keys.dead], [GROUP, 0]) == -1
+    assert gw.run(retire.drop(keys, purge_dead=False)) is Dropped.DEAD_LETTERS
+    assert client.xlen(keys.dead) == 1
+    assert gw.run(retire.drop(keys, purge_dead=True)) is Dropped.DROPPED
+    assert client.exists(keys.dead) == 0
