@@ -134,11 +134,25 @@ class _HiredisPacking:
         return [b"".join(_hiredis_pack(tuple(c)) for c in commands)]
 
 
-class _FastConnection(_HiredisPacking, redis.asyncio.Connection):
+class _ClosedTransportIsLost:
+    """uvloop raises ``RuntimeError`` ("the handler is closed") when a command is written to a transport it already
+    closed after the peer reset the connection; asyncio's loop drops such a write and the read then fails.
+    redis-py has disconnected the connection by then (its send path disconnects on any exception) but does not
+    know the error for a lost connection, so it was neither retried nor reported as Redis unavailable. It is one
+    now: a ``ConnectionError``, which the client's retry and our gateway's error mapping handle."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        try:
+            await super().send_packed_command(command, check_health)  # type: ignore[misc]
+        except RuntimeError as e:
+            raise redis.exceptions.ConnectionError(f"Error writing to socket: connection closed ({e})") from e
+
+
+class _FastConnection(_HiredisPacking, _ClosedTransportIsLost, redis.asyncio.Connection):
     pass
 
 
-class _FastSSLConnection(_HiredisPacking, redis.asyncio.SSLConnection):
+class _FastSSLConnection(_HiredisPacking, _ClosedTransportIsLost, redis.asyncio.SSLConnection):
     pass
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio.retry
+import uvloop
 from conftest import RedisServer
 
 from dispatcher import AsyncDispatcher, Dispatcher, Settings
@@ -39,6 +40,32 @@ def test_the_async_client_retries_a_command_after_its_connection_was_killed(
                 await client.aclose()
 
         assert asyncio.run(scenario()) == b"before"
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("make", [make_async_client, make_shared_async_client])
+def test_a_command_written_to_a_transport_the_loop_closed_is_retried_as_a_lost_connection(
+    make: Callable[[Settings], redis.asyncio.Redis], loop: str, redis_server: RedisServer
+) -> None:
+    # After a connection reset the loop closes the transport while redis-py still holds the connection as open;
+    # uvloop then raises RuntimeError on the next write (seen in chaos scenario 7: a settle failed "unexpectedly").
+    settings = Settings.build(redis_url=redis_server.url, retry_attempts=2)
+
+    async def scenario() -> object:
+        client = make(settings)
+        try:
+            await client.set("transport-closed", "before")
+            pool = client.connection_pool
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+            conn._writer.transport.abort()  # what the loop does when the peer resets the connection
+            await pool.release(conn)
+            await asyncio.sleep(0.05)
+            return await client.get("transport-closed")
+        finally:
+            await client.aclose()
+
+    run = asyncio.run if loop == "asyncio" else uvloop.run
+    assert run(scenario()) == b"before"
 
 
 @pytest.mark.parametrize("make", [make_client, make_shared_client])
