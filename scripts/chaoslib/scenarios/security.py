@@ -29,8 +29,10 @@ ACL_RULES = [
     "+pexpire",
     "-@dangerous",
     "+info",
+    "+time",
 ]
-"""What a dispatcher user needs: data commands of its types, scripts, pub/sub, INFO; nothing @dangerous
+"""What a dispatcher user needs: data commands of its types, scripts, pub/sub, INFO, TIME (due times and expiry
+are decided by Redis' clock); nothing @dangerous
 (no FLUSHALL, KEYS, CONFIG, DEBUG...) and only its own prefix's keys and channels."""
 
 BANNED_MODULES = {"pickle", "cPickle", "_pickle", "marshal", "shelve", "dill", "cloudpickle", "jsonpickle", "yaml"}
