@@ -70,6 +70,12 @@ class KeySpace:
         )
 
     @property
+    def pattern(self) -> str:
+        """SCAN MATCH pattern of every key under this prefix (glob characters in the prefix escaped)."""
+        escaped = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix)
+        return f"{escaped}:*"
+
+    @property
     def capabilities(self) -> str:
         """Set of every capability ever submitted to or served."""
         return f"{self.prefix}:capabilities"
