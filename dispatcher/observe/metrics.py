@@ -1,11 +1,16 @@
 """Every Prometheus metric of agent-dispatcher, in one place (prefix ``dispatcher_``, base units).
 
-Labels come from bounded sets only: capability and outcome/reason, never task ids.
+Labels come from bounded sets only: capability, outcome, reason and operation, never task ids or hostnames.
+docs/operations.md lists each metric with its type, labels and meaning.
 
-The per-task metrics (outcomes, run time, tasks in progress) cost a few integer additions on the worker's hot
-path: ``CapabilityMetrics`` keeps plain counters, and one collector turns them into metric families when
-``/metrics`` is scraped. prometheus-client's own ``Counter``/``Histogram`` take a lock per update, several times
-per task, which profiling showed among the worker's largest costs. Rare events use prometheus-client's objects.
+The per-task metrics (starts, outcomes, run time, queue wait, tasks in progress) cost a few integer additions on
+the worker's hot path: ``CapabilityMetrics`` keeps plain counters, and one collector turns them into metric
+families when ``/metrics`` is scraped. prometheus-client's own ``Counter``/``Histogram`` take a lock per update,
+several times per task, which profiling showed among the worker's largest costs. Rare events use
+prometheus-client's objects.
+
+The queue-level gauges of ``dispatcher exporter`` (read from Redis at scrape time) are in
+``dispatcher.observe.exporter``, whose table names them.
 """
 
 from __future__ import annotations
@@ -19,41 +24,56 @@ from prometheus_client.registry import Collector
 
 OUTCOMES = ("succeeded", "retried", "dead")
 DURATION_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+"""Queue waits: the run-time buckets, and up to an hour (a backlog waits longer than one task runs)."""
 
-LEASE_LOST = Counter(
-    "dispatcher_lease_lost_total",
+RECLAIM_REASONS = {"reclaimed": "dead_worker", "hung": "hung", "poison": "poison", "deleted": "deleted"}
+"""The reaper's kinds of reclaim -> the ``reason`` label of ``dispatcher_tasks_reclaimed_total``."""
+
+LEASES_LOST = Counter(
+    "dispatcher_leases_lost_total",
     "Settlements refused because the entry had been given to another worker (late result discarded).",
     ["capability"],
 )
-DEAD_LETTERS = Counter("dispatcher_dead_letters_total", "Tasks dead-lettered, by reason.", ["capability", "reason"])
+DEAD_LETTERS = Counter(
+    "dispatcher_dead_letters_total", "Tasks this process dead-lettered, by reason.", ["capability", "reason"]
+)
 RECLAIMED = Counter(
-    "dispatcher_reclaimed_total",
-    "Entries the reaper gave back to the fleet, by why (dead_worker, hung, poison, deleted).",
-    ["capability", "why"],
+    "dispatcher_tasks_reclaimed_total",
+    "Entries this process's reaper gave back to the fleet or buried, by reason (dead_worker, hung, poison, deleted).",
+    ["capability", "reason"],
 )
 CIRCUIT_OPEN = Gauge(
     "dispatcher_circuit_open", "1 while this worker's circuit for a capability is open.", ["capability"]
 )
 REDIS_ERRORS = Counter("dispatcher_redis_errors_total", "Redis errors seen by this worker, by operation.", ["op"])
+WORKER_CONCURRENCY = Gauge(
+    "dispatcher_worker_concurrency", "Tasks this worker process holds at most at once (its slots)."
+)
+LAST_HEARTBEAT = Gauge(
+    "dispatcher_worker_last_heartbeat_timestamp_seconds",
+    "When this worker last refreshed its heartbeat, in epoch seconds by Redis' clock (0 before the first beat).",
+)
 
 
 class Histogram:
     """Bucket counts and a sum, updated without a lock (the event loop is the only writer)."""
 
-    __slots__ = ("counts", "total")
+    __slots__ = ("bounds", "counts", "total")
 
-    def __init__(self) -> None:
-        self.counts = [0] * (len(DURATION_BUCKETS_S) + 1)  # the last one is +Inf
+    def __init__(self, bounds: tuple[float, ...] = DURATION_BUCKETS_S) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
         self.total = 0.0
 
     def observe(self, value_s: float) -> None:
-        self.counts[bisect_left(DURATION_BUCKETS_S, value_s)] += 1
+        self.counts[bisect_left(self.bounds, value_s)] += 1
         self.total += value_s
 
     def cumulative(self) -> list[tuple[str, float]]:
         out: list[tuple[str, float]] = []
         running = 0
-        for bound, count in zip((*DURATION_BUCKETS_S, float("inf")), self.counts, strict=True):
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
             running += count
             out.append(("+Inf" if bound == float("inf") else repr(bound), running))
         return out
@@ -62,13 +82,15 @@ class Histogram:
 class CapabilityMetrics:
     """The per-task metrics of one capability in this process (one object per capability, shared)."""
 
-    __slots__ = ("capability", "inflight", "outcomes", "seconds")
+    __slots__ = ("capability", "inflight", "outcomes", "seconds", "started", "waited")
 
     def __init__(self, capability: str) -> None:
         self.capability = capability
+        self.started = 0
         self.inflight = 0
         self.outcomes = dict.fromkeys(OUTCOMES, 0)
         self.seconds = Histogram()
+        self.waited = Histogram(WAIT_BUCKETS_S)
 
 
 _BY_CAPABILITY: dict[str, CapabilityMetrics] = {}
@@ -90,26 +112,41 @@ class TaskCollector(Collector):
         return list(self._families())
 
     def collect(self) -> Iterator[Metric]:
-        tasks, inflight, seconds = self._families()
+        started, completed, inflight, seconds, waited = self._families()
         for m in list(_BY_CAPABILITY.values()):
+            started.add_metric([m.capability], m.started)
             for outcome, count in m.outcomes.items():
-                tasks.add_metric([m.capability, outcome], count)
+                completed.add_metric([m.capability, outcome], count)
             inflight.add_metric([m.capability], m.inflight)
             seconds.add_metric([m.capability], m.seconds.cumulative(), m.seconds.total)
-        yield from (tasks, inflight, seconds)
+            waited.add_metric([m.capability], m.waited.cumulative(), m.waited.total)
+        yield from (started, completed, inflight, seconds, waited)
 
     @staticmethod
-    def _families() -> tuple[CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily]:
-        tasks = CounterMetricFamily(
-            "dispatcher_tasks",
+    def _families() -> tuple[
+        CounterMetricFamily, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, HistogramMetricFamily
+    ]:
+        started = CounterMetricFamily(
+            "dispatcher_tasks_started", "Task attempts whose handler this worker started.", labels=["capability"]
+        )
+        completed = CounterMetricFamily(
+            "dispatcher_tasks_completed",
             "Task attempts finished by this worker, by outcome (succeeded, retried, dead).",
             labels=["capability", "outcome"],
         )
         inflight = GaugeMetricFamily(
-            "dispatcher_inflight_tasks", "Tasks whose handler is running in this worker.", labels=["capability"]
+            "dispatcher_tasks_in_progress", "Tasks whose handler is running in this worker.", labels=["capability"]
         )
-        seconds = HistogramMetricFamily("dispatcher_task_duration_seconds", "Handler run time.", labels=["capability"])
-        return tasks, inflight, seconds
+        seconds = HistogramMetricFamily(
+            "dispatcher_task_duration_seconds", "Handler run time, in seconds.", labels=["capability"]
+        )
+        waited = HistogramMetricFamily(
+            "dispatcher_task_queue_wait_seconds",
+            "Time from a task's entry into its stream (its submit, or when a delay or backoff ended) to its start "
+            "here, by Redis' clock, in seconds.",
+            labels=["capability"],
+        )
+        return started, completed, inflight, seconds, waited
 
 
 TASK_COLLECTOR = TaskCollector()
