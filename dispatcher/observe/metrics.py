@@ -9,18 +9,29 @@ families when ``/metrics`` is scraped. prometheus-client's own ``Counter``/``His
 several times per task, which profiling showed among the worker's largest costs. Rare events use
 prometheus-client's objects.
 
-The queue-level gauges of ``dispatcher exporter`` (read from Redis at scrape time) are in
-``dispatcher.observe.exporter``, whose table names them.
+The queue-level gauges of ``dispatcher exporter`` are read from Redis at scrape time by ``FleetCollector``
+(``dispatcher.observe.exporter`` serves them): one row of ``CAPABILITY_GAUGES`` or ``FLEET_GAUGES`` each.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from dispatcher.errors import DispatcherError
+
+if TYPE_CHECKING:  # types only: the worker's hot path need not import the stats module
+    from dispatcher.fleet.stats import CapabilityStats, FleetStats
+
+log = logging.getLogger(__name__)
 
 OUTCOMES = ("succeeded", "retried", "dead")
 DURATION_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -151,3 +162,110 @@ class TaskCollector(Collector):
 
 TASK_COLLECTOR = TaskCollector()
 REGISTRY.register(TASK_COLLECTOR)
+
+
+# --- the exporter's queue-level gauges, read from Redis at scrape time ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilityGauge:
+    """One per-capability gauge of the exporter: its name, help and how to read it from a capability's stats.
+
+    Rows of one name (``dispatcher_consumers`` with ``state`` alive and stale) make one family; ``labels`` are the
+    row's fixed labels beside ``capability``."""
+
+    name: str
+    help: str
+    value: Callable[[CapabilityStats], float]
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FleetGauge:
+    """One fleet-wide gauge of the exporter (no labels), read from the whole snapshot."""
+
+    name: str
+    help: str
+    value: Callable[[FleetStats], float]
+
+
+CAPABILITY_GAUGES: tuple[CapabilityGauge, ...] = (
+    CapabilityGauge(
+        "dispatcher_tasks_waiting", "Tasks in the stream not yet delivered to a worker.", lambda c: c.waiting
+    ),
+    CapabilityGauge("dispatcher_tasks_running", "Tasks delivered and not yet settled.", lambda c: c.running),
+    CapabilityGauge(
+        "dispatcher_tasks_delayed", "Tasks scheduled for later (delay_s, retry backoff).", lambda c: c.delayed
+    ),
+    CapabilityGauge("dispatcher_dead_letters", "Entries in the dead-letter stream.", lambda c: c.dead),
+    CapabilityGauge(
+        "dispatcher_oldest_waiting_task_age_seconds",
+        "Age of the oldest waiting task by Redis' clock, in seconds (0 when none waits).",
+        lambda c: c.oldest_waiting_age_s or 0.0,
+    ),
+    CapabilityGauge(
+        "dispatcher_consumers",
+        "Consumers by state (alive: heartbeat fresh).",
+        lambda c: c.workers,
+        (("state", "alive"),),
+    ),
+)
+"""Name -> help -> getter of each per-capability gauge: a new field of ``CapabilityStats`` is one more row."""
+
+FLEET_GAUGES: tuple[FleetGauge, ...] = (
+    FleetGauge(
+        "dispatcher_workers",
+        "Distinct live workers (one serving 3 capabilities counts once).",
+        lambda s: s.totals.workers,
+    ),
+)
+"""Name -> help -> getter of each fleet-wide gauge: a new field of ``FleetStats`` is one more row."""
+
+
+class FleetCollector(Collector):
+    """The exporter's gauges, read from Redis by ``read`` at each scrape; ``dispatcher_redis_up`` 0 (and no queue
+    gauges) when it fails, so a scrape always answers. ``read`` bounds its own time (its client's socket timeouts).
+    """
+
+    def __init__(self, read: Callable[[], FleetStats]) -> None:
+        self._read = read
+        self._down = False
+
+    def describe(self) -> list[Metric]:
+        """Nothing: the families depend on what Redis holds (the registry then never scrapes at registration)."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        try:
+            stats: FleetStats | None = self._read()
+        except DispatcherError as e:
+            stats = None
+            if not self._down:  # once per outage
+                log.warning("exporter: Redis unavailable, serving dispatcher_redis_up 0 error=%s", e)
+        else:
+            if self._down:
+                log.warning("exporter: Redis answers again")
+        self._down = stats is None
+        yield GaugeMetricFamily(
+            "dispatcher_redis_up", "1 when the last read of Redis succeeded.", value=int(stats is not None)
+        )
+        if stats is not None:
+            yield from _fleet_families(stats)
+        yield GaugeMetricFamily(
+            "dispatcher_exporter_collect_seconds",
+            "How long this scrape's read of Redis took, in seconds.",
+            value=time.perf_counter() - started,
+        )
+
+
+def _fleet_families(stats: FleetStats) -> Iterator[Metric]:
+    families: dict[str, GaugeMetricFamily] = {}
+    for row in CAPABILITY_GAUGES:
+        labels = ["capability", *(k for k, _ in row.labels)]
+        family = families.setdefault(row.name, GaugeMetricFamily(row.name, row.help, labels=labels))
+        for c in stats.capabilities:
+            family.add_metric([c.name, *(v for _, v in row.labels)], row.value(c))
+    yield from families.values()
+    for fleet in FLEET_GAUGES:
+        yield GaugeMetricFamily(fleet.name, fleet.help, value=fleet.value(stats))

@@ -216,3 +216,28 @@ def test_the_circuit_open_gauge_falls_back_to_0_when_the_circuit_closes(
     assert dispatcher.submit(cap, {}).result(timeout_s=DEADLINE_S) == worker.pid  # the half-open trial succeeds
     wait_until(lambda: circuit(client, prefix, worker, cap) == "closed", DEADLINE_S, message="the circuit to close")
     wait_until(lambda: gauge() == 0, 5, message="the gauge at 0 once the circuit is closed")
+
+
+def test_queue_wait_counts_from_the_submit_by_redis_clock(
+    dispatcher: Dispatcher, run_worker: WorkerRunner, client: redis.Redis, prefix: str
+) -> None:
+    handles = [dispatcher.submit("faulty.flaky", {}) for _ in range(4)]
+    submitted_ms = max(int(client.xrange(KeySpace(prefix).capability("faulty.flaky").stream)[-1][0].split(b"-")[0]), 0)
+
+    def redis_s() -> float:
+        seconds, micros = client.time()
+        return seconds + micros / 1e6
+
+    # Nothing serves the capability until Redis' clock is 1.5 s past the last submit: each task waited that long.
+    wait_until(lambda: redis_s() >= submitted_ms / 1000 + 1.5, DEADLINE_S, message="Redis' clock to move on")
+    port = free_tcp_port()
+    run_worker("--capability", "faulty.flaky", "--metrics-port", str(port), *TIMERS, app="apps.faulty")
+    assert [h.result(timeout_s=DEADLINE_S) for h in handles] == [1, 1, 1, 1]
+    families = wait_until(lambda: scrape(port), DEADLINE_S, message="the metrics endpoint")
+    waits = {s.name: s for s in families["dispatcher_task_queue_wait_seconds"].samples if not s.labels.get("le")}
+    assert waits["dispatcher_task_queue_wait_seconds_count"].value == 4
+    assert waits["dispatcher_task_queue_wait_seconds_sum"].value >= 4 * 1.5
+    buckets = {
+        s.labels["le"]: s.value for s in families["dispatcher_task_queue_wait_seconds"].samples if "le" in s.labels
+    }
+    assert buckets["1.0"] == 0 and buckets["+Inf"] == 4
