@@ -142,8 +142,8 @@ def scrape(port: int) -> dict[str, Metric] | None:
 
 
 def sample_value(families: dict[str, Metric], family: str, sample: str, **labels: str) -> float:
-    """The value of ``sample`` (e.g. ``dispatcher_tasks_total``) with exactly ``labels`` in ``family``; 0.0 when
-    there is none (a labelled metric has no sample until its first use)."""
+    """The value of ``sample`` (e.g. ``dispatcher_tasks_completed_total``) with exactly ``labels`` in ``family``;
+    0.0 when there is none (a labelled metric has no sample until its first use)."""
     found = [s.value for s in families[family].samples if s.name == sample and s.labels == labels]
     assert len(found) <= 1, found
     return found[0] if found else 0.0

@@ -19,12 +19,14 @@ from typing import Any
 from dispatcher.cli.exits import Exit, exit_code, say_error
 from dispatcher.cli.parsing import Parser, UsageError, add_settings_flags, parse
 from dispatcher.errors import ConfigError, DispatcherError
+from dispatcher.observe import logs
 from dispatcher.settings import Settings
 from workers import app
 from workers.runtime import DEFAULT_CONCURRENCY, Worker
 
 PROG = "worker"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 log = logging.getLogger("workers")
 
@@ -48,13 +50,16 @@ def parser() -> argparse.ArgumentParser:
         type=str.upper,
         help=f"one of {', '.join(LOG_LEVELS)} (default: $DISPATCHER_LOG_LEVEL, else INFO)",
     )
+    logs.add_flag(p)
     p.add_argument(
         "--loop",
         choices=("auto", "uvloop", "asyncio"),
         default="auto",
         help="event loop: uvloop when installed (auto, the default), or the standard asyncio loop",
     )
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus /metrics and the /livez, /readyz probes on this port"
+    )
     p.add_argument("--metrics-addr", default="127.0.0.1", help="address for --metrics-port (0.0.0.0 in containers)")
     add_settings_flags(p)
     return p
@@ -72,12 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(args, Exit):
         return args
     try:
-        logging.basicConfig(
-            level=_log_level(args), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-        )
+        logs.configure(_log_level(args), logs.format_of(args.log_format), LOG_TEXT_FORMAT)
         worker = _build(args)
         if args.metrics_port:
-            _serve_metrics(args.metrics_addr, args.metrics_port)
+            _serve_metrics(args.metrics_addr, args.metrics_port, worker)
         run = _loop_runner(args.loop)
         # What start-up made (modules, settings, clients) lives as long as the process: keep it out of the cyclic
         # collector's way, so that its collections walk only what the tasks allocate.
@@ -146,11 +149,14 @@ def _loop_runner(kind: str) -> Callable[[Coroutine[Any, Any, None]], None]:
     return uvloop.run
 
 
-def _serve_metrics(addr: str, port: int) -> None:
-    from prometheus_client import start_http_server
+def _serve_metrics(addr: str, port: int, worker: Worker) -> None:
+    """/metrics, /livez and /readyz on ``addr:port``, in a daemon thread that lives as long as the process."""
+    from dispatcher.observe import http
+    from workers import health
 
+    probes = http.app(lambda: health.liveness(worker), lambda: health.readiness(worker))
     try:
-        start_http_server(port, addr=addr)
+        http.serve(addr, port, probes)
     except (OSError, OverflowError) as e:  # in use, not an address of this host, out of range
         raise UsageError(f"cannot serve metrics on {addr}:{port}: {e}") from None
 

@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from dispatcher.errors import ConfigError, DispatcherError
+from dispatcher.observe import metrics
 from dispatcher.settings import Settings
 from dispatcher.store import liveness
 from dispatcher.store.codec import WorkerRecord, encode_worker
@@ -79,6 +80,8 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{consumer}", daemon=True)
         self._loop_thread = threading.get_ident()
         self.failures = 0
+        self.last_beat_s: float | None = None
+        """The monotonic time of the last beat that held every key (None before the first)."""
         self.stalled = False
         self.lost = False
 
@@ -97,7 +100,11 @@ class Heartbeat:
         sent = time.time()
         held, server_s = self._gateway.run(op)
         self.clock.observe(server_s, sent, time.time())
-        return all(held)
+        if not all(held):
+            return False
+        self.last_beat_s = time.monotonic()
+        metrics.LAST_HEARTBEAT.set(server_s)
+        return True
 
     def claim(self, wait_s: float) -> None:
         """Take the consumer name before the worker reads anything, waiting up to ``wait_s`` for the heartbeat of a

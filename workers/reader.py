@@ -72,25 +72,28 @@ class Reader:
         self._recover = True
         self.reconcile_s = reconcile_s
         self._next_reconcile = time.monotonic() + reconcile_s
+        self.failures = 0
+        """Reads failed in a row (0 while reads succeed): the worker's readiness reads it."""
+        self.last_error = ""
 
     async def run(self) -> None:
         """Read until stopped; in burst mode, until nothing is left to read, run or record."""
-        failures = 0
         while not self._stopping.is_set():
             try:
                 done = await self._step()
             except DispatcherError as e:  # never a crash loop: back off, reconnect, re-read own pending
                 metrics.REDIS_ERRORS.labels("read").inc()
-                failures += 1
-                if failures == 1:  # once per outage, not once per retry
+                self.failures += 1
+                self.last_error = str(e)
+                if self.failures == 1:  # once per outage, not once per retry
                     level = logging.WARNING if isinstance(e, RedisUnavailable) else logging.ERROR
-                    log.log(level, "read failed, retrying with backoff error=%s", e)
-                await self._wait(OUTAGE_BACKOFF.delay_s(failures))
+                    log.log(level, "read failed, retrying with backoff error=%s", e, extra={"consumer": self.consumer})
+                await self._wait(OUTAGE_BACKOFF.delay_s(self.failures))
                 self._recover = True
                 continue
-            if failures:
-                log.info("reading again after an outage consumer=%s", self.consumer)
-                failures = 0
+            if self.failures:
+                log.info("reading again after an outage consumer=%s", self.consumer, extra={"consumer": self.consumer})
+                self.failures = 0
             if done:
                 return
 

@@ -75,7 +75,11 @@ class Runner:
         slot = self.slots.take(key, delivery)
         self.breakers[capability].started()
         measures = self._metrics[capability]
+        measures.started += 1
         measures.inflight += 1
+        # The entry id's first part is when Redis added it (ms, by Redis' clock, as is ``now``): its submit, or the
+        # end of its delay or backoff. A lost wait (clock corrected meanwhile) is clamped at 0.
+        measures.waited.observe(max(self._clock.now() - int(entry_id.partition("-")[0]) / 1000, 0.0))
         handler = self.registry.get(capability)
         assert handler is not None
         started = time.perf_counter()
@@ -109,7 +113,11 @@ class Runner:
             delivery = codec.decode_entry(keys.capability, entry_id, fields, self._max_bytes)
         except DecodeError as e:
             log.warning(
-                "undecodable entry dead-lettered capability=%s entry_id=%s error=%s", keys.capability, entry_id, e
+                "undecodable entry dead-lettered capability=%s entry_id=%s error=%s",
+                keys.capability,
+                entry_id,
+                e,
+                extra={"capability": keys.capability, "entry_id": entry_id, "reason": "decode_error"},
             )
             self.slots.take(key, None, Phase.SETTLING, force=force)
             self._record(key, decide.undecodable(self.ctx, keys, entry_id, fields, e))
@@ -137,12 +145,14 @@ class Runner:
             raise  # the worker is stopping: it hands the task back
         except BaseException as e:  # KeyboardInterrupt, SystemExit too: the failure of this task, not of the worker
             measures.inflight -= 1
-            measures.seconds.observe(time.perf_counter() - started)
-            self._conclude(keys, key, delivery, None, e)
+            elapsed_s = time.perf_counter() - started
+            measures.seconds.observe(elapsed_s)
+            self._conclude(keys, key, delivery, None, e, elapsed_s)
             return
         measures.inflight -= 1
-        measures.seconds.observe(time.perf_counter() - started)
-        self._conclude(keys, key, delivery, value, None)
+        elapsed_s = time.perf_counter() - started
+        measures.seconds.observe(elapsed_s)
+        self._conclude(keys, key, delivery, value, None, elapsed_s)
 
     def _finished(
         self, keys: CapabilityKeys, key: Held, delivery: Delivery, started: float, job: asyncio.Future[Any]
@@ -155,12 +165,19 @@ class Runner:
             return
         if job.cancelled():
             return  # the worker is stopping: it hands the task back
-        measures.seconds.observe(time.perf_counter() - started)
+        elapsed_s = time.perf_counter() - started
+        measures.seconds.observe(elapsed_s)
         error = job.exception()
-        self._conclude(keys, key, delivery, job.result() if error is None else None, error)
+        self._conclude(keys, key, delivery, job.result() if error is None else None, error, elapsed_s)
 
     def _conclude(
-        self, keys: CapabilityKeys, key: Held, delivery: Delivery, value: Any, error: BaseException | None
+        self,
+        keys: CapabilityKeys,
+        key: Held,
+        delivery: Delivery,
+        value: Any,
+        error: BaseException | None,
+        elapsed_s: float,
     ) -> None:
         """Decide and record the outcome. Whatever goes wrong on the way fails this task with a clear error (it
         never leaks the slot): a bug dead-letters it as ``worker_error``; running out of memory, which says more
@@ -168,29 +185,51 @@ class Runner:
         so it is retried by its policy."""
         try:
             if error is None:
-                self._succeeded(keys, key, delivery, value)
+                outcome = self._succeeded(keys, key, delivery, value)
             else:
-                self._failed_attempt(keys, key, delivery, error)
+                outcome = self._failed_attempt(keys, key, delivery, error)
         except Exception as e:
             fallback = RuntimeError(f"the worker could not record this task's outcome ({type(e).__name__})")
             if isinstance(e, MemoryError):  # the worker's state (any task may be the one that needed memory)
                 log.warning("out of memory recording an outcome, failing the attempt task_id=%s", delivery.task.id)
-                self._record(key, decide.failed(self.ctx, keys, delivery, fallback))
-                return
-            log.exception("outcome not recorded as decided, failing the task task_id=%s", delivery.task.id)
-            self._record(key, decide.dead(self.ctx, keys, delivery, "worker_error", fallback))
+                outcome = self._record(key, decide.failed(self.ctx, keys, delivery, fallback))
+            else:
+                log.exception("outcome not recorded as decided, failing the task task_id=%s", delivery.task.id)
+                outcome = self._record(key, decide.dead(self.ctx, keys, delivery, "worker_error", fallback))
+        if log.isEnabledFor(logging.DEBUG):  # one line per task: DEBUG only, and never the payload
+            log.debug(
+                "task finished capability=%s task_id=%s attempt=%d outcome=%s duration_s=%.6f",
+                keys.capability,
+                delivery.task.id,
+                delivery.attempt,
+                outcome,
+                elapsed_s,
+                extra={
+                    "capability": keys.capability,
+                    "task_id": delivery.task.id,
+                    "attempt": delivery.attempt,
+                    "outcome": outcome,
+                    "duration_s": round(elapsed_s, 6),
+                    "consumer": self.ctx.consumer,
+                },
+            )
 
-    def _succeeded(self, keys: CapabilityKeys, key: Held, delivery: Delivery, value: Any) -> None:
+    def _succeeded(self, keys: CapabilityKeys, key: Held, delivery: Delivery, value: Any) -> str:
         if self.faults.active:
             self.faults.record(delivery.task.id, self.ctx.consumer)
             self.faults.reach("after_handler")
         if self.breakers[keys.capability].succeeded():  # a trial closed the circuit
             metrics.CIRCUIT_OPEN.labels(keys.capability).set(0)
-            log.warning("circuit closed capability=%s consumer=%s", keys.capability, self.ctx.consumer)
+            log.warning(
+                "circuit closed capability=%s consumer=%s",
+                keys.capability,
+                self.ctx.consumer,
+                extra={"capability": keys.capability, "consumer": self.ctx.consumer},
+            )
             self._on_free()  # the reader may be waiting on it: let it read now
-        self._record(key, decide.succeeded(self.ctx, keys, delivery, value))
+        return self._record(key, decide.succeeded(self.ctx, keys, delivery, value))
 
-    def _failed_attempt(self, keys: CapabilityKeys, key: Held, delivery: Delivery, error: BaseException) -> None:
+    def _failed_attempt(self, keys: CapabilityKeys, key: Held, delivery: Delivery, error: BaseException) -> str:
         """A handler's failure, whatever it is, fails the attempt; only a failure that says something about the
         worker counts against its circuit (not Retry, Reject or a declared input error)."""
         if isinstance(error, HandlerTimeout) and error.thread_running:
@@ -201,15 +240,17 @@ class Runner:
             self.breakers[keys.capability].neutral()
         else:
             self._failed(keys.capability, delivery, error)
-        self._record(key, decide.failed(self.ctx, keys, delivery, error, input_error))
+        return self._record(key, decide.failed(self.ctx, keys, delivery, error, input_error))
 
-    def _record(self, key: Held, decision: decide.Decision) -> None:
+    def _record(self, key: Held, decision: decide.Decision) -> str:
+        """Count and hand the decision to the settler; returns its outcome."""
         capability = key[0]
         self._metrics[capability].outcomes[decision.outcome] += 1
         if decision.outcome == "dead":
             metrics.DEAD_LETTERS.labels(capability, decision.reason).inc()
         self.slots.settling(key)
         self.settler.put(decision.transition)
+        return decision.outcome
 
     def _failed(self, capability: str, delivery: Delivery, error: BaseException) -> None:
         if log.isEnabledFor(logging.INFO):
@@ -220,6 +261,13 @@ class Runner:
                 delivery.attempt,
                 type(error).__name__,
                 decide.message_of(error)[:300],
+                extra={
+                    "capability": capability,
+                    "task_id": delivery.task.id,
+                    "attempt": delivery.attempt,
+                    "error": type(error).__name__,
+                    "consumer": self.ctx.consumer,
+                },
             )
         breaker = self.breakers[capability]
         if breaker.failed(delivery.task.id):
@@ -232,6 +280,7 @@ class Runner:
                 breaker.failures,
                 type(error).__name__,
                 breaker.seconds_until_trial(),
+                extra={"capability": capability, "consumer": self.ctx.consumer, "error": type(error).__name__},
             )
 
     def _stray_ended(self) -> None:

@@ -23,6 +23,7 @@ from dispatcher.errors import ConfigError
 from dispatcher.faults import Faults
 from dispatcher.fleet import decide
 from dispatcher.fleet.upkeep import Upkeep
+from dispatcher.observe import metrics
 from dispatcher.settings import Settings
 from dispatcher.store import streams
 from dispatcher.store.codec import WorkerRecord
@@ -126,6 +127,8 @@ class Worker:
         self._loop_seen = time.monotonic()
         self._hung_since: float | None = None
         self._ticking: asyncio.TimerHandle | None = None
+        self.heartbeat: Heartbeat | None = None
+        """The heartbeat thread, once the worker holds its consumer name."""
         self.failure: str | None = None
         """Why the worker stopped on its own (its name taken over, its slots hung), None for a requested stop."""
         self.settler = Settler(self.gateway, self._settled)
@@ -190,6 +193,15 @@ class Worker:
             self._loop.call_soon_threadsafe(self._stopping.set)
             self._loop.call_soon_threadsafe(self._slot_free.set)
 
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (or the worker stops on its own): it reads no more."""
+        return self._stopping.is_set()
+
+    def loop_quiet_s(self) -> float:
+        """Seconds since the event loop last ran its tick (0 before ``run``; safe from any thread)."""
+        return 0.0 if self._loop is None else time.monotonic() - self._loop_seen
+
     def record(self) -> WorkerRecord:
         """What the heartbeat publishes about this worker."""
         return WorkerRecord(
@@ -213,19 +225,26 @@ class Worker:
             RedisUnavailable, UnsupportedRedis, RedisError: Redis could not be used at start.
         """
         self._loop = asyncio.get_running_loop()
-        await self._start_up()
-        heartbeat = Heartbeat(
-            self.settings,
-            self.name,
-            self.capabilities,
-            self.record,
-            lambda: self._loop_seen,
-            self._stop_for,
-            self.clock,
-        )
-        await asyncio.to_thread(heartbeat.claim, self.settings.heartbeat_ttl_s * 1.5)
+        self._tick()  # from the start: /livez reads it while start-up waits on Redis
+        try:
+            await self._start_up()
+            heartbeat = Heartbeat(
+                self.settings,
+                self.name,
+                self.capabilities,
+                self.record,
+                lambda: self._loop_seen,
+                self._stop_for,
+                self.clock,
+            )
+            await asyncio.to_thread(heartbeat.claim, self.settings.heartbeat_ttl_s * 1.5)
+        except BaseException:
+            if self._ticking is not None:
+                self._ticking.cancel()
+            raise
+        self.heartbeat = heartbeat
         heartbeat.start()
-        self._tick()
+        metrics.WORKER_CONCURRENCY.inc(self.concurrency)
         if self.upkeep is not None:
             self.upkeep.start()
         settling = asyncio.create_task(self.settler.run(), name="settler")
@@ -236,6 +255,7 @@ class Worker:
             await self.reader.run()
         finally:
             await self._shut_down(settling)
+            metrics.WORKER_CONCURRENCY.dec(self.concurrency)
             if self.upkeep is not None:
                 self.upkeep.stop()
             if self._ticking is not None:

@@ -98,7 +98,7 @@ class Settler:
         if isinstance(reply, Exception):
             log.error("settle failed capability=%s entry_id=%s error=%s", t.keys.capability, t.entry_id, reply)
         elif reply is Applied.LEASE_LOST:
-            metrics.LEASE_LOST.labels(t.keys.capability).inc()
+            metrics.LEASES_LOST.labels(t.keys.capability).inc()
             log.warning("lease lost, late result discarded capability=%s entry_id=%s", t.keys.capability, t.entry_id)
         self.recorded += 1
         self._on_settled((t,))

@@ -17,13 +17,14 @@ from collections.abc import Callable
 from importlib.metadata import version
 from types import FrameType
 
-from dispatcher.cli import capability_commands, render
+from dispatcher.cli import capability_commands, observe_commands, render
 from dispatcher.cli import fleet_commands as cli_ops
 from dispatcher.cli import task_commands as tasks
 from dispatcher.cli.exits import Exit, exit_code, say_error
 from dispatcher.cli.parsing import Parser, UsageError, add_settings_flags, parse
 from dispatcher.errors import DispatcherError
 from dispatcher.fleet.stats import collect
+from dispatcher.observe import logs
 from dispatcher.settings import Settings
 from dispatcher.store.connection import make_client
 from dispatcher.store.gateway import Gateway
@@ -104,6 +105,16 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
     "stats": ("show waiting/running/delayed/dead tasks and workers per capability", _configure_stats, _run_stats),
     "dlq": ("list, show, requeue or purge dead letters of a capability", cli_ops.configure_dlq, _run_dlq),
     "reaper": ("run the reaper and delayed-task mover as a process of its own", cli_ops.configure_reaper, _run_reaper),
+    "exporter": (
+        "serve queue-level Prometheus metrics read from Redis at scrape time",
+        observe_commands.configure_exporter,
+        _with_settings(observe_commands.run_exporter),
+    ),
+    "healthcheck": (
+        "exit 0 when Redis (or a worker's /readyz, with --worker) answers, else 1",
+        observe_commands.configure_healthcheck,
+        _with_settings(observe_commands.run_healthcheck),
+    ),
 }
 """Subcommand name -> (help, configure its parser, run it). New subcommands are added here."""
 
@@ -117,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         # Flags mirror the settings' field names; unset ones fall back to DISPATCHER_* / REDIS_URL.
         add_settings_flags(p, ("redis_url", "prefix"))
+        logs.add_flag(p)
         configure(p)
     return parser
 
@@ -130,10 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(build_parser(), argv)
     if isinstance(args, Exit):
         return args
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # SIGTERM unwinds like Ctrl-C: a waiting command still closes its connections.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        logs.configure(
+            logging.WARNING, logs.format_of(args.log_format), "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         return COMMANDS[args.command][2](args)
     except DispatcherError as e:  # a UsageError is a ConfigError: Exit.USAGE
         say_error("dispatcher", e)

@@ -133,7 +133,7 @@ class Reaper:
             if isinstance(reply, Exception):
                 log.error("reclaim failed capability=%s error=%s", keys.capability, reply)
             elif reply is Applied.DONE:
-                metrics.RECLAIMED.labels(keys.capability, kind).inc()
+                metrics.RECLAIMED.labels(keys.capability, metrics.RECLAIM_REASONS[kind]).inc()
                 report.by_capability[keys.capability] += 1
                 setattr(report, kind, getattr(report, kind) + 1)
                 if kind == "poison":

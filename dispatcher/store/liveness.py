@@ -87,3 +87,9 @@ def prune_registry(registry_key: str, consumers_: Sequence[str]) -> Op[None]:
     """Remove stale worker records."""
     if consumers_:
         check((yield [("HDEL", registry_key, *consumers_)])[0])
+
+
+def ping() -> Op[None]:
+    """PING: Redis answers (raises its error otherwise; an ACL user needs +ping)."""
+    (reply,) = yield [("PING",)]
+    check(reply)

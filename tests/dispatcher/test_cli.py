@@ -116,7 +116,17 @@ def test_subcommand_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
 def test_every_flag_of_every_subcommand_has_help() -> None:
     parser = build_parser()
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(sub.choices) == {"submit", "status", "result", "capabilities", "stats", "dlq", "reaper"}
+    assert set(sub.choices) == {
+        "submit",
+        "status",
+        "result",
+        "capabilities",
+        "stats",
+        "dlq",
+        "reaper",
+        "exporter",
+        "healthcheck",
+    }
     for name, subparser in sub.choices.items():
         for action in subparser._actions:
             assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)

@@ -102,6 +102,7 @@ def test_every_metric_is_served_with_its_type_labels_and_counts(
         # A reclaim: the victim dies holding a task; the observed worker's reaper (the only one) gives it back.
         lost = submit("faulty.ledger", {"first_sleep_s": 60, "tag": "reclaimed"})
         wait_until(lambda: ledger.count("start", lost.id) == 1, DEADLINE_S, message="the victim's run")
+        registered_s = float(client.time()[0])  # Redis' clock, whole seconds: before the worker's first beat
         observed = workers(
             *(a for c in CAPS for a in ("--capability", c)), "--metrics-port", str(port),
             "--breaker-threshold", "2", "--breaker-cooldown-s", "300", *TIMERS, *BACKOFF,
@@ -155,17 +156,21 @@ def test_every_metric_is_served_with_its_type_labels_and_counts(
         letters = Counter(f[b"reason"].decode() for _, f in client.xrange(ks.capability(cap).dead))
         handler_deaths = letters["max_retries"] + letters["rejected"]  # the other kinds ran no handler
         counted = {
-            o: sample_value(families, "dispatcher_tasks", "dispatcher_tasks_total", capability=cap, outcome=o)
+            o: sample_value(
+                families, "dispatcher_tasks_completed", "dispatcher_tasks_completed_total", capability=cap, outcome=o
+            )
             for o in ("succeeded", "retried", "dead")
         }
         happened = {"succeeded": len(ends), "retried": len(runs) - len(ends) - handler_deaths, "dead": letters.total()}
         assert counted == happened, cap
+        assert samples(families, "dispatcher_tasks_started")[(cap,)] == len(runs), cap
         assert samples(families, "dispatcher_task_duration_seconds")[(cap,)] == len(runs), cap
-        assert samples(families, "dispatcher_inflight_tasks")[(cap,)] == 0, cap
+        assert samples(families, "dispatcher_task_queue_wait_seconds")[(cap,)] == len(runs), cap
+        assert samples(families, "dispatcher_tasks_in_progress")[(cap,)] == 0, cap
         written = {(cap, reason): n for reason, n in letters.items()}
         assert {k: v for k, v in samples(families, "dispatcher_dead_letters").items() if k[0] == cap} == written
     # What the script above made happen, as (succeeded, retried, dead) per capability.
-    tasks = samples(families, "dispatcher_tasks")
+    tasks = samples(families, "dispatcher_tasks_completed")
     assert {c: tuple(tasks.get((c, o), 0) for o in ("succeeded", "retried", "dead")) for c in CAPS} == {
         "faulty.flaky": (3, 2, 1),
         "faulty.reject": (0, 0, 1),
@@ -178,11 +183,14 @@ def test_every_metric_is_served_with_its_type_labels_and_counts(
         ("faulty.breakable", "max_retries"): 2,
         ("faulty.ledger", "decode_error"): 1,
     }
-    assert samples(families, "dispatcher_reclaimed") == {("faulty.ledger", "reclaimed"): 1}
+    assert samples(families, "dispatcher_tasks_reclaimed") == {("faulty.ledger", "dead_worker"): 1}
     assert [(r["pid"], r["attempt"]) for r in ledger.records("start", lost.id)] == [(victim.pid, 1), (pid, 2)]
     assert samples(families, "dispatcher_circuit_open") == {("faulty.breakable",): 1}
-    assert samples(families, "dispatcher_lease_lost") == {}  # no late result was refused
+    assert samples(families, "dispatcher_leases_lost") == {}  # no late result was refused
     assert samples(families, "dispatcher_redis_errors") == {("read",): 1}  # the one killed read connection
+    assert samples(families, "dispatcher_worker_concurrency") == {(): 64}  # the default
+    # Stamped by Redis' clock at a beat after the worker registered (read before it started).
+    assert samples(families, "dispatcher_worker_last_heartbeat_timestamp_seconds")[()] >= registered_s
 
 
 def test_the_circuit_open_gauge_falls_back_to_0_when_the_circuit_closes(
@@ -208,3 +216,28 @@ def test_the_circuit_open_gauge_falls_back_to_0_when_the_circuit_closes(
     assert dispatcher.submit(cap, {}).result(timeout_s=DEADLINE_S) == worker.pid  # the half-open trial succeeds
     wait_until(lambda: circuit(client, prefix, worker, cap) == "closed", DEADLINE_S, message="the circuit to close")
     wait_until(lambda: gauge() == 0, 5, message="the gauge at 0 once the circuit is closed")
+
+
+def test_queue_wait_counts_from_the_submit_by_redis_clock(
+    dispatcher: Dispatcher, run_worker: WorkerRunner, client: redis.Redis, prefix: str
+) -> None:
+    handles = [dispatcher.submit("faulty.flaky", {}) for _ in range(4)]
+    submitted_ms = max(int(client.xrange(KeySpace(prefix).capability("faulty.flaky").stream)[-1][0].split(b"-")[0]), 0)
+
+    def redis_s() -> float:
+        seconds, micros = client.time()
+        return seconds + micros / 1e6
+
+    # Nothing serves the capability until Redis' clock is 1.5 s past the last submit: each task waited that long.
+    wait_until(lambda: redis_s() >= submitted_ms / 1000 + 1.5, DEADLINE_S, message="Redis' clock to move on")
+    port = free_tcp_port()
+    run_worker("--capability", "faulty.flaky", "--metrics-port", str(port), *TIMERS, app="apps.faulty")
+    assert [h.result(timeout_s=DEADLINE_S) for h in handles] == [1, 1, 1, 1]
+    families = wait_until(lambda: scrape(port), DEADLINE_S, message="the metrics endpoint")
+    waits = {s.name: s for s in families["dispatcher_task_queue_wait_seconds"].samples if not s.labels.get("le")}
+    assert waits["dispatcher_task_queue_wait_seconds_count"].value == 4
+    assert waits["dispatcher_task_queue_wait_seconds_sum"].value >= 4 * 1.5
+    buckets = {
+        s.labels["le"]: s.value for s in families["dispatcher_task_queue_wait_seconds"].samples if "le" in s.labels
+    }
+    assert buckets["1.0"] == 0 and buckets["+Inf"] == 4

@@ -196,11 +196,11 @@ def test_a_live_task_slower_than_the_heartbeat_ttl_is_not_reclaimed(
 
 
 def lease_lost(port: int, capability: str) -> float | None:
-    """The worker's ``dispatcher_lease_lost_total`` for ``capability`` (None while it does not answer)."""
+    """The worker's ``dispatcher_leases_lost_total`` for ``capability`` (None while it does not answer)."""
     families = scrape(port)
     if families is None:
         return None
-    return sample_value(families, "dispatcher_lease_lost", "dispatcher_lease_lost_total", capability=capability)
+    return sample_value(families, "dispatcher_leases_lost", "dispatcher_leases_lost_total", capability=capability)
 
 
 def test_a_zombies_late_result_is_refused_and_counted(
