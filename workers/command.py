@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from dispatcher.cli.exits import Exit, exit_code, say_error
-from dispatcher.cli.parsing import Parser, UsageError, add_settings_flags, parse
+from dispatcher.cli.parsing import Parser, UsageError, add_settings_flags, parse, port, positive_int
 from dispatcher.errors import ConfigError, DispatcherError
 from dispatcher.settings import Settings
 from workers import app
@@ -35,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--capability", "-c", action="append", required=True, help="capability to serve (repeatable)")
     p.add_argument(
         "--concurrency",
-        type=int,
+        type=positive_int,
         default=DEFAULT_CONCURRENCY,
         help=f"tasks held and run at once (default {DEFAULT_CONCURRENCY}; lower it for CPU-bound sync handlers)",
     )
@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
         default="auto",
         help="event loop: uvloop when installed (auto, the default), or the standard asyncio loop",
     )
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--metrics-port", type=port, help="serve Prometheus metrics on this port (1-65535)")
     p.add_argument("--metrics-addr", default="127.0.0.1", help="address for --metrics-port (0.0.0.0 in containers)")
     add_settings_flags(p)
     return p
