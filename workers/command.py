@@ -22,6 +22,7 @@ from dispatcher.errors import ConfigError, DispatcherError
 from dispatcher.settings import Settings
 from workers import app
 from workers.runtime import DEFAULT_CONCURRENCY, Worker
+from workers.startup import About
 
 PROG = "worker"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -129,6 +130,7 @@ def _build(args: argparse.Namespace) -> Worker:
         name=args.name,
         burst=args.burst,
         upkeep=not args.no_upkeep,
+        about=About(loaded.modules[-1], loaded.source, _metrics_address(args)),
     )
 
 
@@ -144,6 +146,10 @@ def _loop_runner(kind: str) -> Callable[[Coroutine[Any, Any, None]], None]:
             raise UsageError("--loop uvloop: uvloop is not installed (pip install uvloop)") from None
         return asyncio.run
     return uvloop.run
+
+
+def _metrics_address(args: argparse.Namespace) -> str | None:
+    return f"http://{args.metrics_addr}:{args.metrics_port}/metrics" if args.metrics_port else None
 
 
 def _serve_metrics(addr: str, port: int) -> None:

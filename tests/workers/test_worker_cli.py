@@ -94,9 +94,9 @@ def test_a_capability_without_a_handler_is_one_line(capsys: pytest.CaptureFixtur
 
 
 def test_an_unreachable_redis_is_one_line_and_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
-    # Today the worker exits at once when Redis is down (issue 12 will make it wait, bounded, at start).
+    # --start-wait-s 0: one try (tests/integration/test_worker_startup.py covers the bounded wait).
     url = f"redis://127.0.0.1:{free_port()}/0"
-    argv = ["--redis-url", url, "--capability", "echo", "--retry-attempts", "0", "--connect-timeout-s", "0.5"]
+    argv = ["--redis-url", url, "--capability", "echo", "--retry-attempts", "0", "--start-wait-s", "0"]
     assert main(argv) == Exit.UNAVAILABLE
     assert "unavailable" in one_error_line(capsys)
 
