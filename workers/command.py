@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.metadata
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from dispatcher import __version__
 from dispatcher.cli.exits import Exit, exit_code, say_error
 from dispatcher.cli.parsing import Parser, UsageError, add_settings_flags, parse, port, positive_int
 from dispatcher.errors import ConfigError, DispatcherError
@@ -33,6 +35,7 @@ log = logging.getLogger("workers")
 def parser() -> argparse.ArgumentParser:
     """The argument parser; every ``Settings`` field has a flag of the same name (``--heartbeat-ttl-s``)."""
     p = Parser(prog=PROG, description="Serve capabilities from a Redis Streams dispatcher.")
+    p.add_argument("--version", action="version", version=f"{PROG} {version()}", help="print the version and exit")
     p.add_argument("--capability", "-c", action="append", required=True, help="capability to serve (repeatable)")
     p.add_argument(
         "--concurrency",
@@ -73,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(args, Exit):
         return args
     try:
-        logging.basicConfig(
-            level=_log_level(args), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-        )
+        configure_logging(_log_level(args))
         worker = _build(args)
         if args.metrics_port:
             _serve_metrics(args.metrics_addr, args.metrics_port)
@@ -97,6 +98,19 @@ def main(argv: list[str] | None = None) -> int:
         logging.shutdown()
         os._exit(code)
     return code
+
+
+def configure_logging(level: str) -> None:
+    """The worker's logs: one line per event on stderr, at ``level`` (the only place logging is set up)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+
+
+def version() -> str:
+    """The installed package's version (that of the source tree when it is not installed)."""
+    try:
+        return importlib.metadata.version("agent-dispatcher")
+    except importlib.metadata.PackageNotFoundError:
+        return __version__
 
 
 def _log_level(args: argparse.Namespace) -> str:

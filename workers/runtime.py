@@ -262,12 +262,17 @@ class Worker:
 
     async def _shut_down(self, settling: asyncio.Task[None]) -> None:
         jobs = self.runner.jobs()
+        finished = 0
         if jobs:
             log.info("stopping: waiting for in-flight tasks count=%d grace_s=%s", len(jobs), self.settings.grace_s)
-            await asyncio.wait(jobs, timeout=self.settings.grace_s)
+            finished = len((await asyncio.wait(jobs, timeout=self.settings.grace_s))[0])
         handed_back = self.runner.stop_running(self.keys)  # still running after the grace: back to the fleet now
-        if handed_back:
-            log.info("stopping: handed back tasks count=%d", handed_back)
+        log.info(
+            "stopping: in-flight tasks finished_in_grace=%d handed_back=%d consumer=%s",
+            finished,
+            handed_back,
+            self.name,
+        )
         self.settler.close()
         try:
             await asyncio.wait_for(settling, timeout=max(5.0, self.settings.grace_s))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import socket
 import subprocess
 import sys
@@ -45,6 +46,11 @@ def test_every_flag_has_help() -> None:
         assert helps[name].startswith(str(field.description)), name
         default = "none" if field.default is None else field.default
         assert f"$DISPATCHER_{name.upper()}" in helps[name] and f"else {default})" in helps[name], name
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == Exit.OK
+    assert capsys.readouterr().out == f"worker {importlib.metadata.version('agent-dispatcher')}\n"
 
 
 def test_help_returns_ok(capsys: pytest.CaptureFixture[str]) -> None:
