@@ -62,6 +62,12 @@ class Settings(BaseModel):
     )
     socket_timeout_s: float = Field(5.0, gt=0, description="Redis socket read and write timeout, in seconds.")
     connect_timeout_s: float = Field(5.0, gt=0, description="Redis connect timeout, in seconds.")
+    start_wait_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long a starting worker waits for Redis to answer, trying again with backoff (0.1 s doubling "
+        "to 2 s), before it exits with code 3; 0 tries once, in seconds.",
+    )
     retry_attempts: int = Field(
         3, ge=0, le=20, description="Client-side retries of a Redis command after a connection error (a count)."
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.metadata
 import logging
 import os
 import signal
@@ -16,13 +17,15 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from dispatcher import __version__
 from dispatcher.cli.exits import Exit, exit_code, say_error
-from dispatcher.cli.parsing import Parser, UsageError, add_settings_flags, parse
+from dispatcher.cli.parsing import Parser, UsageError, add_settings_flags, parse, port, positive_int
 from dispatcher.errors import ConfigError, DispatcherError
 from dispatcher.observe import logs
 from dispatcher.settings import Settings
 from workers import app
 from workers.runtime import DEFAULT_CONCURRENCY, Worker
+from workers.startup import About
 
 PROG = "worker"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -34,10 +37,11 @@ log = logging.getLogger("workers")
 def parser() -> argparse.ArgumentParser:
     """The argument parser; every ``Settings`` field has a flag of the same name (``--heartbeat-ttl-s``)."""
     p = Parser(prog=PROG, description="Serve capabilities from a Redis Streams dispatcher.")
+    p.add_argument("--version", action="version", version=f"{PROG} {version()}", help="print the version and exit")
     p.add_argument("--capability", "-c", action="append", required=True, help="capability to serve (repeatable)")
     p.add_argument(
         "--concurrency",
-        type=int,
+        type=positive_int,
         default=DEFAULT_CONCURRENCY,
         help=f"tasks held and run at once (default {DEFAULT_CONCURRENCY}; lower it for CPU-bound sync handlers)",
     )
@@ -58,7 +62,9 @@ def parser() -> argparse.ArgumentParser:
         help="event loop: uvloop when installed (auto, the default), or the standard asyncio loop",
     )
     p.add_argument(
-        "--metrics-port", type=int, help="serve Prometheus /metrics and the /livez, /readyz probes on this port"
+        "--metrics-port",
+        type=port,
+        help="serve Prometheus /metrics and the /livez, /readyz probes on this port (1-65535)",
     )
     p.add_argument("--metrics-addr", default="127.0.0.1", help="address for --metrics-port (0.0.0.0 in containers)")
     add_settings_flags(p)
@@ -101,6 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def version() -> str:
+    """The installed package's version (that of the source tree when it is not installed)."""
+    try:
+        return importlib.metadata.version("agent-dispatcher")
+    except importlib.metadata.PackageNotFoundError:
+        return __version__
+
+
 def _log_level(args: argparse.Namespace) -> str:
     level = (args.log_level or os.environ.get("DISPATCHER_LOG_LEVEL") or "INFO").upper()
     if level not in LOG_LEVELS:
@@ -132,6 +146,7 @@ def _build(args: argparse.Namespace) -> Worker:
         name=args.name,
         burst=args.burst,
         upkeep=not args.no_upkeep,
+        about=About(loaded.modules[-1], loaded.source, _metrics_address(args)),
     )
 
 
@@ -147,6 +162,10 @@ def _loop_runner(kind: str) -> Callable[[Coroutine[Any, Any, None]], None]:
             raise UsageError("--loop uvloop: uvloop is not installed (pip install uvloop)") from None
         return asyncio.run
     return uvloop.run
+
+
+def _metrics_address(args: argparse.Namespace) -> str | None:
+    return f"http://{args.metrics_addr}:{args.metrics_port}/metrics" if args.metrics_port else None
 
 
 def _serve_metrics(addr: str, port: int, worker: Worker) -> None:

@@ -60,6 +60,10 @@ class Runner:
         self._max_bytes = ctx.settings.max_payload_bytes
         self._metrics = {c: metrics.for_capability(c) for c in breakers}
         self._abandoned: set[Held] = set()
+        # Checked once: at INFO (the default) a task costs no logging work at all; at DEBUG each logs two lines.
+        self._debug = log.isEnabledFor(logging.DEBUG)
+        self._started: dict[Held, float] = {}
+        """When each running task started, kept at DEBUG only (for the duration its end line gives)."""
         self.cancelled: list[asyncio.Future[Any]] = []
         """Handlers cancelled at shutdown (one that ignores its cancellation may still run)."""
 
@@ -83,6 +87,15 @@ class Runner:
         handler = self.registry.get(capability)
         assert handler is not None
         started = time.perf_counter()
+        if self._debug:
+            self._started[key] = started
+            log.debug(
+                "task started capability=%s task_id=%s attempt=%d entry_id=%s",
+                capability,
+                delivery.task.id,
+                delivery.attempt,
+                entry_id,
+            )
         job: asyncio.Future[Any]
         if self.executor.in_thread(handler, delivery.task):
             # A sync handler's thread gives a future: its outcome is taken in a done callback, no task.
@@ -248,9 +261,33 @@ class Runner:
         self._metrics[capability].outcomes[decision.outcome] += 1
         if decision.outcome == "dead":
             metrics.DEAD_LETTERS.labels(capability, decision.reason).inc()
+            if decision.reason != "decode_error":  # logged with its error where the entry failed to decode
+                log.warning(
+                    "dead letter capability=%s task_id=%s entry_id=%s reason=%s",
+                    capability,
+                    getattr(decision.transition, "task_id", "-"),
+                    key[1],
+                    decision.reason,
+                )
+        if self._debug:
+            self._log_end(key, decision)
         self.slots.settling(key)
         self.settler.put(decision.transition)
         return decision.outcome
+
+    def _log_end(self, key: Held, decision: decide.Decision) -> None:
+        started = self._started.pop(key, None)
+        slot = self.slots.held.get(key)
+        delivery = slot.delivery if slot is not None else None
+        log.debug(
+            "task ended capability=%s task_id=%s attempt=%s outcome=%s reason=%s duration_s=%s",
+            key[0],
+            delivery.task.id if delivery is not None else "-",
+            delivery.attempt if delivery is not None else "-",
+            decision.outcome,
+            decision.reason or "-",
+            "-" if started is None else f"{time.perf_counter() - started:.6f}",
+        )
 
     def _failed(self, capability: str, delivery: Delivery, error: BaseException) -> None:
         if log.isEnabledFor(logging.INFO):
@@ -305,6 +342,13 @@ class Runner:
             slot = self.slots.release(key)
             if slot is None or slot.job is None:
                 continue
+            log.warning(
+                "task abandoned capability=%s task_id=%s entry_id=%s reason=Redis no longer holds its entry for this "
+                "consumer (reclaimed after a missed heartbeat, or lost by Redis): its result would be refused",
+                key[0],
+                slot.delivery.task.id if slot.delivery is not None else "-",
+                key[1],
+            )
             handler = self.registry.get(key[0])
             if (
                 handler is not None

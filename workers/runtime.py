@@ -31,6 +31,7 @@ from dispatcher.store.connection import make_async_client, make_read_client
 from dispatcher.store.gateway import AsyncGateway
 from dispatcher.store.keys import KeySpace
 from dispatcher.store.transitions import Transition
+from workers import startup
 from workers.breaker import Breaker
 from workers.clock import ServerClock
 from workers.executor import Executor
@@ -81,6 +82,7 @@ class Worker:
         burst: drain what is there, then return.
         upkeep: also run the fleet upkeep (delayed-task mover and reaper, each under a fleet-wide lease).
         client: an injected asyncio Redis client (closed when the worker stops).
+        about: what the start-up banner says of the app and the metrics address (the ``worker`` command knows).
 
     Raises:
         ConfigError: a capability without a handler, or a concurrency below 1.
@@ -97,6 +99,7 @@ class Worker:
         burst: bool = False,
         upkeep: bool = True,
         client: redis.asyncio.Redis | None = None,
+        about: startup.About | None = None,
     ) -> None:
         missing = [c for c in capabilities if registry.get(c) is None]
         if missing or not capabilities:
@@ -108,6 +111,7 @@ class Worker:
         self.concurrency = concurrency
         self.name = name or consumer_name()
         self.burst = burst
+        self.about = about or startup.About()
         self.clock = ServerClock()
         self.started_at = time.time()
         self.keyspace = KeySpace(settings.prefix)
@@ -227,7 +231,7 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._tick()  # from the start: /livez reads it while start-up waits on Redis
         try:
-            await self._start_up()
+            redis_version = await self._start_up()
             heartbeat = Heartbeat(
                 self.settings,
                 self.name,
@@ -248,9 +252,9 @@ class Worker:
         if self.upkeep is not None:
             self.upkeep.start()
         settling = asyncio.create_task(self.settler.run(), name="settler")
-        log.info(
-            "worker started consumer=%s capabilities=%s concurrency=%d", self.name, self.capabilities, self.concurrency
-        )
+        handlers = [h for h in map(self.runner.registry.get, self.capabilities) if h is not None]
+        for line in startup.banner(self.about, self.settings, redis_version, self.name, self.concurrency, handlers):
+            log.info("%s", line)
         try:
             await self.reader.run()
         finally:
@@ -266,22 +270,29 @@ class Worker:
                 await self.read_client.aclose()
             log.info("worker stopped consumer=%s", self.name)
 
-    async def _start_up(self) -> None:
-        version, policy = await self.gateway.run(streams.server_check())
+    async def _start_up(self) -> str:
+        """Wait for Redis (bounded by ``start_wait_s``), check it, create the groups; returns its version."""
+        version, policy = await startup.wait_for_redis(self.gateway, self.settings)
         if policy not in ("noeviction", "unknown"):
             log.warning("maxmemory-policy is %s, not noeviction: Redis may evict a stream and lose tasks", policy)
         await self.gateway.run(streams.ensure_groups([k.stream for k in self.keys.values()]))
         await self.gateway.run(streams.register_capabilities(self.keyspace.capabilities, self.capabilities))
         log.debug("redis ok version=%s policy=%s", version, policy)
+        return version
 
     async def _shut_down(self, settling: asyncio.Task[None]) -> None:
         jobs = self.runner.jobs()
+        finished = 0
         if jobs:
             log.info("stopping: waiting for in-flight tasks count=%d grace_s=%s", len(jobs), self.settings.grace_s)
-            await asyncio.wait(jobs, timeout=self.settings.grace_s)
+            finished = len((await asyncio.wait(jobs, timeout=self.settings.grace_s))[0])
         handed_back = self.runner.stop_running(self.keys)  # still running after the grace: back to the fleet now
-        if handed_back:
-            log.info("stopping: handed back tasks count=%d", handed_back)
+        log.info(
+            "stopping: in-flight tasks finished_in_grace=%d handed_back=%d consumer=%s",
+            finished,
+            handed_back,
+            self.name,
+        )
         self.settler.close()
         try:
             await asyncio.wait_for(settling, timeout=max(5.0, self.settings.grace_s))

@@ -99,7 +99,13 @@ class Settler:
             log.error("settle failed capability=%s entry_id=%s error=%s", t.keys.capability, t.entry_id, reply)
         elif reply is Applied.LEASE_LOST:
             metrics.LEASES_LOST.labels(t.keys.capability).inc()
-            log.warning("lease lost, late result discarded capability=%s entry_id=%s", t.keys.capability, t.entry_id)
+            log.warning(
+                "lease lost, late result discarded capability=%s task_id=%s entry_id=%s reason=the entry is no longer "
+                "pending for this consumer (reclaimed by the reaper after a missed heartbeat, or lost by Redis)",
+                t.keys.capability,
+                getattr(t, "task_id", "-"),
+                t.entry_id,
+            )
         self.recorded += 1
         self._on_settled((t,))
         return False

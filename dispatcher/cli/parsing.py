@@ -44,6 +44,29 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
         return Exit.OK if e.code in (0, None) else Exit.USAGE
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer of at least 1 (a count such as ``--concurrency``)."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a count of at least 1")
+    return value
+
+
+def port(text: str) -> int:
+    """An argparse ``type``: a TCP port, 1 to 65535."""
+    value = _int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (1-65535)")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+
+
 def flag(name: str) -> str:
     """The flag of the settings field ``name``: ``heartbeat_ttl_s`` -> ``--heartbeat-ttl-s``."""
     return "--" + name.replace("_", "-")

@@ -129,7 +129,7 @@ class Reaper:
         self.faults.reach("after_reclaim_read")
         kinds = [self._decide(keys, entry, raw, owner_dead) for entry, raw in zip(page, fields, strict=True)]
         replies = self.gateway.run(transitions.record([t for t, _ in kinds]))
-        for (_, kind), reply in zip(kinds, replies, strict=True):
+        for (transition, kind), reply in zip(kinds, replies, strict=True):
             if isinstance(reply, Exception):
                 log.error("reclaim failed capability=%s error=%s", keys.capability, reply)
             elif reply is Applied.DONE:
@@ -138,6 +138,12 @@ class Reaper:
                 setattr(report, kind, getattr(report, kind) + 1)
                 if kind == "poison":
                     metrics.DEAD_LETTERS.labels(keys.capability, "poison").inc()
+                    log.warning(
+                        "dead letter capability=%s task_id=%s entry_id=%s reason=poison",
+                        keys.capability,
+                        getattr(transition, "task_id", "") or "-",
+                        transition.entry_id,
+                    )
         if report.by_capability[keys.capability]:
             log.info("reclaimed capability=%s count=%d", keys.capability, report.by_capability[keys.capability])
 

@@ -66,6 +66,20 @@ def test_app_flag_wins_over_dispatcher_app(run_worker: Any) -> None:
     assert "apps.basic " in stderr_of(proc) and "apps.basic_env" not in stderr_of(proc)
 
 
+@pytest.mark.parametrize("form", ["./handlers/myapp.py", "handlers/myapp.py", "{dir}/handlers/myapp.py"])
+def test_app_path_to_a_py_file(run_worker: Any, dispatcher: Dispatcher, tmp_path: Path, form: str) -> None:
+    """``--app ./myapp.py`` imports that file (relative to the working directory, or absolute), and
+    ``path.py:attr`` names a registry in it."""
+    (tmp_path / "handlers").mkdir()
+    (tmp_path / "handlers" / "myapp.py").write_text(
+        "from workers import Registry\n\nregistry = Registry()\n"
+        "registry.register('basic.by_path', lambda t: t.payload * 2)\n"
+    )
+    handle = dispatcher.submit("basic.by_path", 21)
+    serve(run_worker, "basic.by_path", app=form.format(dir=tmp_path) + ":registry")
+    assert handle.result(timeout_s=10) == 42
+
+
 def test_builtins_need_no_app(run_worker: Any, dispatcher: Dispatcher) -> None:
     echo = dispatcher.submit("echo", {"a": [1, 2]})
     sleep = dispatcher.submit("sleep", {"seconds": 0.01})

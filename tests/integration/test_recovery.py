@@ -144,7 +144,7 @@ def test_sigterm_hands_back_a_task_still_running_after_the_grace_period(
     # attempt tells the two apart; a time bound could not (after a clean exit deletes the heartbeat, the
     # reaper needs only a reaper interval, no heartbeat TTL).
     assert (first["pid"], second["pid"], first["attempt"], second["attempt"]) == (stopping.pid, rescuer.pid, 1, 1)
-    assert "stopping: handed back tasks count=1" in worker_log(stopping)
+    assert "finished_in_grace=0 handed_back=1" in worker_log(stopping)
     print(f"\nrestarted on the rescuer {second['t'] - signalled_at:.2f} s after SIGTERM (grace 0.3 s)")
 
 
@@ -241,7 +241,8 @@ def test_a_zombies_late_result_is_refused_and_counted(
     stored = codec.decode_outcome(client.get(keys.result(handle.id)), 1 << 20)
     assert (stored.value, stored.worker, stored.attempt) == (rescuer.pid, found.consumer, 2), "the late result won"
     assert [(r["pid"], r["attempt"]) for r in ledger.records("start", handle.id)] == [(zombie.pid, 1), (rescuer.pid, 2)]
-    assert "lease lost, late result discarded" in worker_log(zombie)
+    (lost,) = [line for line in worker_log(zombie).splitlines() if "lease lost" in line]
+    assert " WARNING " in lost and f"capability={cap} task_id={handle.id} " in lost and "reason=" in lost, lost
     assert zombie.poll() is None and rescuer.poll() is None
 
 
@@ -282,6 +283,11 @@ def test_poison_task_is_dead_lettered_after_max_deliveries(
     ((_, letter),) = client.xrange(keys.dead)
     assert (letter[b"reason"], letter[b"task_id"].decode()) == (b"poison", poison.id)
     assert (int(letter[b"attempt"]), int(letter[b"reclaims"])) == (3, 2)
+    logs = "\n".join(run_worker.log(w) for w in run_worker.procs)  # the reaper of one of them buried it
+    buried = [
+        line for line in logs.splitlines() if f"dead letter capability=faulty.poison task_id={poison.id} " in line
+    ]
+    assert len(buried) == 1 and " WARNING " in buried[0] and "reason=poison" in buried[0], logs
 
     assert [h.result(timeout_s=DEADLINE_S) for h in good] == list(range(6))
     assert all(ledger.count("start", h.id) == 1 for h in good), "other tasks ran once each"
