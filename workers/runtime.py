@@ -126,6 +126,8 @@ class Worker:
         self._loop_seen = time.monotonic()
         self._hung_since: float | None = None
         self._ticking: asyncio.TimerHandle | None = None
+        self.heartbeat: Heartbeat | None = None
+        """Set by ``run()``; its ``paused`` says which capabilities the fetch loop skips."""
         self.failure: str | None = None
         """Why the worker stopped on its own (its name taken over, its slots hung), None for a requested stop."""
         self.settler = Settler(self.gateway, self._settled)
@@ -155,6 +157,7 @@ class Worker:
             settling=lambda: len(self.settler),
             recorded=lambda: self.settler.recorded,
             reconcile_s=settings.heartbeat_ttl_s,
+            paused=lambda: self.heartbeat.paused if self.heartbeat is not None else frozenset(),
         )
 
     def _settled(self, recorded: Sequence[Transition]) -> None:
@@ -214,7 +217,7 @@ class Worker:
         """
         self._loop = asyncio.get_running_loop()
         await self._start_up()
-        heartbeat = Heartbeat(
+        heartbeat = self.heartbeat = Heartbeat(
             self.settings,
             self.name,
             self.capabilities,

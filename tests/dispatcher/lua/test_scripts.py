@@ -229,7 +229,7 @@ def test_settle_by_owner_returns_1_stores_result_and_cleans_up(
     assert client.xlen(keys.stream) == 0
     assert pending_ids(client, keys) == []
     assert not client.hexists(keys.index, task.id)
-    assert keyspace(client, prefix) == {keys.stream, keys.result(task.id)}
+    assert keyspace(client, prefix) == {keys.stream, keys.result(task.id), keys.throughput}
     message = pubsub.get_message(timeout=5)
     pubsub.close()
     assert message is not None and message["data"] == rec  # the announcement carries the record
@@ -243,7 +243,7 @@ def test_settle_without_a_record_stores_and_announces_nothing(
     pubsub.subscribe(keys.channel(task.id))
     assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
     assert record_all(gw, settle(keys, entry_id, "c1", task.id, None)) == [Applied.DONE]
-    assert keyspace(client, prefix) == {keys.stream}
+    assert keyspace(client, prefix) == {keys.stream, keys.throughput}
     assert client.xlen(keys.stream) == 0 and pending_ids(client, keys) == []
     assert pubsub.get_message(timeout=0.2) is None
     pubsub.close()
@@ -417,7 +417,7 @@ def test_bury_by_owner_dead_letters_and_stores_a_dead_result(
     assert (outcome.status, outcome.reason, outcome.error_type) == ("dead", "max_retries", "ValueError")
     assert client.xlen(keys.stream) == 0
     assert pending_ids(client, keys) == []
-    assert keyspace(client, prefix) == {keys.stream, keys.dead, keys.result(task.id)}
+    assert keyspace(client, prefix) == {keys.stream, keys.dead, keys.result(task.id), keys.throughput}
     message = pubsub.get_message(timeout=5)
     pubsub.close()
     assert message is not None and message["data"] == rec
@@ -428,7 +428,7 @@ def test_bury_without_a_record_writes_only_the_dead_letter(
 ) -> None:
     task, blob, entry_id = running(gw, keys, store_result=False)
     assert record_all(gw, bury(keys, entry_id, "c1", task.id, None, blob)) == [Applied.DONE]
-    assert keyspace(client, prefix) == {keys.stream, keys.dead}
+    assert keyspace(client, prefix) == {keys.stream, keys.dead, keys.throughput}
     assert client.xlen(keys.dead) == 1 and client.xlen(keys.stream) == 0
 
 
@@ -466,7 +466,7 @@ def test_bury_an_undecodable_entry_writes_no_result(
     assert client.xlen(keys.dead) == 1
     assert client.xlen(keys.stream) == 0
     # Without a task id the index cannot be cleaned here; the result key is never written.
-    assert keyspace(client, prefix) == {keys.stream, keys.dead, keys.index}
+    assert keyspace(client, prefix) == {keys.stream, keys.dead, keys.index, keys.throughput}
 
 
 def test_bury_by_another_consumer_returns_0(
