@@ -11,7 +11,7 @@ import redis
 
 from dispatcher import Dispatcher, KeySpace, Task
 from dispatcher.cli.render import stats_json, stats_table
-from dispatcher.fleet.stats import CapabilityStats, FleetStats, Totals, collect
+from dispatcher.fleet.stats import Advice, CapabilityStats, FleetStats, Totals, advise, collect
 from dispatcher.store.codec import WorkerRecord, encode_worker
 from dispatcher.store.gateway import Command, Gateway
 from dispatcher.store.keys import GROUP
@@ -217,3 +217,16 @@ def test_two_round_trips_for_any_number_of_capabilities(dispatcher: Dispatcher, 
     gateway.round_trips = 0
     collect(gateway, ks)
     assert gateway.round_trips == 3
+
+
+def test_advice_from_a_known_rate() -> None:
+    # 600 tasks in the last 60 s by 2 workers: 5 tasks/s each; 1 200 waiting + 0 running within 60 s needs 4.
+    assert advise(1200, 0, 600, 60.0, 2, 60.0) == Advice(4, "measured")
+    assert advise(1200, 0, 600, 60.0, 2, 120.0) == Advice(2, "measured")
+    assert advise(1201, 0, 600, 60.0, 2, 60.0) == Advice(5, "measured")  # rounds up
+    assert advise(10, 0, 600, 60.0, 2, 60.0) == Advice(1, "measured")  # never 0 while work is left
+    assert advise(0, 3, 600, 60.0, 2, 60.0) == Advice(1, "measured")  # running tasks need their worker
+    assert advise(0, 0, 600, 60.0, 2, 60.0) == Advice(0, "idle")
+    assert advise(50, 0, 0, 0.0, 3, 60.0) == Advice(3, "no_rate")  # no rate yet: keep the live workers
+    assert advise(50, 0, 0, 0.0, 0, 60.0) == Advice(1, "no_rate")  # and start at least one
+    assert advise(50, 0, 40, 30.0, 0, 60.0) == Advice(1, "no_rate")  # completions, but nobody alive now
