@@ -4,6 +4,7 @@ valid JSON lines. Not a speed test: no figure is compared with a target here."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,12 @@ def test_quick_bench_prints_a_table_and_json_lines(tmp_path: Path) -> None:
     assert {r["workload"] for r in results} == EXPECTED
     for r in results:
         assert r["kind"] == "result"
-        assert isinstance(r["value"], int | float) and r["value"] >= 0, r
+        assert isinstance(r["value"], int | float), r
+        if math.isnan(r["value"]):
+            # A ratio to a raw figure that a --quick run was too short to measure (under one 10 ms CPU tick).
+            assert r["unit"] == "x raw" and r["ok"] is False, r
+        else:
+            assert r["value"] >= 0, r
         assert r["ok"] in (None, True, False)
     memory = next(r for r in results if r["variant"].startswith("after drain"))
     assert memory["extra"]["stream_length"] == 0 and memory["extra"]["pending"] == 0

@@ -47,6 +47,9 @@ class Heartbeat:
         loop_seen: the monotonic time the worker's event loop last ran its tick (the watchdog's input).
         on_lost: called (from the thread) when another worker took the name over: the worker must stop.
         clock: Redis' clock as this worker sees it, corrected from ``TIME`` at each beat.
+
+    Each beat also reads the paused flags of the capabilities (same round trip): ``paused`` is the set of those
+    paused now, which the fetch loop skips.
     """
 
     def __init__(
@@ -61,6 +64,8 @@ class Heartbeat:
     ) -> None:
         keyspace = KeySpace(settings.prefix)
         self._keys = [keyspace.capability(c).heartbeat(consumer) for c in capabilities]
+        self._paused_keys = [keyspace.capability(c).paused for c in capabilities]
+        self.paused: frozenset[str] = frozenset()
         self._registry = keyspace.workers
         self._capabilities_key = keyspace.capabilities
         self._capabilities = list(capabilities)
@@ -96,10 +101,15 @@ class Heartbeat:
             self._ttl_ms,
             self._capabilities_key,
             self._capabilities,
+            self._paused_keys,
         )
         sent = time.time()
-        held, server_s = self._gateway.run(op)
+        held, server_s, flags = self._gateway.run(op)
         self.clock.observe(server_s, sent, time.time())
+        paused = frozenset(c for c, flag in zip(self._capabilities, flags, strict=True) if flag)
+        if paused != self.paused:
+            log.info("paused capabilities now %s consumer=%s", sorted(paused) or "none", self._consumer)
+        self.paused = paused
         if not all(held):
             return False
         self.last_beat_s = time.monotonic()

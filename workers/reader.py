@@ -54,6 +54,7 @@ class Reader:
         settling: Callable[[], int],
         recorded: Callable[[], int],
         reconcile_s: float = 10.0,
+        paused: Callable[[], frozenset[str]] = frozenset,
     ) -> None:
         self.gateway = gateway
         self.consumer = consumer
@@ -69,6 +70,8 @@ class Reader:
         self._slot_free = slot_free
         self._settling = settling
         self._recorded = recorded
+        self._paused = paused
+        """The capabilities paused now (``dispatcher pause``), as the heartbeat last read their flags."""
         self._recover = True
         self.reconcile_s = reconcile_s
         self._next_reconcile = time.monotonic() + reconcile_s
@@ -152,9 +155,10 @@ class Reader:
 
     async def _read_once(self, free: int) -> tuple[int, bool]:
         """One planned read; (handlers started or entries taken, whether every capability was found empty)."""
-        allowance = {c: b.allowance(free) for c, b in self.breakers.items()}
+        paused = self._paused()
+        allowance = {c: 0 if c in paused else b.allowance(free) for c, b in self.breakers.items()}
         read = self.planner.plan(free, allowance)
-        if read is None:  # every circuit is open: wait for the first trial, a success that closes one, or a stop
+        if read is None:  # every circuit open or paused: wait for a trial, a success that closes one, or a stop
             wait_s = min((b.seconds_until_trial() for b in self.breakers.values()), default=0.1)
             self._slot_free.clear()
             await self._wait(max(wait_s, 0.05), self._slot_free.wait())
@@ -170,6 +174,7 @@ class Reader:
     def _take(self, replies: Replies) -> int:
         """Hand each read entry to the runner; entries beyond the free slots go straight back to the fleet."""
         count = 0
+        paused = self._paused()
         for stream, entries in replies:
             keys = self._by_stream[stream]
             for entry_id, fields in entries:
@@ -179,7 +184,9 @@ class Reader:
                     log.debug("entry delivered again while held capability=%s entry_id=%s", keys.capability, entry_id)
                     continue
                 count += 1
-                if self.slots.free > 0:
+                # Paused while this read was out (a blocking read started before the heartbeat saw the flag):
+                # give it back as it was, so that no task of a paused capability starts after the pause is seen.
+                if self.slots.free > 0 and keys.capability not in paused:
                     self.runner.start(keys, entry_id, fields)
                 else:
                     self.runner.hand_back(keys, entry_id, fields)

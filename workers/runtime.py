@@ -132,7 +132,8 @@ class Worker:
         self._hung_since: float | None = None
         self._ticking: asyncio.TimerHandle | None = None
         self.heartbeat: Heartbeat | None = None
-        """The heartbeat thread, once the worker holds its consumer name."""
+        """The heartbeat thread, once the worker holds its consumer name; its ``paused`` says which capabilities
+        the fetch loop skips."""
         self.failure: str | None = None
         """Why the worker stopped on its own (its name taken over, its slots hung), None for a requested stop."""
         self.settler = Settler(self.gateway, self._settled)
@@ -162,6 +163,7 @@ class Worker:
             settling=lambda: len(self.settler),
             recorded=lambda: self.settler.recorded,
             reconcile_s=settings.heartbeat_ttl_s,
+            paused=lambda: self.heartbeat.paused if self.heartbeat is not None else frozenset(),
         )
 
     def _settled(self, recorded: Sequence[Transition]) -> None:

@@ -55,13 +55,14 @@ def run_dlq(args: argparse.Namespace, settings: Settings) -> int:
             done, problems = letters.requeue(args.capability, ids)
             for problem in problems:
                 print(f"dispatcher: not requeued: {problem}", file=sys.stderr)
-            print(f"requeued {done}")
+            print(json.dumps({"requeued": done, "problems": problems}) if args.json else f"requeued {done}")
             return Exit.ERROR if problems else Exit.OK  # a partial requeue
         else:
             what = "every dead letter" if args.all else f"{len(args.ids)} dead letter(s)"
             if not args.yes and not _confirm(f"purge {what} of {args.capability!r}? [y/N] "):
                 raise UsageError("purge not confirmed (use --yes to purge without asking)")
-            print(f"purged {letters.purge(args.capability, ids)}")
+            purged = letters.purge(args.capability, ids)
+            print(json.dumps({"purged": purged}) if args.json else f"purged {purged}")
     finally:
         client.close()
     return Exit.OK

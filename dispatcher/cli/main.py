@@ -8,27 +8,22 @@ named exit code (``dispatcher.cli.exits.Exit``), never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
-import time
 from collections.abc import Callable
 from importlib.metadata import version
 from types import FrameType
 
-from dispatcher.cli import capability_commands, observe_commands, render
+from dispatcher.cli import capability_commands, observe_commands
 from dispatcher.cli import fleet_commands as cli_ops
+from dispatcher.cli import ops_commands as ops
 from dispatcher.cli import task_commands as tasks
 from dispatcher.cli.exits import Exit, exit_code, say_error
-from dispatcher.cli.parsing import Parser, UsageError, add_settings_flags, parse
+from dispatcher.cli.parsing import Parser, add_settings_flags, parse
 from dispatcher.errors import DispatcherError
-from dispatcher.fleet.stats import collect
 from dispatcher.observe import logs
 from dispatcher.settings import Settings
-from dispatcher.store.connection import make_client
-from dispatcher.store.gateway import Gateway
-from dispatcher.store.keys import KeySpace
 
 Configure = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
@@ -36,41 +31,6 @@ Run = Callable[[argparse.Namespace], int]
 
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(redis_url=args.redis_url, prefix=args.prefix)
-
-
-# --- stats ------------------------------------------------------------------------------------------------
-
-
-def _configure_stats(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print JSON (schema: docs/stats.md)")
-    p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    p.add_argument("--interval-s", type=float, default=2.0, help="with --watch: seconds between refreshes")
-    p.add_argument("--count", type=int, help="with --watch: stop after this many refreshes")
-
-
-def _run_stats(args: argparse.Namespace) -> int:
-    if args.interval_s <= 0 or (args.count is not None and args.count < 1):
-        raise UsageError("--interval-s must be > 0 and --count >= 1")
-    settings = _settings(args)
-    client = make_client(settings)
-    gateway, keyspace = Gateway(client, settings.redis_url), KeySpace(settings.prefix)
-    count = args.count if args.watch else 1
-    try:
-        n = 0
-        while count is None or n < count:
-            if n:
-                time.sleep(args.interval_s)
-            stats = collect(gateway, keyspace)
-            if args.json:
-                # One JSON document per line, so --watch --json is a JSON-lines stream.
-                print(json.dumps(render.stats_json(stats)), flush=True)
-            else:
-                clear = "\x1b[H\x1b[2J" if args.watch and sys.stdout.isatty() else ""
-                print(clear + render.stats_table(stats), flush=True)
-            n += 1
-    finally:
-        client.close()
-    return Exit.OK
 
 
 def _run_dlq(args: argparse.Namespace) -> int:
@@ -102,7 +62,27 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
         capability_commands.configure,
         _with_settings(capability_commands.run),
     ),
-    "stats": ("show waiting/running/delayed/dead tasks and workers per capability", _configure_stats, _run_stats),
+    "stats": (
+        "show waiting/running/delayed/dead tasks, throughput and scaling advice per capability, and the workers",
+        ops.configure_stats,
+        _with_settings(ops.run_stats),
+    ),
+    "workers": (
+        "list the workers: alive, load, circuits, version, uptime",
+        ops.configure_workers,
+        _with_settings(ops.run_workers),
+    ),
+    "pending": (
+        "list the running tasks of a capability and their owners",
+        ops.configure_pending,
+        _with_settings(ops.run_pending),
+    ),
+    "pause": (
+        "stop every worker reading a capability (submits still accepted)",
+        ops.configure_flag,
+        _with_settings(ops.run_pause),
+    ),
+    "resume": ("let workers read a paused capability again", ops.configure_flag, _with_settings(ops.run_resume)),
     "dlq": ("list, show, requeue or purge dead letters of a capability", cli_ops.configure_dlq, _run_dlq),
     "reaper": ("run the reaper and delayed-task mover as a process of its own", cli_ops.configure_reaper, _run_reaper),
     "exporter": (

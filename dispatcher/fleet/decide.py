@@ -90,7 +90,7 @@ def retry(ctx: Context, keys: CapabilityKeys, d: Delivery, delay_s: float, attem
 def hand_back(ctx: Context, keys: CapabilityKeys, d: Delivery) -> Decision:
     """Give a task this worker will not run (shutting down, or read beyond its free slots) back to the fleet now,
     as it was: neither an attempt nor a reclaim is counted."""
-    return Decision(_requeue(ctx, keys, d, d.attempt, d.reclaims, 0), "handed_back")
+    return Decision(_requeue(ctx, keys, d, d.attempt, d.reclaims, 0, failed_attempt=False), "handed_back")
 
 
 def reclaim(ctx: Context, keys: CapabilityKeys, d: Delivery, only_if_owner_dead: bool) -> Decision:
@@ -111,9 +111,22 @@ def _requeue(
     reclaims: int,
     delay_ms: int,
     owner_dead: bool = False,
+    failed_attempt: bool = True,
 ) -> Requeue:
     task_id, blob = d.task.id, d.blob
-    return Requeue(keys, d.entry_id, ctx.consumer, task_id, blob, d.version, attempt, reclaims, delay_ms, owner_dead)
+    return Requeue(
+        keys,
+        d.entry_id,
+        ctx.consumer,
+        task_id,
+        blob,
+        d.version,
+        attempt,
+        reclaims,
+        delay_ms,
+        owner_dead,
+        failed_attempt,
+    )
 
 
 def dead(

@@ -1,17 +1,33 @@
-"""Fleet statistics: what waits, runs, is delayed or dead per capability, and which workers are alive.
+"""Fleet statistics: what waits, runs, is delayed or dead per capability, how fast it drains, which workers live.
 
-``collect()`` returns data only (frozen dataclasses); the CLI renders it as a table or as JSON.
+``collect()`` returns data only (frozen dataclasses); the CLI renders it as a table or as JSON, and the exporter
+reads its queue-level gauges from it: ``FleetStats`` is the one place those figures come from. The scaling
+advice is a pure function (``advise``), documented with its limits in docs/stats.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dispatcher.store import readings as ops
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import KeySpace
-from dispatcher.store.readings import CapabilityReading
+from dispatcher.store.readings import CapabilityReading, RedisInfo
+
+DEFAULT_TARGET_AGE_S = 60.0
+"""How soon the scaling advice wants the backlog drained, unless told otherwise."""
+
+
+@dataclass(frozen=True, slots=True)
+class Advice:
+    """How many workers a capability needs, and on what the figure rests."""
+
+    workers_needed: int
+    basis: str
+    """``measured`` (the per-worker rate of the last minute), ``no_rate`` (nothing completed yet: keep the live
+    workers, at least one) or ``idle`` (nothing waits or runs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +45,28 @@ class CapabilityStats:
     """Entries in the dead-letter stream."""
     workers: int
     """Live consumers of this capability (their heartbeat key exists)."""
-    oldest_waiting_age_s: float | None
-    """Age of the oldest waiting task, None when nothing waits."""
+    oldest_waiting_s: float | None
+    """Age of the oldest waiting task (seconds since its submit, by Redis' clock), None when nothing waits."""
     open_circuits: int = 0
     """Live workers of this capability whose circuit for it is not closed (open or half-open): they pull none
     of its tasks, or one trial at a time."""
+    stale_consumers: int = 0
+    """Consumers in the group with no heartbeat (a dead worker the reaper has not handled yet)."""
+    oldest_running_s: float | None = None
+    """Seconds since the oldest running task was delivered, None when nothing runs."""
+    paused: bool = False
+    """Workers do not read this capability (``dispatcher pause``); submits are still accepted."""
+    completed_1m: int = 0
+    """Tasks completed over the last minute, fleet-wide."""
+    failed_1m: int = 0
+    """Failed attempts over the last minute (retried or dead-lettered), fleet-wide."""
+    throughput_window_s: float = 0.0
+    """The seconds ``completed_1m`` and ``failed_1m`` cover (at most 60; less for a fleet that just started)."""
+    drain_eta_s: float | None = None
+    """Seconds to drain the waiting tasks at the last minute's completion rate; None when nothing completed."""
+    workers_needed: int = 0
+    """Workers (at their concurrency) that drain the backlog within the target age (see ``advise``)."""
+    workers_needed_basis: str = "idle"
 
     @property
     def unserved(self) -> bool:
@@ -54,6 +87,13 @@ class WorkerStats:
     circuits: dict[str, str]
     alive: bool
     last_seen: float
+    """Epoch seconds (Redis' clock, as the worker sees it) of its last heartbeat."""
+    version: str = ""
+    started_at: float = 0.0
+    """Epoch seconds the worker started (its own clock)."""
+    heartbeat_age_s: float = 0.0
+    """Seconds since its last heartbeat."""
+    uptime_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +105,16 @@ class Totals:
     delayed: int
     dead: int
     workers: int
+    stale_consumers: int = 0
+    completed_1m: int = 0
+    failed_1m: int = 0
+    oldest_waiting_s: float | None = None
+    """The largest over the capabilities."""
+    oldest_running_s: float | None = None
+    paused: int = 0
+    """How many capabilities are paused."""
+    workers_needed: int = 0
+    """The sum over capabilities: an upper bound, since one worker may serve several."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,28 +126,42 @@ class FleetStats:
     workers: tuple[WorkerStats, ...]
     collected_at: float
     """Epoch seconds the snapshot describes (``now``, or the server's clock)."""
+    redis: RedisInfo | None = None
+    target_age_s: float = DEFAULT_TARGET_AGE_S
+    known: tuple[str, ...] = ()
+    """Every capability Redis knows (the snapshot covers fewer when asked for some only)."""
 
 
-def collect(gateway: Gateway, keyspace: KeySpace, now: float | None = None) -> FleetStats:
+def collect(
+    gateway: Gateway,
+    keyspace: KeySpace,
+    now: float | None = None,
+    *,
+    capabilities: Sequence[str] | None = None,
+    target_age_s: float = DEFAULT_TARGET_AGE_S,
+) -> FleetStats:
     """Read the fleet's state: every capability in the capability set, every worker in the registry.
 
-    Two round trips whatever the fleet's size (a third, small one when some capability has waiting tasks,
-    for their age).
+    At most three pipelined round trips whatever the fleet's size (see ``dispatcher.store.readings``).
 
     Args:
         gateway: where to send the commands.
         keyspace: the key space (prefix) of the fleet.
         now: epoch seconds to measure ages against; by default the Redis server's clock, which is the clock
             the entry ids were stamped with.
+        capabilities: read only these (those Redis does not know are left out: compare with ``known``), and only
+            the workers serving one of them; None for all.
+        target_age_s: the scaling advice drains the backlog within this many seconds.
 
     Raises:
         RedisUnavailable: Redis could not be reached.
         RedisError: Redis answered with an unexpected error.
     """
-    reading = gateway.run(ops.read_fleet(keyspace))
+    reading = gateway.run(ops.read_fleet(keyspace, capabilities))
     now_s = reading.server_time_ms / 1000 if now is None else now
     circuits = {w.consumer: w.circuits for w in reading.workers}
-    capabilities = tuple(_capability(r, now_s, circuits) for r in reading.capabilities)
+    concurrency = {w.consumer: w.concurrency for w in reading.workers}
+    caps = tuple(_capability(r, now_s, circuits, concurrency, target_age_s) for r in reading.capabilities)
     workers = tuple(
         WorkerStats(
             consumer=w.consumer,
@@ -109,17 +173,32 @@ def collect(gateway: Gateway, keyspace: KeySpace, now: float | None = None) -> F
             circuits=dict(w.circuits),
             alive=reading.alive.get(w.consumer, False),
             last_seen=w.last_seen,
+            version=w.version,
+            started_at=w.started_at,
+            heartbeat_age_s=max(now_s - w.last_seen, 0.0),
+            uptime_s=max(now_s - w.started_at, 0.0),
         )
         for w in reading.workers
     )
-    totals = Totals(
-        waiting=sum(c.waiting for c in capabilities),
-        running=sum(c.running for c in capabilities),
-        delayed=sum(c.delayed for c in capabilities),
-        dead=sum(c.dead for c in capabilities),
-        workers=sum(1 for w in workers if w.alive),
-    )
-    return FleetStats(capabilities, totals, workers, now_s)
+    live = sum(1 for w in workers if w.alive)
+    return FleetStats(caps, _totals(caps, live), workers, now_s, reading.redis, target_age_s, reading.known)
+
+
+def advise(waiting: int, running: int, completed: int, window_s: float, live: int, target_age_s: float) -> Advice:
+    """How many workers drain this capability's backlog (waiting + running) within ``target_age_s``.
+
+    With throughput, each live worker is credited the rate the fleet measured over the last minute
+    (``completed / window_s / live``), which already reflects its concurrency and its handlers' duration:
+    ``ceil(backlog / (per-worker rate * target_age_s))``. Without it (nothing completed, or no live worker),
+    the rate is unknown: keep the live workers, and at least one.
+    """
+    backlog = waiting + running
+    if backlog == 0:
+        return Advice(0, "idle")
+    if completed <= 0 or live <= 0 or window_s <= 0:
+        return Advice(max(live, 1), "no_rate")
+    per_worker_s = completed / window_s / live
+    return Advice(max(math.ceil(backlog / (per_worker_s * target_age_s) - 1e-9), 1), "measured")
 
 
 def waiting_count(reading: CapabilityReading) -> int:
@@ -136,16 +215,58 @@ def waiting_count(reading: CapabilityReading) -> int:
     return max(reading.length - (group.pending if group else 0), 0)
 
 
-def _capability(r: CapabilityReading, now_s: float, circuits: Mapping[str, Mapping[str, str]]) -> CapabilityStats:
+def _capability(
+    r: CapabilityReading,
+    now_s: float,
+    circuits: Mapping[str, Mapping[str, str]],
+    concurrency: Mapping[str, int],
+    target_age_s: float,
+) -> CapabilityStats:
     age = None if r.oldest_waiting_ms is None else max(now_s - r.oldest_waiting_ms / 1000, 0.0)
+    running_s = None if r.oldest_running_idle_ms is None else r.oldest_running_idle_ms / 1000
     open_circuits = sum(1 for c in r.live_consumers if circuits.get(c, {}).get(r.name, "closed") != "closed")
+    waiting, running = waiting_count(r), r.group.pending if r.group else 0
+    tput = r.throughput
+    rate = tput.completed_per_s
+    advice = advise(waiting, running, tput.completed, tput.window_s, len(r.live_consumers), target_age_s)
     return CapabilityStats(
         name=r.name,
-        waiting=waiting_count(r),
-        running=r.group.pending if r.group else 0,
+        waiting=waiting,
+        running=running,
         delayed=r.delayed,
         dead=r.dead,
         workers=len(r.live_consumers),
-        oldest_waiting_age_s=age,
+        oldest_waiting_s=age,
         open_circuits=open_circuits,
+        stale_consumers=len(r.stale_consumers),
+        oldest_running_s=running_s,
+        paused=r.paused,
+        completed_1m=tput.completed,
+        failed_1m=tput.failed,
+        throughput_window_s=tput.window_s,
+        drain_eta_s=waiting / rate if rate > 0 else None,
+        workers_needed=advice.workers_needed,
+        workers_needed_basis=advice.basis,
+    )
+
+
+def _most(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _totals(caps: Sequence[CapabilityStats], live_workers: int) -> Totals:
+    return Totals(
+        waiting=sum(c.waiting for c in caps),
+        running=sum(c.running for c in caps),
+        delayed=sum(c.delayed for c in caps),
+        dead=sum(c.dead for c in caps),
+        workers=live_workers,
+        stale_consumers=sum(c.stale_consumers for c in caps),
+        completed_1m=sum(c.completed_1m for c in caps),
+        failed_1m=sum(c.failed_1m for c in caps),
+        oldest_waiting_s=_most([c.oldest_waiting_s for c in caps]),
+        oldest_running_s=_most([c.oldest_running_s for c in caps]),
+        paused=sum(1 for c in caps if c.paused),
+        workers_needed=sum(c.workers_needed for c in caps),
     )

@@ -186,7 +186,8 @@ class FleetGauge:
 
     name: str
     help: str
-    value: Callable[[FleetStats], float]
+    value: Callable[[FleetStats], float | None]
+    """None: not known in this snapshot (the gauge is left out)."""
 
 
 CAPABILITY_GAUGES: tuple[CapabilityGauge, ...] = (
@@ -201,13 +202,35 @@ CAPABILITY_GAUGES: tuple[CapabilityGauge, ...] = (
     CapabilityGauge(
         "dispatcher_oldest_waiting_task_age_seconds",
         "Age of the oldest waiting task by Redis' clock, in seconds (0 when none waits).",
-        lambda c: c.oldest_waiting_age_s or 0.0,
+        lambda c: c.oldest_waiting_s or 0.0,
+    ),
+    CapabilityGauge(
+        "dispatcher_oldest_running_task_age_seconds",
+        "Idle time of the oldest running (delivered, unsettled) task, in seconds (0 when none runs).",
+        lambda c: c.oldest_running_s or 0.0,
     ),
     CapabilityGauge(
         "dispatcher_consumers",
-        "Consumers by state (alive: heartbeat fresh).",
+        "Consumers of the capability's group by state (alive: heartbeat fresh; stale: in the group, no heartbeat).",
         lambda c: c.workers,
         (("state", "alive"),),
+    ),
+    CapabilityGauge("dispatcher_consumers", "", lambda c: c.stale_consumers, (("state", "stale"),)),
+    CapabilityGauge(
+        "dispatcher_workers_needed",
+        "Workers (at their concurrency) that would drain the backlog within the target age, from the measured rate.",
+        lambda c: c.workers_needed,
+    ),
+    CapabilityGauge(
+        "dispatcher_paused", "1 when the capability is paused (workers do not read it).", lambda c: c.paused
+    ),
+    CapabilityGauge(
+        "dispatcher_tasks_completed_1m", "Tasks completed over the last minute, fleet-wide.", lambda c: c.completed_1m
+    ),
+    CapabilityGauge(
+        "dispatcher_tasks_failed_1m",
+        "Failed attempts (retries, reclaims, dead letters) over the last minute, fleet-wide.",
+        lambda c: c.failed_1m,
     ),
 )
 """Name -> help -> getter of each per-capability gauge: a new field of ``CapabilityStats`` is one more row."""
@@ -217,6 +240,16 @@ FLEET_GAUGES: tuple[FleetGauge, ...] = (
         "dispatcher_workers",
         "Distinct live workers (one serving 3 capabilities counts once).",
         lambda s: s.totals.workers,
+    ),
+    FleetGauge(
+        "dispatcher_redis_used_memory_bytes",
+        "Redis INFO used_memory, in bytes.",
+        lambda s: None if s.redis is None else s.redis.used_memory,
+    ),
+    FleetGauge(
+        "dispatcher_redis_maxmemory_bytes",
+        "Redis maxmemory, in bytes (0: no limit).",
+        lambda s: None if s.redis is None else s.redis.maxmemory,
     ),
 )
 """Name -> help -> getter of each fleet-wide gauge: a new field of ``FleetStats`` is one more row."""
@@ -268,4 +301,6 @@ def _fleet_families(stats: FleetStats) -> Iterator[Metric]:
             family.add_metric([c.name, *(v for _, v in row.labels)], row.value(c))
     yield from families.values()
     for fleet in FLEET_GAUGES:
-        yield GaugeMetricFamily(fleet.name, fleet.help, value=fleet.value(stats))
+        value = fleet.value(stats)
+        if value is not None:
+            yield GaugeMetricFamily(fleet.name, fleet.help, value=value)

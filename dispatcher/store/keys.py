@@ -26,6 +26,10 @@ class CapabilityKeys:
     """Sorted set: task id scored by the epoch ms when it is due."""
     dead: str
     """Stream of dead letters."""
+    throughput: str
+    """Hash: a ring of 5 s buckets of completed and failed counts, bumped by the settle, retry and bury scripts."""
+    paused: str
+    """String: exists while the capability is paused (workers stop reading it; submit still accepts)."""
     result_prefix: str
     idempotency_prefix: str
     heartbeat_prefix: str
@@ -63,6 +67,8 @@ class KeySpace:
             index=base + "tasks",
             delayed=base + "delayed",
             dead=base + "dead",
+            throughput=base + "tput",
+            paused=base + "paused",
             result_prefix=base + "result:",
             idempotency_prefix=base + "idem:",
             heartbeat_prefix=base + "hb:",

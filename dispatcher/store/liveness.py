@@ -22,10 +22,12 @@ def heartbeat(
     ttl_ms: int,
     capabilities_key: str | None = None,
     capabilities: Sequence[str] = (),
-) -> Op[tuple[list[bool], float]]:
+    paused_keys: Sequence[str] = (),
+) -> Op[tuple[list[bool], float, list[bool]]]:
     """Claim or renew a worker's heartbeat keys under its ``token``, refresh its registry record (and re-add its
     capabilities to the set); per key, whether this worker holds it (False: another live worker holds that name),
-    and Redis' clock (epoch seconds), by which the worker decides expiry.
+    Redis' clock (epoch seconds), by which the worker decides expiry, and per paused-flag key whether it exists
+    (the same round trip: a pause reaches every worker within one heartbeat interval).
 
     A heartbeat key is a lease (``lease.lua``): renewed with PEXPIRE when the token holds it, taken with SET NX
     when it is free. Under maxmemory with noeviction PEXPIRE still works while SET does not, so a full Redis never
@@ -39,13 +41,16 @@ def heartbeat(
     if capabilities_key is not None and capabilities:
         commands.append(("SADD", capabilities_key, *capabilities))
     commands.append(("TIME",))
+    commands += [("EXISTS", key) for key in paused_keys]
     replies = yield commands
+    flags = [bool(check(r)) for r in replies[len(replies) - len(paused_keys) :]]
+    replies = replies[: len(replies) - len(paused_keys)]
     held = [True if is_error(r, "OOM") else wire.flag(check(r), "lease") for r in replies[: len(heartbeat_keys)]]
     for reply in replies[len(heartbeat_keys) : -1]:
         if not is_error(reply, "OOM"):
             check(reply)
     seconds, micros = check(replies[-1])
-    return held, int(seconds) + int(micros) / 1e6
+    return held, int(seconds) + int(micros) / 1e6, flags
 
 
 def unregister(heartbeat_keys: Sequence[str], token: str, registry: str, consumer: str) -> Op[None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from dispatcher.store import scripts, wire
 from dispatcher.store.gateway import Op, check, is_error, text
@@ -46,12 +47,22 @@ def pending_page(keys: CapabilityKeys, after: str, count: int, consumer: str | N
     reply = (yield [(*command, {"parse_detail": True})])[0]
     if is_error(reply, "NOGROUP"):
         return []
-    return [
-        PendingEntry(
-            text(p["message_id"]), text(p["consumer"]), int(p["time_since_delivered"]), int(p["times_delivered"])
-        )
-        for p in check(reply)
-    ]
+    return [_entry(p) for p in check(reply)]
+
+
+def idle(keys: CapabilityKeys, min_idle_ms: int, count: int) -> Op[list[PendingEntry]]:
+    """Up to ``count`` pending entries (oldest first) delivered at least ``min_idle_ms`` ago."""
+    command = ("XPENDING", keys.stream, GROUP, "IDLE", min_idle_ms, "-", "+", count, {"parse_detail": True})
+    reply = (yield [command])[0]
+    if is_error(reply, "NOGROUP") or is_error(reply, "ERR no such key") or is_error(reply, "no such key"):
+        return []
+    return [_entry(p) for p in check(reply)]
+
+
+def _entry(p: dict[str, Any]) -> PendingEntry:
+    return PendingEntry(
+        text(p["message_id"]), text(p["consumer"]), int(p["time_since_delivered"]), int(p["times_delivered"])
+    )
 
 
 def own(streams: Sequence[str], consumer: str, limit: int) -> Op[list[list[str] | None]]:

@@ -1,25 +1,30 @@
 """Operations that read the fleet's state for stats: every capability's counters and the worker registry.
 
-The whole fleet is read in two round trips, however many capabilities and workers there are: the first asks
-for the capability set, the registry and the server clock; the second, pipelined, asks for every counter of
-every capability and every heartbeat key the registry names. A third, small one (one ``XRANGE ... COUNT 1``
-per capability with undelivered work) finds the age of the oldest waiting task; it is skipped when nothing
-waits.
+The whole fleet is read in three round trips at most, however many capabilities and workers there are: the first
+asks for the capability set, the registry, the server clock and its INFO; the second, pipelined, asks for every
+counter of every capability (group, lengths, consumers, oldest pending entry, paused flag, throughput ring) and
+every heartbeat key the registry names; a third, small one finds the age of the oldest waiting task (one
+``XRANGE ... COUNT 1`` per capability with undelivered work) and the heartbeats of group consumers that the
+registry does not list. It is skipped when there is nothing to ask. Never KEYS or SCAN.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dispatcher.errors import DecodeError
-from dispatcher.store import codec
+from dispatcher.store import codec, throughput
 from dispatcher.store.gateway import Command, Op, check, is_error
 from dispatcher.store.keys import GROUP, KeySpace
 
 logger = logging.getLogger(__name__)
+
+NO_THROUGHPUT = throughput.Throughput(0, 0, 0.0)
+PER_CAPABILITY = 8
+"""Commands per capability in the second round trip."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,24 @@ class CapabilityReading:
     """Registry consumers serving this capability whose heartbeat key for it exists."""
     oldest_waiting_ms: int | None
     """Epoch ms of the oldest entry not yet delivered (from its entry id), None when none waits."""
+    stale_consumers: tuple[str, ...] = ()
+    """Consumers of the group whose heartbeat key for this capability does not exist."""
+    oldest_running_idle_ms: int | None = None
+    """Milliseconds since the oldest pending entry was delivered (XPENDING's idle), None when none runs."""
+    paused: bool = False
+    throughput: throughput.Throughput = NO_THROUGHPUT
+
+
+@dataclass(frozen=True, slots=True)
+class RedisInfo:
+    """What stats shows of the server."""
+
+    version: str
+    used_memory: int
+    """Bytes."""
+    maxmemory: int
+    """Bytes; 0 means no limit."""
+    maxmemory_policy: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,92 +81,148 @@ class FleetReading:
     workers: tuple[codec.WorkerRecord, ...]
     alive: Mapping[str, bool]
     """Per registry consumer: whether any of its heartbeat keys exists."""
+    redis: RedisInfo | None = None
+    known: tuple[str, ...] = ()
+    """Every capability of the capability set (the readings may cover fewer, when asked for some only)."""
 
 
-def read_fleet(keyspace: KeySpace) -> Op[FleetReading]:
-    """Read every capability's counters, the worker registry and the heartbeats, in two round trips.
+def read_fleet(keyspace: KeySpace, only: Sequence[str] | None = None) -> Op[FleetReading]:
+    """Read every capability's counters (or those in ``only`` that exist), the registry and the heartbeats.
 
-    Consumer names come from the registry hash, not from ``XINFO CONSUMERS``: the registry is one HGETALL
-    for the whole fleet in the first round trip, so every heartbeat EXISTS fits in the second. ``XINFO
-    CONSUMERS`` would cost one more command per capability and a third round trip before the EXISTS, and it
-    lists every consumer the group ever had (dead ones stay until the reaper deletes them).
+    Consumer liveness comes from the registry's heartbeat keys: one HGETALL for the whole fleet in the first
+    round trip, so every heartbeat EXISTS fits in the second. ``XINFO CONSUMERS`` (in the second too) lists the
+    group's consumers, dead ones included until the reaper deletes them: those without a heartbeat are stale.
     """
-    members, raw_registry, clock = yield [("SMEMBERS", keyspace.capabilities), ("HGETALL", keyspace.workers), ("TIME",)]
-    names = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in check(members))
+    members, raw_registry, clock, info = yield [
+        ("SMEMBERS", keyspace.capabilities),
+        ("HGETALL", keyspace.workers),
+        ("TIME",),
+        ("INFO", "server", "memory"),
+    ]
+    known = tuple(sorted(m.decode() if isinstance(m, bytes) else str(m) for m in check(members)))
+    names = [n for n in known if only is None or n in only]
     workers = _decode_registry(check(raw_registry))
+    if only is not None:
+        workers = [w for w in workers if set(w.capabilities) & set(names)]
     now_ms = _time_ms(check(clock))
 
     commands: list[Command] = []
     for name in names:
-        keys = keyspace.capability(name)
-        commands += [
-            ("XINFO", "GROUPS", keys.stream),
-            ("XLEN", keys.stream),
-            ("ZCARD", keys.delayed),
-            ("XLEN", keys.dead),
-        ]
+        commands += _capability_commands(keyspace, name)
     # One EXISTS per (worker, capability) pair: per-key replies, and each key stays in its own cluster slot.
     probes = [(w.consumer, cap) for w in workers for cap in w.capabilities]
     commands += [("EXISTS", keyspace.capability(cap).heartbeat(consumer)) for consumer, cap in probes]
     replies: list[Any] = (yield commands) if commands else []
 
-    beats = [bool(check(r)) for r in replies[4 * len(names) :]]
-    live: dict[str, list[str]] = {}
+    beats = {probe: bool(check(r)) for probe, r in zip(probes, replies[PER_CAPABILITY * len(names) :], strict=True)}
     alive = {w.consumer: False for w in workers}
-    for (consumer, cap), beating in zip(probes, beats, strict=True):
-        if beating:
-            live.setdefault(cap, []).append(consumer)
-            alive[consumer] = True
-
-    readings = []
-    for i, name in enumerate(names):
-        groups, length, delayed, dead = replies[4 * i : 4 * i + 4]
-        readings.append(
-            CapabilityReading(
-                name=name,
-                length=int(check(length)),
-                group=_group(groups),
-                delayed=int(check(delayed)),
-                dead=int(check(dead)),
-                live_consumers=tuple(sorted(live.get(name, ()))),
-                oldest_waiting_ms=None,
-            )
-        )
-    readings = yield from _oldest_waiting(keyspace, readings)
-    return FleetReading(now_ms, tuple(readings), tuple(workers), alive)
+    for (consumer, _), beating in beats.items():
+        alive[consumer] = alive[consumer] or beating
+    readings = [
+        _reading(name, replies[PER_CAPABILITY * i : PER_CAPABILITY * (i + 1)], beats, now_ms / 1000)
+        for i, name in enumerate(names)
+    ]
+    readings = yield from _third_trip(keyspace, readings, beats)
+    return FleetReading(now_ms, tuple(readings), tuple(workers), alive, _redis_info(check(info)), known)
 
 
-def _oldest_waiting(keyspace: KeySpace, readings: list[CapabilityReading]) -> Op[list[CapabilityReading]]:
+def _capability_commands(keyspace: KeySpace, name: str) -> list[Command]:
+    keys = keyspace.capability(name)
+    return [
+        ("XINFO", "GROUPS", keys.stream),
+        ("XLEN", keys.stream),
+        ("ZCARD", keys.delayed),
+        ("XLEN", keys.dead),
+        ("XINFO CONSUMERS", keys.stream, GROUP),  # one name: redis-py then parses the reply
+        ("XPENDING", keys.stream, GROUP, "-", "+", 1, {"parse_detail": True}),
+        ("EXISTS", keys.paused),
+        ("HGETALL", keys.throughput),
+    ]
+
+
+def _reading(name: str, replies: list[Any], beats: Mapping[tuple[str, str], bool], now_s: float) -> CapabilityReading:
+    groups, length, delayed, dead, consumers, oldest, paused, ring = replies
+    live = sorted(c for (c, cap), beating in beats.items() if cap == name and beating)
+    in_group = _names(consumers)
+    # A group consumer the registry does not list is judged in the third round trip (its own EXISTS).
+    stale = tuple(c for c in in_group if (c, name) in beats and not beats[(c, name)])
+    unknown = tuple(c for c in in_group if (c, name) not in beats)
+    pending = _entries(oldest)
+    return CapabilityReading(
+        name=name,
+        length=int(check(length)),
+        group=_group(groups),
+        delayed=int(check(delayed)),
+        dead=int(check(dead)),
+        live_consumers=tuple(live),
+        oldest_waiting_ms=None,
+        stale_consumers=stale + unknown,  # provisional: the third round trip keeps only those without a heartbeat
+        oldest_running_idle_ms=int(pending[0]["time_since_delivered"]) if pending else None,
+        paused=bool(check(paused)),
+        throughput=throughput.window(check(ring), now_s),
+    )
+
+
+def _names(reply: Any) -> list[str]:
+    if _missing(reply):
+        return []
+    return sorted(_text(c["name"]) for c in check(reply))
+
+
+def _entries(reply: Any) -> list[dict[str, Any]]:
+    return [] if _missing(reply) else list(check(reply))
+
+
+def _missing(reply: Any) -> bool:
+    # "no such key": the stream does not exist yet (nothing submitted, or Redis came back empty).
+    # redis-py strips the "ERR " of the reply, so the message starts with "no such key".
+    return is_error(reply, "no such key") or is_error(reply, "ERR no such key") or is_error(reply, "NOGROUP")
+
+
+def _third_trip(
+    keyspace: KeySpace, readings: list[CapabilityReading], beats: Mapping[tuple[str, str], bool]
+) -> Op[list[CapabilityReading]]:
+    """The oldest waiting entry of each capability with undelivered work, and the heartbeats of group consumers
+    the registry does not list, in one round trip (none when there is nothing to ask)."""
     # The first entry after the group's last-delivered-id is the oldest one not yet delivered (every entry is
     # added with an auto id, so its id is its enqueue time). Without a group, every entry is waiting.
     wanted = [r for r in readings if r.length > (r.group.pending if r.group else 0)]
-    if not wanted:
-        return readings
+    unknown = [(r.name, c) for r in readings for c in r.stale_consumers if (c, r.name) not in beats]
     commands: list[Command] = []
     for r in wanted:
         start = f"({r.group.last_delivered_id}" if r.group else "-"
         commands.append(("XRANGE", keyspace.capability(r.name).stream, start, "+", "COUNT", 1))
+    commands += [("EXISTS", keyspace.capability(cap).heartbeat(c)) for cap, c in unknown]
+    if not commands:
+        return readings
     replies = yield commands
     oldest = {}
-    for r, reply in zip(wanted, replies, strict=True):
+    for r, reply in zip(wanted, replies, strict=False):
         entries = check(reply)
         if entries:
-            entry_id = entries[0][0]
-            entry_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-            oldest[r.name] = int(entry_id.split("-", 1)[0])
-    return [_with_oldest(r, oldest.get(r.name)) for r in readings]
+            oldest[r.name] = int(_text(entries[0][0]).split("-", 1)[0])
+    beating = {probe for probe, reply in zip(unknown, replies[len(wanted) :], strict=True) if check(reply)}
+    return [
+        replace(
+            r,
+            oldest_waiting_ms=oldest.get(r.name),
+            stale_consumers=tuple(c for c in r.stale_consumers if (r.name, c) not in beating),
+        )
+        for r in readings
+    ]
 
 
-def _with_oldest(r: CapabilityReading, oldest_ms: int | None) -> CapabilityReading:
-    if oldest_ms is None:
-        return r
-    return CapabilityReading(r.name, r.length, r.group, r.delayed, r.dead, r.live_consumers, oldest_ms)
+def _redis_info(info: Mapping[str, Any]) -> RedisInfo:
+    return RedisInfo(
+        version=str(info.get("redis_version", "")),
+        used_memory=int(info.get("used_memory", 0)),
+        maxmemory=int(info.get("maxmemory", 0)),
+        maxmemory_policy=str(info.get("maxmemory_policy", "")),
+    )
 
 
 def _group(reply: Any) -> GroupInfo | None:
-    # "no such key": the stream does not exist yet (nothing submitted, or Redis came back empty).
-    # redis-py strips the "ERR " of the reply, so the message starts with "no such key".
-    if is_error(reply, "no such key") or is_error(reply, "ERR no such key") or is_error(reply, "NOGROUP"):
+    if _missing(reply):
         return None
     for group in check(reply):
         info = _as_dict(group)

@@ -51,6 +51,9 @@ class Requeue:
     reclaims: int
     delay_ms: int = 0
     only_if_owner_dead: bool = False
+    failed_attempt: bool = True
+    """The attempt failed (handler error, dead or hung worker): counted as failed in the throughput buckets.
+    False for a hand-back, which is no attempt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +142,7 @@ def _entry_order(entry_id: str) -> tuple[int, int]:
 
 def _settle_call(batch: list[Settle]) -> Command:
     keys = batch[0].keys
-    script_keys = [keys.stream, keys.index]
+    script_keys = [keys.stream, keys.index, keys.throughput]
     args: list[Any] = [GROUP, batch[0].owner, batch[0].ttl_ms, keys.channel_prefix, "", ""]
     low = high = _entry_order(batch[0].entry_id)
     first = last = batch[0].entry_id
@@ -163,12 +166,13 @@ def _call(t: Requeue | Bury | Release) -> Command:
     if isinstance(t, Release):
         return ("XACK", keys.stream, GROUP, t.entry_id)
     if isinstance(t, Requeue):
-        script_keys = [keys.stream, keys.index, keys.delayed]
+        script_keys = [keys.stream, keys.index, keys.delayed, keys.throughput]
         if t.only_if_owner_dead:
             script_keys.append(keys.heartbeat(t.owner))
         args: list[Any] = [GROUP, t.entry_id, t.owner, t.task_id, t.blob, t.attempt, t.reclaims, t.delay_ms, t.version]
+        args.append(1 if t.failed_attempt else 0)
         return scripts.call("retry", script_keys, args)
-    script_keys = [keys.stream, keys.index, keys.dead, keys.result(t.task_id or "-")]
+    script_keys = [keys.stream, keys.index, keys.dead, keys.result(t.task_id or "-"), keys.throughput]
     if t.only_if_owner_dead:
         script_keys.append(keys.heartbeat(t.owner))
     record_ = t.record if t.record is not None else b""

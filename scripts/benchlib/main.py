@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import cost, ours, profile, raw, scale
+from benchlib import cost, ours, profile, raw, scale, stats_cost
 from benchlib.env import Processes, RedisServer, machine
 from benchlib.report import Row, json_lines, markdown, table
 
@@ -53,6 +53,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--peers-only", action="store_true", help="run only the peers, not our suite")
     p.add_argument("--profile", metavar="CAPABILITY", help="only profile one worker draining 200,000 tasks (echo/noop)")
+    p.add_argument(
+        "--stats-cost",
+        action="store_true",
+        help="only time stats.collect() over 100 capabilities / 1,000 workers / 10,000 running tasks",
+    )
     p.add_argument("--repeat", type=int, default=1, help="run everything N times, report each figure's median")
     p.add_argument("--no-aof", action="store_true", help="skip the drain run on a Redis with AOF everysec")
     return p.parse_args(argv)
@@ -358,6 +363,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ncollapsed stacks: {out}")
         return 0
     s = QUICK if args.quick else FULL
+    if args.stats_cost:
+        return _stats_cost(s)
     if args.tasks:
         s = dataclasses.replace(s, tasks=args.tasks)
     with_peers = args.peers or args.peers_only
@@ -381,6 +388,21 @@ def run(args: argparse.Namespace) -> int:
     meta["seconds"] = round(time.monotonic() - started, 1)
     meta["runs"] = len(runs)
     _report(args, rows, meta, len(runs))
+    return 0
+
+
+def _stats_cost(s: Sizes) -> int:
+    running = 10_000 if s is FULL else 100
+    log(f"stats.collect with {s.capabilities} capabilities / {s.workers} workers / {running:,} running tasks")
+    server = RedisServer().start()
+    try:
+        r = stats_cost.run(server, s.capabilities, s.workers, running, s.stats_runs)
+    finally:
+        server.stop()
+    what = f"stats.collect, {s.capabilities} caps / {s.workers} workers / {running:,} running"
+    row = Row("scale", what, r["median_ms"], "ms", None, "≤ 100", r["median_ms"] <= 100, r)
+    print(table([row]))
+    print(f"best {r['best_ms']:.1f} ms, {r['round_trips']} round trips per collect()")
     return 0
 
 

@@ -122,6 +122,10 @@ def test_every_flag_of_every_subcommand_has_help() -> None:
         "result",
         "capabilities",
         "stats",
+        "workers",
+        "pending",
+        "pause",
+        "resume",
         "dlq",
         "reaper",
         "exporter",
@@ -158,7 +162,7 @@ def test_stats_json_schema(
     fill(dispatcher, redis_server.client())
     assert main(["stats", "--json", *cli]) == Exit.OK
     doc = json.loads(capsys.readouterr().out)
-    assert doc == {
+    first_schema = {
         "capabilities": [
             {"name": "echo", "waiting": 2, "running": 0, "delayed": 0, "dead": 0, "workers": 1, "open_circuits": 0},
             {"name": "sleep", "waiting": 0, "running": 0, "delayed": 1, "dead": 0, "workers": 0, "open_circuits": 0},
@@ -177,6 +181,21 @@ def test_stats_json_schema(
             }
         ],
     }
+    # The documented schema is kept: every key of its first version, same values; new keys only added.
+    for section in ("capabilities", "workers"):
+        kept = [{k: row[k] for k in want} for row, want in zip(doc[section], first_schema[section], strict=True)]
+        assert kept == first_schema[section]
+    assert {k: doc["totals"][k] for k in first_schema["totals"]} == first_schema["totals"]
+    echo, sleep = doc["capabilities"]
+    assert echo["oldest_waiting_s"] >= 0 and sleep["oldest_waiting_s"] is None
+    added = {k: echo[k] for k in ("stale_consumers", "oldest_running_s", "paused", "completed_1m", "failed_1m")}
+    assert added == {"stale_consumers": 0, "oldest_running_s": None, "paused": False, "completed_1m": 0, "failed_1m": 0}
+    assert (echo["drain_eta_s"], echo["workers_needed"], echo["workers_needed_basis"]) == (None, 1, "no_rate")
+    assert (sleep["workers_needed"], sleep["workers_needed_basis"]) == (0, "idle")
+    assert set(doc["redis"]) == {"version", "used_memory", "maxmemory", "maxmemory_policy"}
+    assert doc["redis"]["version"].split(".")[0].isdigit() and doc["redis"]["used_memory"] > 0
+    assert doc["target_age_s"] == 60
+    assert doc["workers"][0]["version"] == "0.1.0" and doc["workers"][0]["started_at"] == 1.0
 
 
 def test_stats_table(
@@ -188,7 +207,7 @@ def test_stats_table(
     assert lines[0].split()[:6] == ["capability", "waiting", "running", "delayed", "dead", "workers"]
     assert lines[1].split()[:6] == ["echo", "2", "0", "0", "0", "1"]
     assert lines[2].split()[:6] == ["sleep", "0", "0", "1", "0", "0"]
-    assert lines[3].split() == ["TOTAL", "2", "0", "1", "0", "1"]
+    assert lines[3].split()[:6] == ["TOTAL", "2", "0", "1", "0", "1"]
     assert any(line.startswith("w1") and "alive" in line for line in lines[4:])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -118,3 +119,24 @@ def test_reaper_once_reclaims_a_dead_consumer(
     fields = client.xrange(keys.stream)[-1][1]
     assert (fields[b"attempt"], fields[b"reclaims"]) == (b"2", b"1")
     assert handle.status() == "queued"
+
+
+def test_dlq_requeue_and_purge_print_json(dead_task: str, settings: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["dlq", "requeue", "sleep", "--id", dead_task, "--json", *_args(settings)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"requeued": 1, "problems": []}
+    assert main(["dlq", "purge", "sleep", "--all", "--yes", "--json", *_args(settings)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"purged": 0}
+
+
+def test_stats_watch_redraws_in_place_on_a_terminal(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(["stats", "--watch", "--count", "2", "--interval-s", "0.01", *_args(settings)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\x1b[H\x1b[J") == 2, "cursor home + clear to end before each refresh, no full-screen clear"
+    assert "\x1b[2J" not in out
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert main(["stats", "--watch", "--count", "2", "--interval-s", "0.01", *_args(settings)]) == 0
+    assert "\x1b[" not in capsys.readouterr().out, "piped: plain tables"

@@ -11,7 +11,7 @@ import redis
 
 from dispatcher import Dispatcher, KeySpace, Task
 from dispatcher.cli.render import stats_json, stats_table
-from dispatcher.fleet.stats import CapabilityStats, FleetStats, Totals, collect
+from dispatcher.fleet.stats import Advice, CapabilityStats, FleetStats, Totals, advise, collect
 from dispatcher.store.codec import WorkerRecord, encode_worker
 from dispatcher.store.gateway import Command, Gateway
 from dispatcher.store.keys import GROUP
@@ -100,7 +100,8 @@ def test_exact_counts_for_a_known_state(dispatcher: Dispatcher, redis_server: An
     assert (caps["beta"].waiting, caps["beta"].running, caps["beta"].delayed, caps["beta"].dead) == (0, 0, 0, 0)
     assert caps["beta"].workers == 0  # w1 lists beta but has no heartbeat for it
     assert (caps["gamma"].waiting, caps["gamma"].running, caps["gamma"].workers) == (3, 0, 0)
-    assert stats.totals == Totals(waiting=6, running=2, delayed=2, dead=1, workers=2)
+    t = stats.totals
+    assert (t.waiting, t.running, t.delayed, t.dead, t.workers) == (6, 2, 2, 1, 2)
     workers = {w.consumer: w for w in stats.workers}
     assert [w.consumer for w in stats.workers] == ["w1", "w2", "w3"]
     assert (workers["w1"].alive, workers["w2"].alive, workers["w3"].alive) == (True, True, False)
@@ -194,8 +195,8 @@ def test_oldest_waiting_age_from_the_first_undelivered_entry(
 
     caps = by_name(collect(dispatcher.gateway, ks, now=first_ms / 1000 + 7.5))
 
-    assert caps["alpha"].oldest_waiting_age_s == pytest.approx(7.5)
-    assert caps["idle"].oldest_waiting_age_s is None
+    assert caps["alpha"].oldest_waiting_s == pytest.approx(7.5)
+    assert caps["idle"].oldest_waiting_s is None
 
 
 def test_two_round_trips_for_any_number_of_capabilities(dispatcher: Dispatcher, redis_server: Any, prefix: str) -> None:
@@ -216,3 +217,16 @@ def test_two_round_trips_for_any_number_of_capabilities(dispatcher: Dispatcher, 
     gateway.round_trips = 0
     collect(gateway, ks)
     assert gateway.round_trips == 3
+
+
+def test_advice_from_a_known_rate() -> None:
+    # 600 tasks in the last 60 s by 2 workers: 5 tasks/s each; 1 200 waiting + 0 running within 60 s needs 4.
+    assert advise(1200, 0, 600, 60.0, 2, 60.0) == Advice(4, "measured")
+    assert advise(1200, 0, 600, 60.0, 2, 120.0) == Advice(2, "measured")
+    assert advise(1201, 0, 600, 60.0, 2, 60.0) == Advice(5, "measured")  # rounds up
+    assert advise(10, 0, 600, 60.0, 2, 60.0) == Advice(1, "measured")  # never 0 while work is left
+    assert advise(0, 3, 600, 60.0, 2, 60.0) == Advice(1, "measured")  # running tasks need their worker
+    assert advise(0, 0, 600, 60.0, 2, 60.0) == Advice(0, "idle")
+    assert advise(50, 0, 0, 0.0, 3, 60.0) == Advice(3, "no_rate")  # no rate yet: keep the live workers
+    assert advise(50, 0, 0, 0.0, 0, 60.0) == Advice(1, "no_rate")  # and start at least one
+    assert advise(50, 0, 40, 30.0, 0, 60.0) == Advice(1, "no_rate")  # completions, but nobody alive now

@@ -117,7 +117,21 @@ def test_gauges_equal_the_state_a_scenario_left(
         "faulty.unserved": 0, "faulty.ledger": 1, "faulty.reject": 0
     }  # fmt: skip
     consumers = {(s.labels["capability"], s.labels["state"]): s.value for s in families["dispatcher_consumers"].samples}
-    assert consumers == {("faulty.unserved", "alive"): 0, ("faulty.ledger", "alive"): 1, ("faulty.reject", "alive"): 1}
+    alive = {c: v for (c, state), v in consumers.items() if state == "alive"}
+    stale = {c: v for (c, state), v in consumers.items() if state == "stale"}
+    assert alive == {"faulty.unserved": 0, "faulty.ledger": 1, "faulty.reject": 1}
+    assert stale == {"faulty.unserved": 0, "faulty.ledger": 0, "faulty.reject": 0}
+    assert by_capability(families, "dispatcher_paused") == {
+        "faulty.unserved": 0,
+        "faulty.ledger": 0,
+        "faulty.reject": 0,
+    }
+    running_ages = by_capability(families, "dispatcher_oldest_running_task_age_seconds")
+    assert running_ages["faulty.ledger"] >= 0 and running_ages["faulty.unserved"] == 0
+    # No worker serves faulty.unserved and nothing completed there: the advice is at least one worker.
+    assert by_capability(families, "dispatcher_workers_needed")["faulty.unserved"] >= 1
+    assert by_capability(families, "dispatcher_tasks_failed_1m")["faulty.reject"] == 3
+    assert value(families, "dispatcher_redis_used_memory_bytes") > 0
     assert value(families, "dispatcher_workers") == 1
     ages = by_capability(families, "dispatcher_oldest_waiting_task_age_seconds")
     assert ages["faulty.unserved"] > 0 and ages["faulty.ledger"] == 0

@@ -95,6 +95,7 @@ def test_thousand_tasks_on_two_workers_are_all_correct_and_leave_a_clean_keyspac
         *results,  # one result record per task (expires after result_ttl_s)
         ks.capabilities,  # the set of capabilities that stats and re-attach walk
         keys.stream,  # the work stream: empty, but it carries the consumer group
+        keys.throughput,  # the last minute's completed/failed counts (expires 90 s after the last settle)
         ks.workers,  # the worker registry, one record per live worker
         keys.heartbeat("wa"),  # the live workers' heartbeats
         keys.heartbeat("wb"),
@@ -112,7 +113,9 @@ def test_thousand_tasks_on_two_workers_are_all_correct_and_leave_a_clean_keyspac
         *results,  # results outlive the workers until result_ttl_s: a producer may read them later
         ks.capabilities,  # capabilities are remembered for stats and re-attach
         keys.stream,  # the empty stream keeps the consumer group for the next worker
+        keys.throughput,  # the throughput ring, until 90 s after the last settle
     }
+    assert 0 < client.pttl(keys.throughput) <= 90_000
     for key in list(results)[:5]:
         assert 0 < client.pttl(key) <= 24 * 3600 * 1000
 

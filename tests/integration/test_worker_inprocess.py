@@ -44,7 +44,8 @@ def test_a_burst_worker_drains_settles_and_returns(
     assert [h.result(timeout_s=5) for h in handles] == [i * 2 for i in range(50)]
     keys = KeySpace(prefix).capability("double")
     left = keyspace(client, prefix) - {keys.result(h.id) for h in handles}
-    assert left == {keys.stream, f"{prefix}:capabilities"}, left
+    assert left == {keys.stream, keys.throughput, f"{prefix}:capabilities"}, left
+    assert 0 < client.pttl(keys.throughput) <= 90_000  # the throughput ring expires when nothing settles
     assert client.xlen(keys.stream) == 0
 
 

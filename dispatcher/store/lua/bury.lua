@@ -8,7 +8,8 @@
 -- KEYS[2]  hash     index: task id -> entry id
 -- KEYS[3]  stream   dead-letter stream of the capability
 -- KEYS[4]  string   the task's result key (unused without a record)
--- KEYS[5]  string   optional: the owner's heartbeat; when given, act only if it no longer exists
+-- KEYS[5]  hash     throughput buckets of the capability (see tput.lua): a dead letter counts as failed
+-- KEYS[6]  string   optional: the owner's heartbeat; when given, act only if it no longer exists
 -- ARGV[1]  string   consumer group
 -- ARGV[2]  string   entry id
 -- ARGV[3]  string   consumer that must hold the entry
@@ -21,10 +22,11 @@
 --                   decode (untrusted bytes): its dead result is then stored only if that id has no result yet
 --                   and the index names this entry or nothing, so a forged entry cannot overwrite another task's
 -- ARGV[10..] field/value pairs of the dead letter
--- Returns: 1 buried, 0 lease lost, 2 owner alive (KEYS[5] exists)
+-- Returns: 1 buried, 0 lease lost, 2 owner alive (KEYS[6] exists)
 -- @include held.lua
 -- @include result.lua
-if KEYS[5] and redis.call('EXISTS', KEYS[5]) == 1 then
+-- @include tput.lua
+if KEYS[6] and redis.call('EXISTS', KEYS[6]) == 1 then
   return 2
 end
 if not held_by(KEYS[1], ARGV[1], ARGV[3], ARGV[2], ARGV[2])[ARGV[2]] then
@@ -49,4 +51,5 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 if ARGV[4] ~= '' and redis.call('HGET', KEYS[2], ARGV[4]) == ARGV[2] then
   redis.call('HDEL', KEYS[2], ARGV[4])
 end
+count_outcomes(KEYS[5], 'f', 1)
 return 1

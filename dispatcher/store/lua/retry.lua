@@ -9,7 +9,8 @@
 -- KEYS[1]  stream   work stream of the capability
 -- KEYS[2]  hash     index: task id -> entry id or delayed record
 -- KEYS[3]  zset     delayed tasks
--- KEYS[4]  string   optional: the owner's heartbeat; when given, act only if it no longer exists
+-- KEYS[4]  hash     throughput buckets of the capability (see tput.lua)
+-- KEYS[5]  string   optional: the owner's heartbeat; when given, act only if it no longer exists
 -- ARGV[1]  string   consumer group
 -- ARGV[2]  string   entry id
 -- ARGV[3]  string   consumer that must hold the entry
@@ -19,12 +20,15 @@
 -- ARGV[7]  integer  reclaim count of the new entry
 -- ARGV[8]  integer  delay (ms) from now by Redis' clock; 0 = now
 -- ARGV[9]  string   format version of the task entry
--- Returns: 1 given back (re-added now or delayed), 0 lease lost, 2 owner alive (KEYS[4] exists)
+-- ARGV[10] string   "1" when the attempt failed (a handler error, a worker that died or hung): counted as failed
+--                   in the throughput buckets; "0" for a hand-back, which is no attempt
+-- Returns: 1 given back (re-added now or delayed), 0 lease lost, 2 owner alive (KEYS[5] exists)
 -- @include held.lua
 -- @include entry.lua
 -- @include delayed.lua
 -- @include clock.lua
-if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then
+-- @include tput.lua
+if KEYS[5] and redis.call('EXISTS', KEYS[5]) == 1 then
   return 2
 end
 if not held_by(KEYS[1], ARGV[1], ARGV[3], ARGV[2], ARGV[2])[ARGV[2]] then
@@ -38,4 +42,7 @@ else
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
+if ARGV[10] == '1' then
+  count_outcomes(KEYS[4], 'f', 1)
+end
 return 1

@@ -9,7 +9,8 @@
 --
 -- KEYS[1]   stream   work stream of the capability
 -- KEYS[2]   hash     index: task id -> entry id
--- KEYS[2+k] string   result key of the k-th task of the batch that has a result record
+-- KEYS[3]   hash     throughput buckets of the capability (see tput.lua): the settled tasks count as completed
+-- KEYS[3+k] string   result key of the k-th task of the batch that has a result record
 -- ARGV[1]   string   consumer group
 -- ARGV[2]   string   consumer that must hold the entries
 -- ARGV[3]   integer  result TTL (ms)
@@ -21,9 +22,10 @@
 --          retry re-sent the call after losing its reply), 0 lease lost
 -- @include held.lua
 -- @include result.lua
+-- @include tput.lua
 local held = held_by(KEYS[1], ARGV[1], ARGV[2], ARGV[5], ARGV[6])
 local out, entries, tasks = {}, {}, {}
-local key = 2
+local key = 3
 for i = 7, #ARGV, 3 do
   local entry_id, task_id, record = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local result_key = nil
@@ -48,5 +50,6 @@ if #entries > 0 then
   redis.call('XACK', KEYS[1], ARGV[1], unpack(entries))
   redis.call('XDEL', KEYS[1], unpack(entries))
   redis.call('HDEL', KEYS[2], unpack(tasks))
+  count_outcomes(KEYS[3], 'c', #entries)
 end
 return out

@@ -1,4 +1,5 @@
-"""Every Lua transition (submit, settle, retry, bury, promote), one test per return code, on fakeredis and Redis.
+"""Every Lua transition (submit, settle, retry, bury, promote), one test per return code, on fakeredis and Redis;
+and the throughput counts they keep.
 
 Transitions are built as the typed values the worker and the reaper use (``dispatcher.store.transitions``) and
 recorded through ``transitions.record``; ``raw`` shows a script's own reply for the return-code tests."""
@@ -13,7 +14,7 @@ import redis
 from helpers import keyspace
 
 from dispatcher import Task
-from dispatcher.store import codec, streams, transitions, wire
+from dispatcher.store import codec, streams, throughput, transitions, wire
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import GROUP, CapabilityKeys, KeySpace
 from dispatcher.store.transitions import Bury, Requeue, Settle, Transition
@@ -229,7 +230,7 @@ def test_settle_by_owner_returns_1_stores_result_and_cleans_up(
     assert client.xlen(keys.stream) == 0
     assert pending_ids(client, keys) == []
     assert not client.hexists(keys.index, task.id)
-    assert keyspace(client, prefix) == {keys.stream, keys.result(task.id)}
+    assert keyspace(client, prefix) == {keys.stream, keys.result(task.id), keys.throughput}
     message = pubsub.get_message(timeout=5)
     pubsub.close()
     assert message is not None and message["data"] == rec  # the announcement carries the record
@@ -243,7 +244,7 @@ def test_settle_without_a_record_stores_and_announces_nothing(
     pubsub.subscribe(keys.channel(task.id))
     assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
     assert record_all(gw, settle(keys, entry_id, "c1", task.id, None)) == [Applied.DONE]
-    assert keyspace(client, prefix) == {keys.stream}
+    assert keyspace(client, prefix) == {keys.stream, keys.throughput}
     assert client.xlen(keys.stream) == 0 and pending_ids(client, keys) == []
     assert pubsub.get_message(timeout=0.2) is None
     pubsub.close()
@@ -417,7 +418,7 @@ def test_bury_by_owner_dead_letters_and_stores_a_dead_result(
     assert (outcome.status, outcome.reason, outcome.error_type) == ("dead", "max_retries", "ValueError")
     assert client.xlen(keys.stream) == 0
     assert pending_ids(client, keys) == []
-    assert keyspace(client, prefix) == {keys.stream, keys.dead, keys.result(task.id)}
+    assert keyspace(client, prefix) == {keys.stream, keys.dead, keys.result(task.id), keys.throughput}
     message = pubsub.get_message(timeout=5)
     pubsub.close()
     assert message is not None and message["data"] == rec
@@ -428,7 +429,7 @@ def test_bury_without_a_record_writes_only_the_dead_letter(
 ) -> None:
     task, blob, entry_id = running(gw, keys, store_result=False)
     assert record_all(gw, bury(keys, entry_id, "c1", task.id, None, blob)) == [Applied.DONE]
-    assert keyspace(client, prefix) == {keys.stream, keys.dead}
+    assert keyspace(client, prefix) == {keys.stream, keys.dead, keys.throughput}
     assert client.xlen(keys.dead) == 1 and client.xlen(keys.stream) == 0
 
 
@@ -466,7 +467,7 @@ def test_bury_an_undecodable_entry_writes_no_result(
     assert client.xlen(keys.dead) == 1
     assert client.xlen(keys.stream) == 0
     # Without a task id the index cannot be cleaned here; the result key is never written.
-    assert keyspace(client, prefix) == {keys.stream, keys.dead, keys.index}
+    assert keyspace(client, prefix) == {keys.stream, keys.dead, keys.index, keys.throughput}
 
 
 def test_bury_by_another_consumer_returns_0(
@@ -539,3 +540,73 @@ def test_promote_drops_a_due_id_without_a_delayed_record(
     assert gw.run(streams.promote(keys, 100)) == 0
     assert client.zcard(keys.delayed) == 0
     assert not client.exists(keys.stream)
+
+
+# ---- throughput ring (tput.lua): settle, retry and bury count what they changed -------------------------------
+
+
+def counts(client: redis.Redis, keys: CapabilityKeys) -> tuple[int, int]:
+    t = throughput.window(client.hgetall(keys.throughput), time.time())
+    return t.completed, t.failed
+
+
+def test_a_settle_batch_counts_every_settled_task_once(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
+    batch = []
+    for i in range(3):
+        task, _, entry_id = running(gw, keys)
+        batch.append(settle(keys, entry_id, "c1", task.id, record(value=i)))
+    assert record_all(gw, *batch) == [Applied.DONE] * 3
+    assert counts(client, keys) == (3, 0)
+    assert 0 < client.pttl(keys.throughput) <= 90_000
+
+
+def test_a_refused_settle_counts_nothing(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
+    task, _, entry_id = running(gw, keys)
+    assert raw(gw, settle(keys, entry_id, "c2", task.id, record())) == 0
+    assert not client.exists(keys.throughput)
+
+
+def test_a_failed_attempt_counts_as_failed_and_a_hand_back_not(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
+    task, blob, entry_id = running(gw, keys)
+    assert raw(gw, requeue(keys, entry_id, "c1", task, blob, failed_attempt=False)) == 1
+    assert counts(client, keys) == (0, 0)
+    entry_id, _ = read_one(gw, keys, "c1")
+    assert raw(gw, requeue(keys, entry_id, "c1", task, blob)) == 1
+    assert counts(client, keys) == (0, 1)
+
+
+def test_a_dead_letter_counts_as_failed(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
+    task, blob, entry_id = running(gw, keys)
+    assert raw(gw, bury(keys, entry_id, "c1", task.id, None, blob)) == 1
+    assert counts(client, keys) == (0, 1)
+
+
+def test_a_slot_holding_an_old_bucket_is_reset_before_counting(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
+    now_bucket = int(time.time() // throughput.BUCKET_S)
+    # Two of the 16 slots hold buckets 16 and 32 back (80 s, 160 s ago): the slot is reused, not added to.
+    for old in (now_bucket - 16, now_bucket - 32):
+        slot = old % throughput.RING
+        client.hset(keys.throughput, mapping={f"b{slot}": old, f"c{slot}": 500, f"f{slot}": 7})
+    assert counts(client, keys) == (0, 0), "buckets outside the window are ignored"
+    task, _, entry_id = running(gw, keys)
+    assert raw(gw, settle(keys, entry_id, "c1", task.id, record())) == 1
+    fields: dict[Any, Any] = client.hgetall(keys.throughput)
+    assert len(fields) <= 3 * throughput.RING
+    assert counts(client, keys) == (1, 0)
+
+
+def test_window_sums_the_last_minute_and_rates_over_the_time_it_covers() -> None:
+    now = 1_000_000.0  # the start of bucket 200000
+    ring = {}
+    for back, (c, f) in {0: (10, 1), 1: (20, 0), 11: (30, 2), 12: (999, 9)}.items():
+        bucket = int(now // 5) - back
+        ring.update({f"b{bucket % 16}": str(bucket), f"c{bucket % 16}": str(c), f"f{bucket % 16}": str(f)})
+    t = throughput.window(ring, now + 2.0)
+    assert (t.completed, t.failed) == (60, 3), "the 12th bucket back is outside the window"
+    assert t.window_s == pytest.approx(57.0)  # from the start of bucket now-11 to now
+    assert t.completed_per_s == pytest.approx(60 / 57.0)
+    assert throughput.window({}, now).completed_per_s == 0.0
