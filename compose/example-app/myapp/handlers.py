@@ -9,4 +9,4 @@ from workers import Task, handler
 async def summarize(task: Task) -> dict[str, object]:
     """Return the first sentence of ``payload["text"]`` and its word count (a stand-in for a model call)."""
     text = str(task.payload["text"])
-    return {"summary": text.split(".")[0].strip(), "words": len(text.split())}
+    return {"summary": text.split(".", maxsplit=1)[0].strip(), "words": len(text.split())}
