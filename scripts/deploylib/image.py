@@ -50,11 +50,50 @@ def base_image() -> None:
 
 
 def wheelhouse() -> None:
-    """The project's wheel and every dependency's (and dumb-init's), for the image's Python, in compose/wheelhouse."""
+    """The project's wheel and every dependency's (and dumb-init's) for the base image's Python, in
+    compose/wheelhouse: the dependencies' markers are those of that Python (3.11.2 in bookworm needs
+    async-timeout, the host's 3.11.7 does not)."""
     for old in WHEELHOUSE.glob("agent_dispatcher-*.whl"):
         old.unlink()
-    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(WHEELHOUSE), str(ROOT), DUMB_INIT])
-    say(f"wheelhouse: {len(list(WHEELHOUSE.glob('*.whl')))} wheels in {WHEELHOUSE.relative_to(ROOT)}")
+    version = run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            BASE_IMAGE,
+            "python3",
+            "-c",
+            "import platform; print(platform.python_version())",
+        ]
+    ).strip()
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    run([*pip, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(WHEELHOUSE), str(ROOT)])
+    (ours,) = WHEELHOUSE.glob("agent_dispatcher-*.whl")
+    run(
+        [
+            *pip,
+            "download",
+            "--quiet",
+            "--only-binary=:all:",
+            "--python-version",
+            version,
+            "--dest",
+            str(WHEELHOUSE),
+            str(ours),
+            DUMB_INIT,
+            *_marker_deps(version),
+        ]
+    )
+    count = len(list(WHEELHOUSE.glob("*.whl")))
+    say(f"wheelhouse: {count} wheels for Python {version} in {WHEELHOUSE.relative_to(ROOT)}")
+
+
+def _marker_deps(version: str) -> list[str]:
+    # pip download --python-version does not evaluate python_full_version markers for the target: redis-py's
+    # `async-timeout; python_full_version < "3.11.3"` is added by hand for such a Python.
+    return ["async-timeout>=4.0.3"] if tuple(map(int, version.split("."))) < (3, 11, 3) else []
 
 
 def our_image() -> None:
