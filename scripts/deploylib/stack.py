@@ -48,7 +48,7 @@ class Stack:
         say(f"compose up ({', '.join(services)}); ports {self.ports}")
 
     def container(self, service: str) -> str:
-        return self.compose("ps", "-q", service).strip()
+        return self.compose("ps", "--all", "-q", service).strip()
 
     def state(self, service: str) -> dict[str, object]:
         cid = self.container(service)
