@@ -255,6 +255,15 @@ FLEET_GAUGES: tuple[FleetGauge, ...] = (
 """Name -> help -> getter of each fleet-wide gauge: a new field of ``FleetStats`` is one more row."""
 
 
+REDIS_UP = "dispatcher_redis_up"
+COLLECT_SECONDS = "dispatcher_exporter_collect_seconds"
+
+
+def exporter_metric_names() -> frozenset[str]:
+    """Every metric name the exporter can serve (the gauges of both tables and its own two)."""
+    return frozenset({g.name for g in CAPABILITY_GAUGES} | {g.name for g in FLEET_GAUGES} | {REDIS_UP, COLLECT_SECONDS})
+
+
 class FleetCollector(Collector):
     """The exporter's gauges, read from Redis by ``read`` at each scrape; ``dispatcher_redis_up`` 0 (and no queue
     gauges) when it fails, so a scrape always answers. ``read`` bounds its own time (its client's socket timeouts).
@@ -280,13 +289,11 @@ class FleetCollector(Collector):
             if self._down:
                 log.warning("exporter: Redis answers again")
         self._down = stats is None
-        yield GaugeMetricFamily(
-            "dispatcher_redis_up", "1 when the last read of Redis succeeded.", value=int(stats is not None)
-        )
+        yield GaugeMetricFamily(REDIS_UP, "1 when the last read of Redis succeeded.", value=int(stats is not None))
         if stats is not None:
             yield from _fleet_families(stats)
         yield GaugeMetricFamily(
-            "dispatcher_exporter_collect_seconds",
+            COLLECT_SECONDS,
             "How long this scrape's read of Redis took, in seconds.",
             value=time.perf_counter() - started,
         )

@@ -1,0 +1,1 @@
+"""An example handler module, run by the example image (compose/example-app/Dockerfile)."""
