@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from dispatcher.errors import RedisError
+
+_Code = TypeVar("_Code", bound=Enum)
 
 DIGITS = frozenset(b"0123456789")
 
@@ -72,10 +74,7 @@ class Requeued(Enum):
 
 def requeued(reply: Any) -> Requeued:
     """The ``Requeued`` a ``requeue`` reply means."""
-    for member in Requeued:
-        if reply == member.value and isinstance(reply, int):
-            return member
-    raise unexpected("requeue", reply)
+    return _coded(Requeued, reply, "requeue")
 
 
 class Dropped(Enum):
@@ -90,10 +89,17 @@ class Dropped(Enum):
 
 def dropped(reply: Any) -> Dropped:
     """The ``Dropped`` a ``drop`` reply means."""
-    for member in Dropped:
-        if reply == member.value and type(reply) is int:
-            return member
-    raise unexpected("drop", reply)
+    return _coded(Dropped, reply, "drop")
+
+
+def _coded(codes: type[_Code], reply: Any, script: str) -> _Code:
+    """The member of ``codes`` whose value is the integer ``reply`` (never a bool or a string that compares
+    equal); anything else is an ``UnexpectedReply``."""
+    if type(reply) is int:
+        for member in codes:
+            if member.value == reply:
+                return member
+    raise unexpected(script, reply)
 
 
 def flag(reply: Any, script: str) -> bool:

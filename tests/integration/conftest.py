@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from apps.faulty import Ledger
+from conftest import RedisServer, WorkerRunner
 
 from dispatcher.producer import subscriptions
 
@@ -29,3 +31,14 @@ def no_recheck(monkeypatch: pytest.MonkeyPatch) -> float:
     # Guards the patch itself: a waiter that took the period by value at import would ignore it.
     assert subscriptions.remaining_s(None) == 3600.0
     return 3600.0
+
+
+@pytest.fixture
+def private(tmp_path: Path, prefix: str) -> Iterator[tuple[RedisServer, WorkerRunner]]:
+    """A redis-server of this test's own (which it may stop and restart), and a worker factory for it."""
+    with RedisServer() as server:
+        runner = WorkerRunner(server.url, prefix, tmp_path)
+        try:
+            yield server, runner
+        finally:
+            runner.stop_all()

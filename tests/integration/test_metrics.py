@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +41,6 @@ DEFINED: dict[str, tuple[str, set[str]]] = {
 }
 """Every metric the package defines, by family name (a counter's family name has no ``_total``): its type and
 label names."""
-
-
-@pytest.fixture
-def private(tmp_path: Path, prefix: str) -> Iterator[tuple[RedisServer, WorkerRunner]]:
-    """A redis-server of this test's own, and a worker factory for it."""
-    with RedisServer() as server:
-        runner = WorkerRunner(server.url, prefix, tmp_path)
-        try:
-            yield server, runner
-        finally:
-            runner.stop_all()
 
 
 def ready(client: redis.Redis, prefix: str, proc: subprocess.Popen[bytes]) -> None:

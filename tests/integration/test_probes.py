@@ -7,8 +7,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import RedisServer, WorkerRunner, free_port
@@ -29,16 +27,6 @@ def get(port: int, path: str) -> tuple[int, str] | None:
         return e.code, e.read().decode()
     except OSError:
         return None
-
-
-@pytest.fixture
-def private(tmp_path: Path, prefix: str) -> Iterator[tuple[RedisServer, WorkerRunner]]:
-    with RedisServer() as server:
-        runner = WorkerRunner(server.url, prefix, tmp_path)
-        try:
-            yield server, runner
-        finally:
-            runner.stop_all()
 
 
 def started(private: tuple[RedisServer, WorkerRunner]) -> tuple[subprocess.Popen[bytes], int]:
