@@ -17,6 +17,9 @@ K8S = COMPOSE / "k8s"
 PROMETHEUS = COMPOSE / "prometheus"
 SCHEMAS = ROOT.parent / "shared" / "schemas"
 TOOL_TIMEOUT_S = 60
+SCRIPTS = ROOT / "scripts"
+if str(SCRIPTS) not in sys.path:  # deploylib.rules: the metric names the alerts and dashboards use
+    sys.path.insert(0, str(SCRIPTS))
 
 
 class _Loader(yaml.SafeLoader):
