@@ -16,6 +16,8 @@ SCRAPE_INTERVAL = "2s"
 EVALUATION_INTERVAL = "2s"
 DEADLINE_S = 60
 NO_CONSUMER = "DispatcherTasksWaitingNoConsumer"
+DEAD_LETTERS_GROWING = "DispatcherDeadLettersGrowing"
+DEAD_CAPABILITY = "sleep"  # a payload that is not a number of seconds, with no retry: one dead letter
 BACKLOG_CAPABILITY = "deploy_check_backlog"  # no worker serves it: its tasks wait
 BACKLOG = 123
 
@@ -95,18 +97,16 @@ def targets_up(prom: Prometheus) -> None:
 
 
 def metrics_seen(prom: Prometheus) -> None:
-    """Every metric an alert rule uses is scraped; the dashboard's not seen yet are named (they need an event)."""
+    """Every metric an alert rule or a dashboard panel uses is scraped from the exporter or the workers."""
     scraped = set(prom.get("/label/__name__/values"))
     alert_names = rules.metric_names(rules.alert_expressions())
-    missing = sorted(alert_names - scraped)
-    if missing:
-        raise CheckFailed(f"used by the alert rules, not scraped from the exporter or the workers: {missing}")
     dashboard_names = rules.metric_names(rules.dashboard_expressions())
-    unseen = sorted(dashboard_names - scraped)
+    missing = sorted((alert_names | dashboard_names) - scraped)
+    if missing:
+        raise CheckFailed(f"used by the alert rules or the dashboard, not scraped: {missing}")
     say(
-        f"Prometheus: every metric the alert rules use is scraped ({len(alert_names)}); "
-        f"{len(dashboard_names) - len(unseen)} of the dashboard's {len(dashboard_names)}"
-        + (f" (not seen, no such event in this run: {', '.join(unseen)})" if unseen else "")
+        f"Prometheus: every metric the alert rules ({len(alert_names)}) and the dashboard ({len(dashboard_names)}) "
+        f"use is scraped ({len(alert_names | dashboard_names)} names)"
     )
 
 
@@ -129,9 +129,20 @@ def redis_memory(prom: Prometheus, maxmemory_bytes: int) -> None:
     say(f"Prometheus: {promql} = {maxmemory_bytes} (the stack's maxmemory), used {used / 2**20:.1f} MiB")
 
 
-def alerts(prom: Prometheus, capability: str) -> None:
-    """Every rule evaluates without error; the no-consumer alert is pending or firing for ``capability`` (tasks
-    wait, no worker serves it) and every active alert is about it (the served capabilities and Redis are fine)."""
+def dead_letter(prom: Prometheus, dispatcher: Dispatcher) -> None:
+    """One task dead-lettered by a worker: the exporter's gauge goes from 0 to 1 and the worker's counter to 1."""
+    gauge = f'max(dispatcher_dead_letters{{capability="{DEAD_CAPABILITY}"}})'
+    counter = f'sum(dispatcher_dead_letters_total{{capability="{DEAD_CAPABILITY}"}})'
+    prom.wait_until(f"{gauge} to read 0", lambda: prom.scalar(gauge) == 0)
+    dispatcher.submit(Task(capability=DEAD_CAPABILITY, payload="not a number", max_retries=0))
+    prom.wait_until(f"{gauge} to read 1", lambda: prom.scalar(gauge) == 1)
+    prom.wait_until(f"{counter} to read 1", lambda: prom.scalar(counter) == 1)
+    say(f"Prometheus: one bad {DEAD_CAPABILITY} task dead-lettered: {gauge} 0 -> 1, {counter} = 1")
+
+
+def alerts(prom: Prometheus, expected: set[tuple[str, str]]) -> None:
+    """Every rule evaluates without error, and the active (pending or firing) alerts are exactly ``expected``
+    (alert name, capability): the served capabilities, the exporter and Redis are fine."""
 
     def active() -> list[tuple[str, str, str]]:
         return [
@@ -149,22 +160,24 @@ def alerts(prom: Prometheus, capability: str) -> None:
         return len(found) == len(rules.alert_rules()) and all(r["health"] == "ok" for r in found)
 
     prom.wait_until("every alert rule evaluated", evaluated)
-    prom.wait_until(f"{NO_CONSUMER} for {capability}", lambda: (NO_CONSUMER, capability) in {a[:2] for a in active()})
-    stray = [a for a in active() if a[1] != capability]
+    prom.wait_until(f"the alerts {sorted(expected)}", lambda: expected <= {a[:2] for a in active()})
+    stray = [a for a in active() if a[:2] not in expected]
     if stray:
         raise CheckFailed(f"alerts active for what is healthy: {stray}")
-    states = ", ".join(f"{name}{{capability={cap}}} {state}" for name, cap, state in active())
+    states = ", ".join(f"{name}{{capability={cap}}} {state}" for name, cap, state in sorted(active()))
     say(f"Prometheus: {len(rules.alert_rules())} alert rules evaluated, no error; active: {states}")
 
 
 def check(stack: Stack, background: Background, dispatcher: Dispatcher, echo_tasks: int) -> None:
     """The whole Prometheus step, after ``echo_tasks`` echo tasks ran: targets, the workers' outcome counter, the
-    exporter's backlog, the metric names of the alerts and dashboard, Redis memory, and the alerts themselves."""
+    exporter's backlog, a dead letter, the metric names of the alerts and dashboard, Redis memory, and the alerts
+    that real series make pending (tasks no worker serves, a new dead letter) and no other."""
     prom = Prometheus(stack, background)
     targets_up(prom)
     completed(prom, "echo", echo_tasks)
     dispatcher.submit_many(Task(capability=BACKLOG_CAPABILITY, payload=i) for i in range(BACKLOG))
     backlog(prom, BACKLOG_CAPABILITY, BACKLOG)
+    dead_letter(prom, dispatcher)
     metrics_seen(prom)
     redis_memory(prom, stack.maxmemory_bytes)
-    alerts(prom, BACKLOG_CAPABILITY)
+    alerts(prom, {(NO_CONSUMER, BACKLOG_CAPABILITY), (DEAD_LETTERS_GROWING, DEAD_CAPABILITY)})
