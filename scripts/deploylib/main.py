@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         steps(stack, background)
     except (CheckFailed, subprocess.TimeoutExpired) as e:
         return fail(str(e))
+    except FileNotFoundError as e:  # a tool missing from PATH
+        return fail(f"cannot run {e.filename}: not installed (it needs docker, dockerd, debootstrap and prometheus)")
     finally:
         if stack is not None:
             stack.down()

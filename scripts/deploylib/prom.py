@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -27,6 +28,10 @@ class Prometheus:
 
     def __init__(self, stack: Stack, background: Background) -> None:
         workdir = STATE / "prometheus"
+        # A fresh TSDB each run: the last run's series (other ports, so other instances) stay in an instant query's
+        # 5-minute lookback after a restart (no stale markers), and sum() would count them too (seen: 4000 echo
+        # tasks for 2000 when two runs were 3 minutes apart).
+        shutil.rmtree(workdir / "data", ignore_errors=True)
         workdir.mkdir(parents=True, exist_ok=True)
         (port,) = free_ports(1)
         self.targets = {
