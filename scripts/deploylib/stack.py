@@ -13,9 +13,16 @@ from deploylib.shell import run, say, wait_until
 
 PROJECT = "dispatcher-check"
 FILES = ["-f", "compose/compose.yaml", "-f", "compose/compose.hostnet.yaml"]
-WORKERS = ["worker-echo", "worker-sleep", "worker-sleep-2"]
+# Each worker service with the variable of compose.hostnet.yaml that gives its metrics port.
+WORKER_PORTS = {
+    "worker-echo": "ECHO_METRICS_PORT",
+    "worker-sleep": "SLEEP_METRICS_PORT",
+    "worker-sleep-2": "SLEEP2_METRICS_PORT",
+}
+WORKERS = list(WORKER_PORTS)
 SERVICES = ["redis", *WORKERS, "reaper", "exporter"]
-PORT_NAMES = ["REDIS_PORT", "ECHO_METRICS_PORT", "SLEEP_METRICS_PORT", "SLEEP2_METRICS_PORT", "EXPORTER_PORT"]
+PORT_NAMES = ["REDIS_PORT", *WORKER_PORTS.values(), "EXPORTER_PORT"]
+MAXMEMORY_MB = 256
 
 
 def free_ports(count: int) -> list[int]:
@@ -35,9 +42,15 @@ class Stack:
 
     def __init__(self) -> None:
         self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
-        self.env = {**os.environ, "DISPATCHER_IMAGE": IMAGE, "REDIS_IMAGE": BASE_IMAGE, "REDIS_MAXMEMORY": "256mb"}
+        self.env = {
+            **os.environ,
+            "DISPATCHER_IMAGE": IMAGE,
+            "REDIS_IMAGE": BASE_IMAGE,
+            "REDIS_MAXMEMORY": f"{MAXMEMORY_MB}mb",
+        }
         self.env.update({k: str(v) for k, v in self.ports.items()})
         self.redis_url = f"redis://127.0.0.1:{self.ports['REDIS_PORT']}/0"
+        self.maxmemory_bytes = MAXMEMORY_MB * 2**20
 
     def compose(self, *args: str, timeout_s: float = 300, check: bool = True) -> str:
         exe = Path(sys.executable).parent / "docker-compose"

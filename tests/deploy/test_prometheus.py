@@ -3,16 +3,14 @@ or a dashboard panel uses is one the metrics module defines."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any
 
-from deploy.support import COMPOSE, PROMETHEUS, load, run, tool
+from deploy.support import PROMETHEUS, load, run, tool
+from deploylib.rules import alert_expressions, dashboard_expressions, metric_names
 from prometheus_client import REGISTRY
 
 PROMTOOL_WHY = "scripts/test installs it as root (Debian package prometheus)"
-METRIC = re.compile(r"\bdispatcher_[a-z0-9_]+\b")  # recording rules are named dispatcher:..., not matched
 # The sample names a family serves, by type. A counter's family name is not one of them: prometheus-client names
 # the family of dispatcher_dead_letters_total "dispatcher_dead_letters", which is the exporter's gauge.
 SAMPLES = {
@@ -41,19 +39,6 @@ def defined_metric_names() -> set[str]:
     return {n for n in names if n.startswith("dispatcher_")}
 
 
-def alert_expressions() -> list[str]:
-    return [rule["expr"] for group in load(PROMETHEUS / "alerts.yaml")["groups"] for rule in group["rules"]]
-
-
-def dashboard_expressions() -> list[str]:
-    exprs: list[str] = []
-    for path in sorted((COMPOSE / "grafana").rglob("*.json")):
-        dashboard: dict[str, Any] = json.loads(path.read_text())
-        exprs += [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
-        exprs += [v["definition"] for v in dashboard["templating"]["list"]]
-    return exprs
-
-
 def test_promtool_checks_the_rules() -> None:
     done = run([tool("promtool", PROMTOOL_WHY), "check", "rules", str(PROMETHEUS / "alerts.yaml")])
     assert done.returncode == 0, done.stdout + done.stderr
@@ -77,7 +62,7 @@ def test_promtool_checks_the_scrape_config(tmp_path: Path) -> None:
 
 def test_every_metric_used_is_defined() -> None:
     """The names come from the alert rules and dashboards; the definitions from dispatcher/observe/metrics.py."""
-    used = {name for expr in alert_expressions() + dashboard_expressions() for name in METRIC.findall(expr)}
+    used = metric_names(alert_expressions() + dashboard_expressions())
     assert len(used) >= 15
     missing = sorted(used - defined_metric_names())
     assert not missing, f"used by alerts or dashboards, not defined by dispatcher/observe/metrics.py: {missing}"
