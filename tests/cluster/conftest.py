@@ -1,0 +1,38 @@
+"""Fixtures of the cluster and Sentinel tests: real topologies on loopback, started only when a test here runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from topology import Cluster, SentinelSet
+
+from dispatcher import Settings
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """A 3-primary Redis Cluster (no replicas) for the session."""
+    c = Cluster(primaries=3).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_set() -> Iterator[SentinelSet]:
+    """A primary, a replica and three Sentinels for the session."""
+    s = SentinelSet().start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def cluster_settings(cluster: Cluster, prefix: str) -> Settings:
+    """Fast settings against the session's cluster, under this test's prefix."""
+    return Settings.build(
+        redis_url=cluster.url, prefix=prefix, heartbeat_ttl_s=2, reaper_interval_s=0.5, block_ms=200, grace_s=5
+    )
