@@ -6,8 +6,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import redis.asyncio
-
 from dispatcher.errors import TaskNotFound
 from dispatcher.producer.aio_listener import AsyncListener
 from dispatcher.producer.shared import (
@@ -21,7 +19,7 @@ from dispatcher.producer.shared import (
 )
 from dispatcher.settings import Settings
 from dispatcher.store import streams
-from dispatcher.store.connection import make_shared_async_client
+from dispatcher.store.connection import AsyncClient, make_shared_async_client
 from dispatcher.store.gateway import AsyncGateway
 from dispatcher.task import Status, Task
 
@@ -78,7 +76,7 @@ class AsyncTaskHandle:
 class AsyncDispatcher:
     """``Dispatcher`` for asyncio: the same arguments, and coroutines in place of methods."""
 
-    def __init__(self, settings: Settings | None = None, client: redis.asyncio.Redis | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, client: AsyncClient | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.client = client or make_shared_async_client(self.settings)
         self.gateway = AsyncGateway(self.client, self.settings.redis_url)

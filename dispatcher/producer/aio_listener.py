@@ -23,13 +23,14 @@ from dispatcher.producer.listener import (
     report_lost,
 )
 from dispatcher.producer.subscriptions import Subscriptions, Waiter, remaining_s
+from dispatcher.store.connection import AsyncClient
 from dispatcher.store.gateway import wrap_error
 
 
 class AsyncListener(Holding):
     """The asyncio driver: a reader task, started on demand, ending as soon as no one waits or holds."""
 
-    def __init__(self, client: redis.asyncio.Redis, url: str) -> None:
+    def __init__(self, client: AsyncClient, url: str) -> None:
         self._client = client
         self._url = url
         self._subs = Subscriptions()

@@ -42,6 +42,7 @@ import redis.client
 from dispatcher.errors import DispatcherClosed
 from dispatcher.producer.subscriptions import Subscriptions, Waiter, remaining_s
 from dispatcher.settings import Backoff
+from dispatcher.store.connection import SyncClient
 from dispatcher.store.gateway import wrap_error
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def hold_failed(channels: Sequence[str], subs: Subscriptions, error: BaseExcepti
 class Listener(Holding):
     """The sync driver: a reader thread, started on demand, ending after ``LINGER_S`` without waiters."""
 
-    def __init__(self, client: redis.Redis, url: str) -> None:
+    def __init__(self, client: SyncClient, url: str) -> None:
         self._client = client
         self._url = url
         self._subs = Subscriptions()
@@ -188,7 +189,7 @@ class Listener(Holding):
         if self._pid != os.getpid():  # forked: the parent's connection and reader are not ours
             self._pubsub, self._thread, self._subs, self._pid = None, None, Subscriptions(), os.getpid()
         if self._pubsub is None:
-            self._pubsub = self._client.pubsub()
+            self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
         return self._pubsub
 
     def _start_reader(self) -> None:

@@ -7,8 +7,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import redis
-
 from dispatcher.errors import TaskNotFound
 from dispatcher.producer.listener import Listener
 from dispatcher.producer.shared import (
@@ -22,7 +20,7 @@ from dispatcher.producer.shared import (
 )
 from dispatcher.settings import Settings
 from dispatcher.store import streams
-from dispatcher.store.connection import make_shared_client
+from dispatcher.store.connection import SyncClient, make_shared_client
 from dispatcher.store.gateway import Gateway
 from dispatcher.task import Status, Task
 
@@ -97,7 +95,7 @@ class Dispatcher:
             ``PoolExhausted``. Nothing connects until the first command.
     """
 
-    def __init__(self, settings: Settings | None = None, client: redis.Redis | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, client: SyncClient | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.client = client or make_shared_client(self.settings)
         self.gateway = Gateway(self.client, self.settings.redis_url)

@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from dispatcher.errors import PoolExhausted, RedisError, RedisFull, RedisUnavailable
-from dispatcher.store import scripts
-from dispatcher.store.connection import PoolTimeout, mask_url
+from dispatcher.store import scripts, sharding
+from dispatcher.store.connection import AsyncClient, PoolTimeout, SyncClient, mask_url
 
 T = TypeVar("T")
 Command = tuple[Any, ...]
@@ -74,7 +74,7 @@ def wrap_error(error: Exception, url: str | None, written: str | None = None) ->
         return RedisUnavailable(f"Redis{where} is unavailable: {error}{also}")
     if isinstance(error, redis.exceptions.ResponseError) and error_text(error).startswith("OOM"):
         return RedisFull(f"Redis{where} is full (maxmemory reached): {written or 'nothing was written'}")
-    if isinstance(error, redis.exceptions.RedisError):
+    if isinstance(error, redis.exceptions.RedisError | RedisClusterException):
         return RedisError(f"Redis{where} answered with an error: {error}{also}")
     return error
 
@@ -117,9 +117,11 @@ def _load_commands(commands: Sequence[Command], missing: list[int]) -> list[Comm
 class Gateway:
     """Runs operations over a sync redis-py client."""
 
-    def __init__(self, client: redis.Redis, url: str) -> None:
+    def __init__(self, client: SyncClient, url: str) -> None:
         self.client = client
         self.url = url
+        self.cluster = isinstance(client, redis.RedisCluster)
+        """Whether commands go to a Redis Cluster (``store/sharding.py`` sends them there)."""
 
     def run(self, op: Op[T]) -> T:
         """Drive ``op`` to completion, one round trip per list of commands it yields."""
@@ -129,7 +131,7 @@ class Gateway:
                 commands = op.send(self.send(commands))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        except redis.exceptions.RedisError as e:
+        except (redis.exceptions.RedisError, RedisClusterException) as e:
             raise wrap_error(e, self.url) from e
 
     def send(self, commands: Sequence[Command]) -> list[Any]:
@@ -143,6 +145,8 @@ class Gateway:
         return replies
 
     def _send(self, commands: Sequence[Command]) -> list[Any]:
+        if isinstance(self.client, redis.RedisCluster):
+            return sharding.send(self.client, commands)
         if len(commands) == 1:
             try:
                 args, options = _split(commands[0])
@@ -159,9 +163,11 @@ class Gateway:
 class AsyncGateway:
     """Runs operations over an asyncio redis-py client."""
 
-    def __init__(self, client: redis.asyncio.Redis, url: str) -> None:
+    def __init__(self, client: AsyncClient, url: str) -> None:
         self.client = client
         self.url = url
+        self.cluster = isinstance(client, redis.asyncio.RedisCluster)
+        """Whether commands go to a Redis Cluster (``store/sharding.py`` sends them there)."""
 
     async def run(self, op: Op[T]) -> T:
         """Drive ``op`` to completion, one round trip per list of commands it yields."""
@@ -171,7 +177,7 @@ class AsyncGateway:
                 commands = op.send(await self.send(commands))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        except redis.exceptions.RedisError as e:
+        except (redis.exceptions.RedisError, RedisClusterException) as e:
             raise wrap_error(e, self.url) from e
 
     async def send(self, commands: Sequence[Command]) -> list[Any]:
@@ -186,6 +192,8 @@ class AsyncGateway:
         return replies
 
     async def _send(self, commands: Sequence[Command]) -> list[Any]:
+        if isinstance(self.client, redis.asyncio.RedisCluster):
+            return await sharding.send_async(self.client, commands)
         if len(commands) == 1:
             try:
                 args, options = _split(commands[0])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from conftest import WorkerRunner
 from topology import Cluster, SentinelSet
 
-from dispatcher import Settings
+from dispatcher import Dispatcher, Settings
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +38,20 @@ def cluster_settings(cluster: Cluster, prefix: str) -> Settings:
     return Settings.build(
         redis_url=cluster.url, prefix=prefix, heartbeat_ttl_s=2, reaper_interval_s=0.5, block_ms=200, grace_s=5
     )
+
+
+@pytest.fixture
+def cluster_dispatcher(cluster_settings: Settings) -> Iterator[Dispatcher]:
+    """A ``Dispatcher`` on the cluster, closed at teardown."""
+    with Dispatcher(cluster_settings) as d:
+        yield d
+
+
+@pytest.fixture
+def cluster_worker(cluster: Cluster, prefix: str, tmp_path: Path) -> Iterator[WorkerRunner]:
+    """Factory of worker processes on the cluster (see ``WorkerRunner``), stopped by PID at teardown."""
+    runner = WorkerRunner(cluster.url, prefix, tmp_path)
+    try:
+        yield runner
+    finally:
+        runner.stop_all()

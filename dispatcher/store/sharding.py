@@ -1,0 +1,85 @@
+"""How the gateway sends one batch of commands to a Redis Cluster (the single-server path never comes here).
+
+redis-py's cluster pipeline groups keyed commands by the node that owns their slot and sends each group in one
+round trip (the asyncio pipeline sends the groups concurrently), but it cannot place a command without a key
+(``INFO``, ``TIME``, ``CONFIG GET``, ``SCRIPT LOAD``): those go one by one through the client, which routes each
+by its command flags (``SCRIPT LOAD`` to every primary, so that a script is on whichever node runs it next).
+Replies come back in the batch's order, failed ones as exception instances, as ``Gateway.send`` promises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+import redis.asyncio
+
+KEYLESS = frozenset({"INFO", "TIME", "CONFIG", "SCRIPT", "PING", "WAIT", "CLUSTER", "DBSIZE"})
+"""Commands we send that name no key."""
+
+
+def split(commands: Sequence[tuple[Any, ...]]) -> tuple[list[int], list[int]]:
+    """Positions of keyed and of keyless commands in ``commands``."""
+    keyed: list[int] = []
+    keyless: list[int] = []
+    for i, command in enumerate(commands):
+        (keyless if str(command[0]).upper() in KEYLESS else keyed).append(i)
+    return keyed, keyless
+
+
+def _args(command: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if command and isinstance(command[-1], dict):
+        return command[:-1], command[-1]
+    return command, {}
+
+
+def _keyless(command: tuple[Any, ...], primaries: Any, default: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A keyless command's arguments and its target nodes: every primary for ``SCRIPT``, else the default node.
+    Named as nodes, not as redis-py's flags: its routing by flag does not find two-word commands (``CONFIG
+    GET``) sent as separate arguments."""
+    args, options = _args(command)
+    target = primaries if str(args[0]).upper() == "SCRIPT" else default
+    return args, {**options, "target_nodes": target}
+
+
+def send(client: redis.RedisCluster, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Send ``commands`` over a sync cluster client: keyed ones in one pipeline, keyless ones each on its own."""
+    keyed, keyless = split(commands)
+    replies: list[Any] = [None] * len(commands)
+    if keyed:
+        pipe = client.pipeline()
+        for i in keyed:
+            args, options = _args(commands[i])
+            pipe.execute_command(*args, **options)
+        for i, reply in zip(keyed, pipe.execute(raise_on_error=False), strict=True):
+            replies[i] = reply
+    for i in keyless:
+        args, options = _keyless(commands[i], client.get_primaries(), client.get_default_node())
+        try:
+            replies[i] = client.execute_command(*args, **options)
+        except redis.exceptions.ResponseError as e:
+            replies[i] = e
+    return replies
+
+
+async def send_async(client: redis.asyncio.RedisCluster, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """The asyncio twin of ``send``."""
+    keyed, keyless = split(commands)
+    replies: list[Any] = [None] * len(commands)
+    if keyed:
+        pipe = client.pipeline()
+        for i in keyed:
+            args, options = _args(commands[i])
+            pipe.execute_command(*args, **options)
+        for i, reply in zip(keyed, await pipe.execute(raise_on_error=False), strict=True):
+            replies[i] = reply
+    if keyless:
+        await client.initialize()  # the node table (a no-op once initialized)
+    for i in keyless:
+        args, options = _keyless(commands[i], client.get_primaries(), client.get_default_node())
+        try:
+            replies[i] = await client.execute_command(*args, **options)
+        except redis.exceptions.ResponseError as e:
+            replies[i] = e
+    return replies
