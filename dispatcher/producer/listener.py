@@ -40,6 +40,7 @@ import redis.asyncio.client
 import redis.client
 
 from dispatcher.errors import DispatcherClosed
+from dispatcher.producer.sharded_pubsub import ShardedPubSub
 from dispatcher.producer.subscriptions import Subscriptions, Waiter, remaining_s
 from dispatcher.settings import Backoff
 from dispatcher.store.connection import SyncClient
@@ -98,7 +99,7 @@ class Listener(Holding):
         self._url = url
         self._subs = Subscriptions()
         self._lock = threading.Lock()
-        self._pubsub: redis.client.PubSub | None = None
+        self._pubsub: redis.client.PubSub | ShardedPubSub | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
         self._pid = os.getpid()
@@ -184,12 +185,15 @@ class Listener(Holding):
                 raise
             self._start_reader()
 
-    def _ready(self) -> redis.client.PubSub:
+    def _ready(self) -> redis.client.PubSub | ShardedPubSub:
         # Under the lock.
         if self._pid != os.getpid():  # forked: the parent's connection and reader are not ours
             self._pubsub, self._thread, self._subs, self._pid = None, None, Subscriptions(), os.getpid()
         if self._pubsub is None:
-            self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+            if isinstance(self._client, redis.RedisCluster):
+                self._pubsub = ShardedPubSub(self._client)
+            else:
+                self._pubsub = self._client.pubsub()
         return self._pubsub
 
     def _start_reader(self) -> None:

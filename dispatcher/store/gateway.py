@@ -136,6 +136,8 @@ class Gateway:
 
     def send(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one round trip; failed replies come back as exception instances."""
+        if self.cluster:
+            commands = sharding.sharded_calls(commands)
         replies = self._send(commands)
         missing = _noscript_retry(commands, replies)
         if missing:
@@ -182,6 +184,8 @@ class AsyncGateway:
 
     async def send(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one round trip; failed replies come back as exception instances."""
+        if self.cluster:
+            commands = sharding.sharded_calls(commands)
         replies = await self._send(commands)
         missing = _noscript_retry(commands, replies)
         if missing:

@@ -15,8 +15,15 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from dispatcher.store import scripts
+
 KEYLESS = frozenset({"INFO", "TIME", "CONFIG", "SCRIPT", "PING", "WAIT", "CLUSTER", "DBSIZE"})
 """Commands we send that name no key."""
+
+
+def sharded_calls(commands: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``commands`` with each EVALSHA naming the sharded variant of its script (``scripts.sharded``)."""
+    return [(c[0], scripts.sharded_sha(c[1]), *c[2:]) if c[0] == "EVALSHA" else c for c in commands]
 
 
 def split(commands: Sequence[tuple[Any, ...]]) -> tuple[list[int], list[int]]:
