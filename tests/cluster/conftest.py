@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+from apps.faulty import Ledger
 from conftest import WorkerRunner
 from topology import Cluster, SentinelSet
 
@@ -55,3 +57,19 @@ def cluster_worker(cluster: Cluster, prefix: str, tmp_path: Path) -> Iterator[Wo
         yield runner
     finally:
         runner.stop_all()
+
+
+@pytest.fixture
+def cluster_client(cluster: Cluster) -> Iterator[redis.RedisCluster]:
+    """A redis-py cluster client of the session's cluster, closed after the test."""
+    c = redis.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port, socket_timeout=5)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    """An execution ledger outside Redis that the ``apps.faulty`` handlers append to."""
+    return Ledger(tmp_path / "ledger.jsonl")
