@@ -73,3 +73,21 @@ def cluster_client(cluster: Cluster) -> Iterator[redis.RedisCluster]:
 def ledger(tmp_path: Path) -> Ledger:
     """An execution ledger outside Redis that the ``apps.faulty`` handlers append to."""
     return Ledger(tmp_path / "ledger.jsonl")
+
+
+@pytest.fixture
+def sentinel_settings(sentinel_set: SentinelSet, prefix: str) -> Settings:
+    """Fast settings through the session's Sentinels, under this test's prefix."""
+    return Settings.build(
+        redis_url=sentinel_set.url, prefix=prefix, heartbeat_ttl_s=2, reaper_interval_s=0.5, block_ms=200, grace_s=5
+    )
+
+
+@pytest.fixture
+def sentinel_worker(sentinel_set: SentinelSet, prefix: str, tmp_path: Path) -> Iterator[WorkerRunner]:
+    """Factory of worker processes that find their primary through the Sentinels."""
+    runner = WorkerRunner(sentinel_set.url, prefix, tmp_path)
+    try:
+        yield runner
+    finally:
+        runner.stop_all()
