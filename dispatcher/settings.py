@@ -150,6 +150,11 @@ class Settings(BaseModel):
         # A BLOCK longer than the socket timeout fails late after silent re-sends (REDIS-NOTES).
         if self.block_ms / 1000 >= self.socket_timeout_s * 0.8:
             raise ValueError(f"block_ms={self.block_ms} must stay well under socket_timeout_s={self.socket_timeout_s}")
+        if self.wait_replicas and self.wait_replicas_timeout_s >= self.socket_timeout_s * 0.8:
+            raise ValueError(
+                f"wait_replicas_timeout_s={self.wait_replicas_timeout_s} must stay well under "
+                f"socket_timeout_s={self.socket_timeout_s} (WAIT blocks the connection)"
+            )
         return self
 
     @model_validator(mode="after")

@@ -17,6 +17,8 @@ import redis
 from conftest import RedisServer
 
 FORM_TIMEOUT_S = 30.0
+SYNC_AT_ONCE = ("--repl-diskless-sync-delay", "0")
+"""A replica's first full sync starts at once (Redis 7.0 waits 5 s for more replicas by default)."""
 CLUSTER_MAX_PORT = 55535
 """The cluster bus listens on port + 10000: a higher port makes redis-server exit at start."""
 
@@ -73,6 +75,7 @@ class Cluster:
                     "2000",
                     "--appendonly",
                     "no",
+                    *SYNC_AT_ONCE,
                 ),
             )
             for _ in range(count)
@@ -103,7 +106,22 @@ class Cluster:
             self.stop()
             raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout.decode()} {done.stderr.decode()}")
         self.wait_ok()
+        self.wait_replicas_online()
         return self
+
+    def wait_replicas_online(self) -> None:
+        """Wait until every primary has its replicas in sync (state ``online``)."""
+        for node in self.nodes:
+            c = node.client()
+
+            def synced(c: redis.Redis = c) -> bool:
+                info = c.info("replication")
+                if info["role"] != "master":
+                    return True
+                online = [v for k, v in info.items() if k.startswith("slave") and v.get("state") == "online"]
+                return len(online) >= self.replicas_per_primary
+
+            _wait(f"replicas of {node.port}", synced)
 
     def wait_ok(self, nodes: list[RedisServer] | None = None) -> None:
         """Wait until every (running) node says ``cluster_state:ok`` and knows every replica."""
@@ -137,8 +155,8 @@ class SentinelSet:
 
     def __init__(self, service: str = "mymaster") -> None:
         self.service = service
-        self.primary = RedisServer()
-        self.replica = RedisServer(extra_args=("--replicaof", "127.0.0.1", str(self.primary.port)))
+        self.primary = RedisServer(extra_args=SYNC_AT_ONCE)
+        self.replica = RedisServer(extra_args=(*SYNC_AT_ONCE, "--replicaof", "127.0.0.1", str(self.primary.port)))
         self.dir = Path(tempfile.mkdtemp(prefix="sentinel-test-"))
         self.sentinels: list[subprocess.Popen[bytes]] = []
         self.sentinel_ports: list[int] = []
@@ -172,7 +190,7 @@ class SentinelSet:
             log.close()
             self.sentinel_ports.append(port)
         primary_client = self.primary.client()
-        _wait("replica link", lambda: primary_client.info("replication")["connected_slaves"] >= 1)
+        _wait("replica in sync", lambda: primary_client.info("replication")["slave0"]["state"] == "online")
         for port in self.sentinel_ports:
             s = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
             _wait(

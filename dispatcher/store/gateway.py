@@ -114,6 +114,18 @@ def _load_commands(commands: Sequence[Command], missing: list[int]) -> list[Comm
     return loads
 
 
+def _with_wait(commands: Sequence[Command], missing: list[int]) -> list[int]:
+    """Positions re-sent after NOSCRIPT: the refused calls, and a trailing ``WAIT`` (``store/replication.py``),
+    which must follow the writes it confirms, not the ones refused."""
+    if commands[-1][0] == "WAIT" and len(commands) - 1 not in missing:
+        return [*missing, len(commands) - 1]
+    return missing
+
+
+def _retried(commands: Sequence[Command], missing: list[int]) -> list[Command]:
+    return [commands[i] for i in _with_wait(commands, missing)]
+
+
 class Gateway:
     """Runs operations over a sync redis-py client."""
 
@@ -142,7 +154,7 @@ class Gateway:
         missing = _noscript_retry(commands, replies)
         if missing:
             self._send(_load_commands(commands, missing))
-            for i, reply in zip(missing, self._send([commands[i] for i in missing]), strict=True):
+            for i, reply in zip(_with_wait(commands, missing), self._send(_retried(commands, missing)), strict=True):
                 replies[i] = reply
         return replies
 
@@ -190,8 +202,8 @@ class AsyncGateway:
         missing = _noscript_retry(commands, replies)
         if missing:
             await self._send(_load_commands(commands, missing))
-            retried = await self._send([commands[i] for i in missing])
-            for i, reply in zip(missing, retried, strict=True):
+            retried = await self._send(_retried(commands, missing))
+            for i, reply in zip(_with_wait(commands, missing), retried, strict=True):
                 replies[i] = reply
         return replies
 

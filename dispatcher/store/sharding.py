@@ -51,7 +51,10 @@ def _keyless(command: tuple[Any, ...], primaries: Any, default: Any) -> tuple[tu
 
 
 def send(client: redis.RedisCluster, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """Send ``commands`` over a sync cluster client: keyed ones in one pipeline, keyless ones each on its own."""
+    """Send ``commands`` over a sync cluster client: keyed ones in one pipeline, keyless ones each on its own (a
+    batch that ends with ``WAIT``: see ``send_then_wait``)."""
+    if commands and str(commands[-1][0]).upper() == "WAIT":
+        return send_then_wait(client, commands)
     keyed, keyless = split(commands)
     replies: list[Any] = [None] * len(commands)
     if keyed:
@@ -89,4 +92,39 @@ async def send_async(client: redis.asyncio.RedisCluster, commands: Sequence[tupl
             replies[i] = await client.execute_command(*args, **options)
         except redis.exceptions.ResponseError as e:
             replies[i] = e
+    return replies
+
+
+def send_then_wait(client: redis.RedisCluster, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Send keyed ``commands`` whose last one is ``WAIT``: each node's share and a ``WAIT`` through one connection
+    to that node (WAIT counts the writes of its own connection only); the reply of the ``WAIT`` is the fewest
+    replicas any node confirmed. A node that answers MOVED (a failover or resharding since the slot map was read)
+    makes the client read the map again before its next command."""
+    *body, wait = commands
+    by_node: dict[str, list[int]] = {}
+    nodes: dict[str, Any] = {}
+    for i, command in enumerate(body):
+        args, _ = _args(command)
+        slot = client.determine_slot(*args)
+        assert slot is not None, f"{args[0]} names a key"
+        node = client.nodes_manager.get_node_from_slot(slot)
+        by_node.setdefault(node.name, []).append(i)
+        nodes[node.name] = node
+    replies: list[Any] = [None] * len(commands)
+    confirmed: list[int | Exception] = []
+    for name, positions in by_node.items():
+        pipe = nodes[name].redis_connection.pipeline(transaction=False)
+        for i in positions:
+            args, options = _args(body[i])
+            pipe.execute_command(*args, **options)
+        pipe.execute_command(*wait)
+        got = pipe.execute(raise_on_error=False)
+        for i, reply in zip(positions, got, strict=False):
+            replies[i] = reply
+            if isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith(("MOVED", "ASK")):
+                client.nodes_manager.initialize()
+        confirmed.append(got[-1] if isinstance(got[-1], Exception) else int(got[-1]))
+    errors = [c for c in confirmed if isinstance(c, Exception)]
+    counts = [c for c in confirmed if not isinstance(c, Exception)]
+    replies[-1] = errors[0] if errors else min(counts, default=int(wait[1]))
     return replies
