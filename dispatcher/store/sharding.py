@@ -9,11 +9,13 @@ Replies come back in the batch's order, failed ones as exception instances, as `
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import redis
 import redis.asyncio
+from redis.exceptions import RedisClusterException
 
 from dispatcher.store import scripts
 
@@ -62,7 +64,12 @@ def send(client: redis.RedisCluster, commands: Sequence[tuple[Any, ...]]) -> lis
         for i in keyed:
             args, options = _args(commands[i])
             pipe.execute_command(*args, **options)
-        for i, reply in zip(keyed, pipe.execute(raise_on_error=False), strict=True):
+        try:
+            done = pipe.execute(raise_on_error=False)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            _reread_slots_sync(client)  # see send_async
+            raise
+        for i, reply in zip(keyed, done, strict=True):
             replies[i] = reply
     for i in keyless:
         args, options = _keyless(commands[i], client.get_primaries(), client.get_default_node())
@@ -82,7 +89,14 @@ async def send_async(client: redis.asyncio.RedisCluster, commands: Sequence[tupl
         for i in keyed:
             args, options = _args(commands[i])
             pipe.execute_command(*args, **options)
-        for i, reply in zip(keyed, await pipe.execute(raise_on_error=False), strict=True):
+        try:
+            done = await pipe.execute(raise_on_error=False)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            # A node is gone (killed, failing over): read the slot map again, or every later pipeline goes to the
+            # dead node (redis-py's pipeline leaves the map as it was; its plain commands re-read it themselves).
+            await _reread_slots(client)
+            raise
+        for i, reply in zip(keyed, done, strict=True):
             replies[i] = reply
     if keyless:
         await client.initialize()  # the node table (a no-op once initialized)
@@ -118,7 +132,11 @@ def send_then_wait(client: redis.RedisCluster, commands: Sequence[tuple[Any, ...
             args, options = _args(body[i])
             pipe.execute_command(*args, **options)
         pipe.execute_command(*wait)
-        got = pipe.execute(raise_on_error=False)
+        try:
+            got = pipe.execute(raise_on_error=False)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            _reread_slots_sync(client)
+            raise
         for i, reply in zip(positions, got, strict=False):
             replies[i] = reply
             if isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith(("MOVED", "ASK")):
@@ -128,3 +146,13 @@ def send_then_wait(client: redis.RedisCluster, commands: Sequence[tuple[Any, ...
     counts = [c for c in confirmed if not isinstance(c, Exception)]
     replies[-1] = errors[0] if errors else min(counts, default=int(wait[1]))
     return replies
+
+
+async def _reread_slots(client: redis.asyncio.RedisCluster) -> None:
+    with contextlib.suppress(redis.exceptions.RedisError, RedisClusterException):  # none answers: next failure
+        await client.nodes_manager.initialize()
+
+
+def _reread_slots_sync(client: redis.RedisCluster) -> None:
+    with contextlib.suppress(redis.exceptions.RedisError, RedisClusterException):
+        client.nodes_manager.initialize()
