@@ -21,6 +21,7 @@ import redis.asyncio.cluster
 import redis.asyncio.sentinel
 import redis.cluster
 import redis.sentinel
+from redis.crc import key_slot
 
 from dispatcher.errors import ConfigError
 
@@ -100,16 +101,49 @@ def _auth(topology: Topology, options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_slot(args: tuple[Any, ...]) -> int | None:
+    """The slot of an ``XREADGROUP`` (its first stream: every stream of one read shares a slot), or None for
+    another command.
+
+    redis-py finds the keys of a command with movable keys (XREADGROUP) by asking the server (``COMMAND
+    GETKEYS``): one more round trip per read, measured at 0.04 per task on a drain. Our reads name their streams
+    after ``STREAMS``, so the slot is computed here instead.
+    """
+    if not args or str(args[0]).upper() != "XREADGROUP":
+        return None
+    words = [a.upper() if isinstance(a, str) else a for a in args]
+    if "STREAMS" not in words:
+        return None
+    key = args[words.index("STREAMS") + 1]
+    return int(key_slot(key.encode() if isinstance(key, str) else key))
+
+
+class _Cluster(redis.RedisCluster):
+    """redis-py's cluster client, placing our reads without a ``COMMAND GETKEYS`` (``read_slot``)."""
+
+    def determine_slot(self, *args: Any) -> int | None:
+        slot = read_slot(args)
+        return slot if slot is not None else super().determine_slot(*args)
+
+
+class _AsyncCluster(redis.asyncio.RedisCluster):
+    """The asyncio twin of ``_Cluster`` (redis-py names the method ``_determine_slot`` there)."""
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        slot = read_slot((command, *args))
+        return slot if slot is not None else await super()._determine_slot(command, *args)
+
+
 def cluster_client(topology: Topology, options: dict[str, Any]) -> redis.RedisCluster:
-    """A sync cluster client over ``topology``'s seeds; nothing connects until the first command."""
+    """A sync cluster client over ``topology``'s seeds."""
     seeds = [redis.cluster.ClusterNode(host, port) for host, port in topology.nodes]
-    return redis.RedisCluster(startup_nodes=seeds, **_auth(topology, options))
+    return _Cluster(startup_nodes=seeds, **_auth(topology, options))
 
 
 def async_cluster_client(topology: Topology, options: dict[str, Any]) -> redis.asyncio.RedisCluster:
-    """The asyncio twin of ``cluster_client``."""
+    """The asyncio twin of ``cluster_client``; nothing connects until the first command."""
     seeds = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in topology.nodes]
-    return redis.asyncio.RedisCluster(startup_nodes=seeds, **_auth(topology, options))
+    return _AsyncCluster(startup_nodes=seeds, **_auth(topology, options))
 
 
 def _sentinel_options(options: dict[str, Any]) -> dict[str, Any]:
