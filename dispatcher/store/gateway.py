@@ -70,13 +70,19 @@ def wrap_error(error: Exception, url: str | None, written: str | None = None) ->
         return PoolExhausted(f"Redis{where}: {error}{also}")
     if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError) or (
         isinstance(error, redis.exceptions.ResponseError) and error_text(error).startswith(TRANSIENT)
-    ):
+    ) or _no_cluster_node(error):
         return RedisUnavailable(f"Redis{where} is unavailable: {error}{also}")
     if isinstance(error, redis.exceptions.ResponseError) and error_text(error).startswith("OOM"):
         return RedisFull(f"Redis{where} is full (maxmemory reached): {written or 'nothing was written'}")
     if isinstance(error, redis.exceptions.RedisError | RedisClusterException):
         return RedisError(f"Redis{where} answered with an error: {error}{also}")
     return error
+
+
+def _no_cluster_node(error: Exception) -> bool:
+    # redis-py's cluster client says it reached no node with a RedisClusterException (not a ConnectionError),
+    # told apart from its other ones (CROSSSLOT, a command it cannot place) by this message only.
+    return isinstance(error, RedisClusterException) and "cannot be connected" in str(error)
 
 
 def rewrap(error: RedisError, url: str | None, written: str) -> RedisError:

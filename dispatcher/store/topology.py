@@ -119,7 +119,32 @@ def read_slot(args: tuple[Any, ...]) -> int | None:
 
 
 class _Cluster(redis.RedisCluster):
-    """redis-py's cluster client, placing our reads without a ``COMMAND GETKEYS`` (``read_slot``)."""
+    """redis-py's cluster client, placing our reads without a ``COMMAND GETKEYS`` (``read_slot``), and
+    connecting on first use instead of in its constructor (redis-py's sync client reads the slot map there).
+
+    Built lazily so that making a client never fails: a worker's start-up wait (``start_wait_s``) and the CLI's
+    one-line "unavailable" error both need the failure to come from a command. Until then the instance holds
+    only its arguments; the first attribute it lacks runs redis-py's constructor, whose failure to reach any node
+    is raised as a ``ConnectionError`` (retried and reported as Redis unavailable, as for one server).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.__dict__["_lazy_kwargs"] = kwargs
+
+    def __getattr__(self, name: str) -> Any:
+        kwargs = self.__dict__.pop("_lazy_kwargs", None)
+        if kwargs is None:  # built already (or being built): a real missing attribute
+            raise AttributeError(name)
+        try:
+            super().__init__(**kwargs)
+        except redis.exceptions.RedisClusterException as e:
+            self.__dict__["_lazy_kwargs"] = kwargs  # try again on the next command
+            raise redis.exceptions.ConnectionError(str(e)) from e
+        return getattr(self, name)
+
+    def close(self) -> None:
+        if "_lazy_kwargs" not in self.__dict__:  # never connected: nothing to close
+            super().close()
 
     def determine_slot(self, *args: Any) -> int | None:
         slot = read_slot(args)
@@ -135,7 +160,7 @@ class _AsyncCluster(redis.asyncio.RedisCluster):
 
 
 def cluster_client(topology: Topology, options: dict[str, Any]) -> redis.RedisCluster:
-    """A sync cluster client over ``topology``'s seeds."""
+    """A sync cluster client over ``topology``'s seeds; nothing connects until the first command."""
     seeds = [redis.cluster.ClusterNode(host, port) for host, port in topology.nodes]
     return _Cluster(startup_nodes=seeds, **_auth(topology, options))
 

@@ -94,12 +94,17 @@ def run(n_per_cap: int, timeout_s: float, baseline: Path | None, repeat: int) ->
     try:
         single = server.client()
         cluster = ClusterProcs(procs, workdir, primaries=3, replicas=0).start()
+        one = ClusterProcs(procs, workdir, primaries=1, replicas=0).start()
+        one_client = one.client()
         cluster_client = cluster.client()
         primaries = [n.client() for n in cluster.nodes]
         runs: dict[str, list[dict[str, Any]]] = {}
         for _ in range(repeat):
             runs.setdefault("3 capabilities, one Redis", []).append(
                 drain(server.url, single, [single], SHARDED, n_per_cap, timeout_s)
+            )
+            runs.setdefault("3 capabilities, 1-node cluster", []).append(
+                drain(one.url, one_client, [one.nodes[0].client()], SHARDED, n_per_cap, timeout_s)
             )
             runs.setdefault("3 capabilities, 3-primary cluster", []).append(
                 drain(cluster.url, cluster_client, primaries, SHARDED, n_per_cap, timeout_s)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from apps.spread import CAPABILITIES as CAPS
-from conftest import WorkerRunner
+from conftest import WorkerRunner, free_port
 from helpers import one_error_line, wait_exit
 from topology import SentinelSet
 
@@ -50,3 +50,19 @@ def test_a_bad_topology_url_is_one_line_and_a_config_exit(
     assert main(["stats", "--redis-url", url]) == Exit.USAGE
     line = one_error_line(capsys.readouterr().err)
     assert expected in line
+
+
+def test_an_unreachable_cluster_is_one_line_and_unavailable(
+    capsys: pytest.CaptureFixture[str], cluster_worker: WorkerRunner
+) -> None:
+    url = f"redis+cluster://127.0.0.1:{free_port()}"
+    assert main(["stats", "--redis-url", url]) == Exit.UNAVAILABLE
+    assert "is unavailable" in one_error_line(capsys.readouterr().err)
+    worker = WorkerRunner(url, "t-unreachable", cluster_worker.tmp_path)
+    proc = worker("--capability", "echo", "--start-wait-s", "0.5")
+    try:
+        assert wait_exit(proc, timeout_s=30) == Exit.UNAVAILABLE
+        err = proc.stderr_path.read_text()  # type: ignore[attr-defined]
+        assert "worker: error: " in err and "is unavailable" in err and "Traceback" not in err
+    finally:
+        worker.stop_all()
