@@ -14,6 +14,7 @@ import redis
 
 from chaoslib import ledger
 from chaoslib.scenarios.common import Ctx, tracebacks, wait_for
+from chaoslib.scenarios.redis_faults import _reclaims_after
 from chaoslib.topologies import ClusterProcs, SentinelProcs
 from chaoslib.verdict import Verdict
 from chaoslib.world import Producer, Tally, Timers, World
@@ -83,7 +84,7 @@ def _round(ctx: Ctx, kind: str, wait_replicas: int, tag: str) -> tuple[Tally, di
         time.sleep(load_s)
         victim, took_over = _victim_and_takeover(w)
         sent_before = sum(p.sent for p in producers)
-        killed_at = time.monotonic()
+        killed_at, killed_epoch = time.monotonic(), time.time()
         assert victim.proc is not None
         w.procs.kill(victim.proc)
         over = wait_for(took_over, 60, interval_s=0.1)
@@ -102,6 +103,7 @@ def _round(ctx: Ctx, kind: str, wait_replicas: int, tag: str) -> tuple[Tally, di
             "takeover_s": round(takeover_s, 2),
             "work_resumed_after_takeover_s": round(resumed - back_at, 2) if resumed else None,
             "drain_s": round(drain_s, 2),
+            "reclaimed_after_kill": _reclaims_after(w, killed_epoch),
             "lost": tally.lost,
             "duplicates": tally.duplicates,
             "submit_p50_ms": _p50_ms(producers),
