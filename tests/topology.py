@@ -5,10 +5,9 @@ Sentinels (``redis-server --sentinel``). Every process is started here and stopp
 
 from __future__ import annotations
 
-import random
 import shutil
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,31 +15,13 @@ from pathlib import Path
 import redis
 from conftest import RedisServer
 
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
+
+from chaoslib.topologies import SYNC_AT_ONCE, cluster_port  # noqa: E402 - the one port picker
+
 FORM_TIMEOUT_S = 30.0
-SYNC_AT_ONCE = ("--repl-diskless-sync-delay", "0")
-"""A replica's first full sync starts at once (Redis 7.0 waits 5 s for more replicas by default)."""
-CLUSTER_MAX_PORT = 55535
-"""The cluster bus listens on port + 10000: a higher port makes redis-server exit at start."""
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def cluster_port(taken: set[int]) -> int:
-    """A loopback port that is free, with its cluster bus port (+10000) free too, and not in ``taken``."""
-    rng = random.Random()
-    for _ in range(500):
-        port = rng.randint(20000, CLUSTER_MAX_PORT - 10000)
-        if port not in taken and port + 10000 not in taken and _port_free(port) and _port_free(port + 10000):
-            taken.update((port, port + 10000))
-            return port
-    raise RuntimeError("no free port pair (port, port + 10000) found in 500 tries")
 
 
 def _wait(what: str, ready: object, timeout_s: float = FORM_TIMEOUT_S) -> None:

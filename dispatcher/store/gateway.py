@@ -68,9 +68,11 @@ def wrap_error(error: Exception, url: str | None, written: str | None = None) ->
     also = f"; {written}" if written else ""
     if isinstance(error, PoolTimeout):  # a ConnectionError for redis-py, but Redis may be fine
         return PoolExhausted(f"Redis{where}: {error}{also}")
-    if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError) or (
-        isinstance(error, redis.exceptions.ResponseError) and error_text(error).startswith(TRANSIENT)
-    ) or _no_cluster_node(error):
+    if (
+        isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError)
+        or (isinstance(error, redis.exceptions.ResponseError) and error_text(error).startswith(TRANSIENT))
+        or _no_cluster_node(error)
+    ):
         return RedisUnavailable(f"Redis{where} is unavailable: {error}{also}")
     if isinstance(error, redis.exceptions.ResponseError) and error_text(error).startswith("OOM"):
         return RedisFull(f"Redis{where} is full (maxmemory reached): {written or 'nothing was written'}")

@@ -13,6 +13,7 @@ from topology import Cluster
 
 from dispatcher import Dispatcher, Settings, TaskHandle
 from dispatcher.producer import subscriptions
+from dispatcher.store import scripts
 from dispatcher.store.keys import KeySpace
 
 CAPABILITIES = ("echo", "noop", "sleep")
@@ -104,3 +105,17 @@ def test_result_waits_on_sharded_pubsub_across_primaries(
     for t in threads:
         t.join(timeout=70)
     assert results == {c: c for c in CAPS}
+
+
+def test_noscript_on_a_primary_loads_the_script_there(
+    cluster: Cluster, cluster_settings: Settings, cluster_dispatcher: Dispatcher
+) -> None:
+    # What a failover or resharding leaves: a primary without our scripts (Redis 7 does not replicate them).
+    cluster_dispatcher.submit("cap1", "warm")
+    sha = scripts.sharded("submit").sha
+    for node in cluster.nodes:
+        node.client().script_flush()
+        assert node.client().script_exists(sha) == [False]
+    handles = [cluster_dispatcher.submit(c, c) for c in CAPS]
+    assert all(h.status() == "queued" for h in handles)
+    assert all(node.client().script_exists(sha) == [True] for node in cluster.nodes), "loaded on every primary"
