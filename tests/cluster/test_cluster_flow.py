@@ -3,6 +3,7 @@ them all, results through sharded pub/sub."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -11,7 +12,7 @@ from conftest import RedisServer, WorkerRunner
 from helpers import wait_exit, wait_until
 from topology import Cluster
 
-from dispatcher import Dispatcher, Settings, TaskHandle
+from dispatcher import AsyncDispatcher, Dispatcher, Settings, TaskHandle
 from dispatcher.producer import subscriptions
 from dispatcher.store import scripts
 from dispatcher.store.keys import KeySpace
@@ -119,3 +120,15 @@ def test_noscript_on_a_primary_loads_the_script_there(
     handles = [cluster_dispatcher.submit(c, c) for c in CAPS]
     assert all(h.status() == "queued" for h in handles)
     assert all(node.client().script_exists(sha) == [True] for node in cluster.nodes), "loaded on every primary"
+
+
+def test_async_dispatcher_round_trip_on_the_cluster(cluster_settings: Settings, cluster_worker: WorkerRunner) -> None:
+    async def scenario() -> list[object]:
+        async with AsyncDispatcher(cluster_settings) as dispatcher:
+            handles = [await dispatcher.submit(c, {"c": c}) for c in CAPS]
+            worker = cluster_worker(*(a for c in CAPS for a in ("--capability", c)), "--burst", app="apps.spread")
+            results = await asyncio.gather(*(h.result(timeout_s=60) for h in handles))
+            assert await asyncio.to_thread(wait_exit, worker, 60) == 0, cluster_worker.log(worker)
+            return list(results)
+
+    assert asyncio.run(scenario()) == [{"c": c} for c in CAPS]
