@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dispatcher.errors import ConfigError
+from dispatcher.store import topology
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
@@ -47,8 +48,10 @@ class Settings(BaseModel):
     # Every field has a description: the ``worker`` flags take their help from it (``--heartbeat-ttl-s``).
     redis_url: str = Field(
         DEFAULT_REDIS_URL,
-        pattern=r"^(redis|rediss|unix)://",  # what redis-py's from_url takes
-        description="Redis URL: redis://, rediss:// (TLS) or unix://; redis://user:password@host works.",
+        pattern=r"^(redis|rediss|unix|redis\+cluster|rediss\+cluster|redis\+sentinel|rediss\+sentinel)://",
+        description="Redis URL: redis://, rediss:// (TLS) or unix://; redis://user:password@host works; "
+        "redis+cluster://host:port[,host:port...] for a Redis Cluster, "
+        "redis+sentinel://[user:password@]host:port[,host:port...]/service for a Sentinel-managed primary.",
     )
     prefix: str = Field(
         "dispatcher", pattern=r"^[A-Za-z0-9_.:\-]{1,64}$", description="Key prefix: every key lives under it."
@@ -129,6 +132,15 @@ class Settings(BaseModel):
     backoff_jitter: float = Field(
         1.0, ge=0, le=1, description="Retry backoff: the random fraction of each delay, from 0 (none) to 1 (full)."
     )
+    wait_replicas: int = Field(
+        0,
+        ge=0,
+        description="After each submit, wait until this many replicas confirm its writes (WAIT), or fail with "
+        "RedisUnavailable; 0 does not wait (a count).",
+    )
+    wait_replicas_timeout_s: float = Field(
+        1.0, gt=0, description="How long a submit waits for wait_replicas replicas, in seconds."
+    )
     ssl_ca_file: str | None = Field(None, description="CA bundle that verifies the server, for rediss:// (a path).")
     ssl_certfile: str | None = Field(None, description="Client certificate, for rediss:// (a path).")
     ssl_keyfile: str | None = Field(None, description="Client private key, for rediss:// (a path).")
@@ -138,6 +150,19 @@ class Settings(BaseModel):
         # A BLOCK longer than the socket timeout fails late after silent re-sends (REDIS-NOTES).
         if self.block_ms / 1000 >= self.socket_timeout_s * 0.8:
             raise ValueError(f"block_ms={self.block_ms} must stay well under socket_timeout_s={self.socket_timeout_s}")
+        if self.wait_replicas and self.wait_replicas_timeout_s >= self.socket_timeout_s * 0.8:
+            raise ValueError(
+                f"wait_replicas_timeout_s={self.wait_replicas_timeout_s} must stay well under "
+                f"socket_timeout_s={self.socket_timeout_s} (WAIT blocks the connection)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _topology_url(self) -> Settings:
+        try:
+            topology.parse(self.redis_url)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
         return self
 
     @property

@@ -17,9 +17,9 @@ from typing import Any
 from dispatcher.errors import DispatcherError, RedisUnavailable
 from dispatcher.observe import metrics
 from dispatcher.settings import Backoff
-from dispatcher.store import pending, streams
+from dispatcher.store import pending, split_reads, streams
 from dispatcher.store.codec import Fields
-from dispatcher.store.gateway import AsyncGateway
+from dispatcher.store.gateway import AsyncGateway, Op
 from dispatcher.store.keys import CapabilityKeys
 from workers.breaker import Breaker
 from workers.runner import Runner
@@ -73,6 +73,7 @@ class Reader:
         self._paused = paused
         """The capabilities paused now (``dispatcher pause``), as the heartbeat last read their flags."""
         self._recover = True
+        self._block_turn = 0
         self.reconcile_s = reconcile_s
         self._next_reconcile = time.monotonic() + reconcile_s
         self.failures = 0
@@ -165,7 +166,7 @@ class Reader:
             return 0, True
         block_ms = self.block_ms if read.block and not self.burst else None
         streams_ = [self.keys[c].stream for c in read.capabilities]
-        replies = await self.gateway.run(streams.read(streams_, self.consumer, read.count, block_ms))
+        replies = await self.gateway.run(self._read(streams_, read.count, block_ms))
         got = self._take(replies)
         self.planner.done(read, got)
         covers_all = len(read.capabilities) == len(self.keys) or self.planner.round_empty
@@ -200,7 +201,7 @@ class Reader:
                 return not cursors
             wanted = list(cursors)
             after = [cursors[s] for s in wanted]
-            replies = await self.gateway.run(streams.read(wanted, self.consumer, self.slots.free, None, after=after))
+            replies = await self.gateway.run(self._read(wanted, self.slots.free, None, after))
             seen = {stream for stream, entries in replies if entries}
             for stream, entries in replies:
                 if entries:
@@ -212,6 +213,16 @@ class Reader:
             self._take(fresh)
             cursors = {s: c for s, c in cursors.items() if s in seen}
         return True
+
+    def _read(
+        self, streams_: list[str], count: int, block_ms: int | None, after: list[str] | None = None
+    ) -> Op[Replies]:
+        """One read op: a single XREADGROUP over all ``streams_`` on one server; on a Redis Cluster, one per stream
+        (``store/split_reads.py``), blocking on each stream in turn."""
+        if not self.gateway.cluster or len(streams_) == 1:
+            return streams.read(streams_, self.consumer, count, block_ms, after=after)
+        self._block_turn += 1
+        return split_reads.read(streams_, self.consumer, count, block_ms, after, block_on=self._block_turn)
 
     async def _wait(self, timeout_s: float, also: Awaitable[Any] | None = None) -> None:
         """Sleep ``timeout_s``, or less if stopped (or ``also`` completes) first."""

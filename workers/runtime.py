@@ -16,8 +16,6 @@ import socket
 import time
 from collections.abc import Sequence
 
-import redis.asyncio
-
 from dispatcher import __version__
 from dispatcher.errors import ConfigError
 from dispatcher.faults import Faults
@@ -27,7 +25,7 @@ from dispatcher.observe import metrics
 from dispatcher.settings import Settings
 from dispatcher.store import streams
 from dispatcher.store.codec import WorkerRecord
-from dispatcher.store.connection import make_async_client, make_read_client
+from dispatcher.store.connection import AsyncClient, make_async_client, make_read_client
 from dispatcher.store.gateway import AsyncGateway
 from dispatcher.store.keys import KeySpace
 from dispatcher.store.transitions import Transition
@@ -98,7 +96,7 @@ class Worker:
         name: str | None = None,
         burst: bool = False,
         upkeep: bool = True,
-        client: redis.asyncio.Redis | None = None,
+        client: AsyncClient | None = None,
         about: startup.About | None = None,
     ) -> None:
         missing = [c for c in capabilities if registry.get(c) is None]

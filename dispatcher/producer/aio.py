@@ -6,9 +6,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import redis.asyncio
-
-from dispatcher.errors import TaskNotFound
+from dispatcher.errors import ConfigError, TaskNotFound
 from dispatcher.producer.aio_listener import AsyncListener
 from dispatcher.producer.shared import (
     ProducerCore,
@@ -21,7 +19,7 @@ from dispatcher.producer.shared import (
 )
 from dispatcher.settings import Settings
 from dispatcher.store import streams
-from dispatcher.store.connection import make_shared_async_client
+from dispatcher.store.connection import AsyncClient, make_shared_async_client
 from dispatcher.store.gateway import AsyncGateway
 from dispatcher.task import Status, Task
 
@@ -78,7 +76,7 @@ class AsyncTaskHandle:
 class AsyncDispatcher:
     """``Dispatcher`` for asyncio: the same arguments, and coroutines in place of methods."""
 
-    def __init__(self, settings: Settings | None = None, client: redis.asyncio.Redis | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, client: AsyncClient | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.client = client or make_shared_async_client(self.settings)
         self.gateway = AsyncGateway(self.client, self.settings.redis_url)
@@ -91,13 +89,22 @@ class AsyncDispatcher:
         return cls(Settings.from_env(redis_url=url, **settings))
 
     async def submit(
-        self, task: Task | str, payload: Any = None, /, *, delay_s: float | None = None, **options: Any
+        self,
+        task: Task | str,
+        payload: Any = None,
+        /,
+        *,
+        delay_s: float | None = None,
+        wait_replicas: int | None = None,
+        **options: Any,
     ) -> AsyncTaskHandle:
         """See ``Dispatcher.submit``."""
-        return (await self.submit_many([build_task(task, payload, delay_s, options)]))[0]
+        return (await self.submit_many([build_task(task, payload, delay_s, options)], wait_replicas=wait_replicas))[0]
 
-    async def submit_many(self, tasks: Iterable[Task]) -> list[AsyncTaskHandle]:
-        """See ``Dispatcher.submit_many``."""
+    async def submit_many(self, tasks: Iterable[Task], *, wait_replicas: int | None = None) -> list[AsyncTaskHandle]:
+        """See ``Dispatcher.submit_many`` (``wait_replicas`` on a Redis Cluster: ``Dispatcher`` only, for now)."""
+        if self.gateway.cluster and (self.settings.wait_replicas if wait_replicas is None else wait_replicas):
+            raise ConfigError("wait_replicas on a Redis Cluster is supported by Dispatcher, not yet AsyncDispatcher")
         tasks = list(tasks)
         batches = self.core.prepare(tasks)
         new = self.core.unregistered(batches)
@@ -106,10 +113,11 @@ class AsyncDispatcher:
                 await self.gateway.run(streams.register_capabilities(self.core.keyspace.capabilities, new))
             self.core.registered.update(new)
         with self.core.round_trip(len(tasks), batch=True):
-            submitted = await self.gateway.run(streams.submit_batch(batches, self.core.ttl_ms()))
+            submitted, confirmed = await self.gateway.run(self.core.submit_op(batches, wait_replicas))
         handles = self.core.handles(
             tasks, batches, submitted, lambda t, task_id: AsyncTaskHandle(self, task_id, t.capability, t.store_result)
         )
+        self.core.check_replicas(handles, confirmed, wait_replicas)
         if self.listener.wanted():
             await self.listener.hold(self.core.channels(handles))
         return handles

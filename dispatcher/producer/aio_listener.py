@@ -22,19 +22,21 @@ from dispatcher.producer.listener import (
     hold_failed,
     report_lost,
 )
+from dispatcher.producer.sharded_pubsub import AsyncShardedPubSub
 from dispatcher.producer.subscriptions import Subscriptions, Waiter, remaining_s
+from dispatcher.store.connection import AsyncClient
 from dispatcher.store.gateway import wrap_error
 
 
 class AsyncListener(Holding):
     """The asyncio driver: a reader task, started on demand, ending as soon as no one waits or holds."""
 
-    def __init__(self, client: redis.asyncio.Redis, url: str) -> None:
+    def __init__(self, client: AsyncClient, url: str) -> None:
         self._client = client
         self._url = url
         self._subs = Subscriptions()
         self._lock = asyncio.Lock()
-        self._pubsub: redis.asyncio.client.PubSub | None = None
+        self._pubsub: redis.asyncio.client.PubSub | AsyncShardedPubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -106,16 +108,19 @@ class AsyncListener(Holding):
                 raise
         self._start_reader(pubsub)
 
-    def _ready(self) -> redis.asyncio.client.PubSub:
+    def _ready(self) -> redis.asyncio.client.PubSub | AsyncShardedPubSub:
         if self._pubsub is None:
-            self._pubsub = self._client.pubsub()
+            if isinstance(self._client, redis.asyncio.RedisCluster):
+                self._pubsub = AsyncShardedPubSub(self._client)
+            else:
+                self._pubsub = self._client.pubsub()
         return self._pubsub
 
-    def _start_reader(self, pubsub: redis.asyncio.client.PubSub) -> None:
+    def _start_reader(self, pubsub: redis.asyncio.client.PubSub | AsyncShardedPubSub) -> None:
         if self._reader is None or self._reader.done():
             self._reader = asyncio.get_running_loop().create_task(self._read(pubsub))
 
-    async def _read(self, pubsub: redis.asyncio.client.PubSub) -> None:
+    async def _read(self, pubsub: redis.asyncio.client.PubSub | AsyncShardedPubSub) -> None:
         failures = 0
         while True:
             try:

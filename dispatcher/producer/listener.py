@@ -40,8 +40,10 @@ import redis.asyncio.client
 import redis.client
 
 from dispatcher.errors import DispatcherClosed
+from dispatcher.producer.sharded_pubsub import ShardedPubSub
 from dispatcher.producer.subscriptions import Subscriptions, Waiter, remaining_s
 from dispatcher.settings import Backoff
+from dispatcher.store.connection import SyncClient
 from dispatcher.store.gateway import wrap_error
 
 log = logging.getLogger(__name__)
@@ -92,12 +94,12 @@ def hold_failed(channels: Sequence[str], subs: Subscriptions, error: BaseExcepti
 class Listener(Holding):
     """The sync driver: a reader thread, started on demand, ending after ``LINGER_S`` without waiters."""
 
-    def __init__(self, client: redis.Redis, url: str) -> None:
+    def __init__(self, client: SyncClient, url: str) -> None:
         self._client = client
         self._url = url
         self._subs = Subscriptions()
         self._lock = threading.Lock()
-        self._pubsub: redis.client.PubSub | None = None
+        self._pubsub: redis.client.PubSub | ShardedPubSub | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
         self._pid = os.getpid()
@@ -183,12 +185,15 @@ class Listener(Holding):
                 raise
             self._start_reader()
 
-    def _ready(self) -> redis.client.PubSub:
+    def _ready(self) -> redis.client.PubSub | ShardedPubSub:
         # Under the lock.
         if self._pid != os.getpid():  # forked: the parent's connection and reader are not ours
             self._pubsub, self._thread, self._subs, self._pid = None, None, Subscriptions(), os.getpid()
         if self._pubsub is None:
-            self._pubsub = self._client.pubsub()
+            if isinstance(self._client, redis.RedisCluster):
+                self._pubsub = ShardedPubSub(self._client)
+            else:
+                self._pubsub = self._client.pubsub()
         return self._pubsub
 
     def _start_reader(self) -> None:

@@ -10,10 +10,19 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from dispatcher.errors import InvalidTask, PoolExhausted, RedisError, ResultNotStored, TaskDead, TaskFailed
+from dispatcher.errors import (
+    InvalidTask,
+    PoolExhausted,
+    RedisError,
+    RedisUnavailable,
+    ResultNotStored,
+    TaskDead,
+    TaskFailed,
+)
 from dispatcher.settings import Settings
-from dispatcher.store import codec
-from dispatcher.store.gateway import refused_whole, rewrap, wrap_error
+from dispatcher.store import codec, replication, streams
+from dispatcher.store.connection import mask_url
+from dispatcher.store.gateway import Op, refused_whole, rewrap, wrap_error
 from dispatcher.store.keys import CapabilityKeys, KeySpace
 from dispatcher.store.streams import Enqueue, Lookup, Placed, Submitted
 from dispatcher.store.wire import Delayed, Enqueued
@@ -137,6 +146,32 @@ class ProducerCore:
         if submitted.errors:
             raise self._failed_calls(submitted.errors, handles, len(tasks)) from submitted.errors[0]
         return handles
+
+    def submit_op(
+        self, batches: list[tuple[CapabilityKeys, list[Enqueue]]], wait_replicas: int | None
+    ) -> Op[tuple[Submitted, int]]:
+        """The submit of ``batches``, followed by ``WAIT`` when replicas must confirm it (``wait_replicas``, by
+        default the setting); returns what was submitted and how many replicas confirmed it (0 when not asked)."""
+        replicas = self.settings.wait_replicas if wait_replicas is None else wait_replicas
+        op = streams.submit_batch(batches, self.ttl_ms())
+        if replicas <= 0:
+            return (yield from op), 0
+        timeout_ms = max(int(self.settings.wait_replicas_timeout_s * 1000), 1)
+        return (yield from replication.confirmed(op, replicas, timeout_ms))
+
+    def check_replicas(self, handles: list[Any], confirmed: int, wait_replicas: int | None) -> None:
+        """Raise ``RedisUnavailable`` (``error.submitted`` = ``handles``) when fewer replicas than asked confirmed
+        the submit within ``wait_replicas_timeout_s``: the tasks are written on the primary, but a failover now
+        could lose them; never a success that was not confirmed."""
+        wanted = self.settings.wait_replicas if wait_replicas is None else wait_replicas
+        if wanted > 0 and confirmed < wanted:
+            error = RedisUnavailable(
+                f"Redis at {mask_url(self.settings.redis_url)}: {len(handles)} task(s) written on the primary but "
+                f"confirmed by {confirmed} of wait_replicas={wanted} replicas within "
+                f"{self.settings.wait_replicas_timeout_s} s (error.submitted); a failover now could lose them"
+            )
+            error.submitted = handles
+            raise error
 
     def _failed_calls(self, errors: list[Exception], written: list[Any], total: int) -> RedisError:
         said = f"{len(written)} of {total} tasks were submitted (error.submitted); "

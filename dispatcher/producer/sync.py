@@ -7,8 +7,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import redis
-
 from dispatcher.errors import TaskNotFound
 from dispatcher.producer.listener import Listener
 from dispatcher.producer.shared import (
@@ -22,7 +20,7 @@ from dispatcher.producer.shared import (
 )
 from dispatcher.settings import Settings
 from dispatcher.store import streams
-from dispatcher.store.connection import make_shared_client
+from dispatcher.store.connection import SyncClient, make_shared_client
 from dispatcher.store.gateway import Gateway
 from dispatcher.task import Status, Task
 
@@ -97,7 +95,7 @@ class Dispatcher:
             ``PoolExhausted``. Nothing connects until the first command.
     """
 
-    def __init__(self, settings: Settings | None = None, client: redis.Redis | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, client: SyncClient | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.client = client or make_shared_client(self.settings)
         self.gateway = Gateway(self.client, self.settings.redis_url)
@@ -110,18 +108,28 @@ class Dispatcher:
         return cls(Settings.from_env(redis_url=url, **settings))
 
     def submit(
-        self, task: Task | str, payload: Any = None, /, *, delay_s: float | None = None, **options: Any
+        self,
+        task: Task | str,
+        payload: Any = None,
+        /,
+        *,
+        delay_s: float | None = None,
+        wait_replicas: int | None = None,
+        **options: Any,
     ) -> TaskHandle:
         """Submit one task: ``submit(task)`` or ``submit("capability", payload, max_retries=1, ...)``.
+
+        ``wait_replicas`` (by default the setting) returns only once that many replicas confirmed the submit
+        (``WAIT``), else raises ``RedisUnavailable`` with ``error.submitted`` (see ``store/replication.py``).
 
         Raises:
             InvalidTask: bad capability, unknown option, unencodable or oversized payload, or one a worker would
                 refuse (nothing written).
             RedisUnavailable, RedisFull: Redis could not take the task (see ``submit_many``).
         """
-        return self.submit_many([build_task(task, payload, delay_s, options)])[0]
+        return self.submit_many([build_task(task, payload, delay_s, options)], wait_replicas=wait_replicas)[0]
 
-    def submit_many(self, tasks: Iterable[Task]) -> list[TaskHandle]:
+    def submit_many(self, tasks: Iterable[Task], *, wait_replicas: int | None = None) -> list[TaskHandle]:
         """Submit many tasks in one round trip; handles in input order.
 
         Every task is validated and encoded before anything is written. The round trip carries one submit script
@@ -147,10 +155,11 @@ class Dispatcher:
                 self.gateway.run(streams.register_capabilities(self.core.keyspace.capabilities, new))
             self.core.registered.update(new)
         with self.core.round_trip(len(tasks), batch=True):
-            submitted = self.gateway.run(streams.submit_batch(batches, self.core.ttl_ms()))
+            submitted, confirmed = self.gateway.run(self.core.submit_op(batches, wait_replicas))
         handles = self.core.handles(
             tasks, batches, submitted, lambda t, task_id: TaskHandle(self, task_id, t.capability, t.store_result)
         )
+        self.core.check_replicas(handles, confirmed, wait_replicas)
         if self.listener.wanted():
             self.listener.hold(self.core.channels(handles))
         return handles

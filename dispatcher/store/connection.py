@@ -15,6 +15,12 @@ import redis.retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 
 from dispatcher.settings import Settings
+from dispatcher.store import topology
+
+SyncClient = redis.Redis | redis.RedisCluster
+"""A sync client: of one server (or a Sentinel-managed primary), or of a Redis Cluster."""
+AsyncClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
+"""The asyncio twin of ``SyncClient``."""
 
 
 def mask_url(url: str) -> str:
@@ -42,7 +48,7 @@ def client_options(settings: Settings) -> dict[str, Any]:
         "socket_connect_timeout": settings.connect_timeout_s,
         "health_check_interval": 30,
     }
-    if settings.redis_url.startswith("rediss://"):
+    if settings.redis_url.startswith(("rediss://", "rediss+")):
         if settings.ssl_ca_file:
             options["ssl_ca_certs"] = settings.ssl_ca_file
         if settings.ssl_certfile:
@@ -52,10 +58,17 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def make_client(settings: Settings, **extra: Any) -> redis.Redis:
-    """A sync client for ``settings.redis_url``, retrying a command ``retry_attempts`` times after a lost
-    connection; nothing connects until the first command."""
-    return redis.Redis.from_url(settings.redis_url, **{**_sync_options(settings), **extra})
+def make_client(settings: Settings, **extra: Any) -> SyncClient:
+    """A sync client for ``settings.redis_url`` (one server, a cluster or a Sentinel-managed primary: see
+    ``store/topology.py``), retrying a command ``retry_attempts`` times after a lost connection; nothing connects
+    until the first command."""
+    options = {**_sync_options(settings), **extra}
+    where = topology.parse(settings.redis_url)
+    if where.kind == "cluster":
+        return topology.cluster_client(where, options)
+    if where.kind == "sentinel":
+        return topology.sentinel_client(where, options)
+    return redis.Redis.from_url(settings.redis_url, **options)
 
 
 def _sync_options(settings: Settings) -> dict[str, Any]:
@@ -99,13 +112,16 @@ class _AsyncBoundedPool(redis.asyncio.BlockingConnectionPool):
             raise
 
 
-def make_shared_client(settings: Settings, **extra: Any) -> redis.Redis:
+def make_shared_client(settings: Settings, **extra: Any) -> SyncClient:
     """``make_client`` for a client that many threads share (a ``Dispatcher``'s).
 
     Its pool opens at most ``max_connections``, and a caller that finds them all in use waits up to
     ``pool_timeout_s`` for one (then ``PoolTimeout``): redis-py's default pool fails at once past 100 connections
-    ("Too many connections"), which a web app's threads reach while Redis is fine.
+    ("Too many connections"), which a web app's threads reach while Redis is fine. A cluster or Sentinel client
+    opens at most ``max_connections`` per node, failing at once past it (redis-py has no waiting pool there).
     """
+    if topology.kind(settings.redis_url) != "single":
+        return make_client(settings, max_connections=settings.max_connections, **extra)
     pool = _BoundedPool.from_url(
         settings.redis_url,
         max_connections=settings.max_connections,
@@ -156,14 +172,20 @@ class _FastSSLConnection(_HiredisPacking, _ClosedTransportIsLost, redis.asyncio.
     pass
 
 
-def make_async_client(settings: Settings, retry: bool = True, **extra: Any) -> redis.asyncio.Redis:
+def make_async_client(settings: Settings, retry: bool = True, **extra: Any) -> AsyncClient:
     """An asyncio client for ``settings.redis_url``; nothing connects until the first command.
 
     With ``retry`` (the default) a command is re-sent ``retry_attempts`` times after a lost connection. A client
     that must see every lost reply (the worker's reads: a re-sent ``XREADGROUP >`` would leave the entries of the
     lost reply pending and unseen) is made with ``retry=False``.
     """
-    return redis.asyncio.Redis.from_url(settings.redis_url, **{**_async_options(settings, retry), **extra})
+    options = {**_async_options(settings, retry), **extra}
+    where = topology.parse(settings.redis_url)
+    if where.kind == "cluster":
+        return topology.async_cluster_client(where, options)
+    if where.kind == "sentinel":
+        return topology.async_sentinel_client(where, options)
+    return redis.asyncio.Redis.from_url(settings.redis_url, **options)
 
 
 def _async_options(settings: Settings, retry: bool) -> dict[str, Any]:
@@ -178,9 +200,11 @@ def _async_options(settings: Settings, retry: bool) -> dict[str, Any]:
     return options
 
 
-def make_shared_async_client(settings: Settings, **extra: Any) -> redis.asyncio.Redis:
+def make_shared_async_client(settings: Settings, **extra: Any) -> AsyncClient:
     """``make_async_client`` (retrying) for a client that many tasks share (an ``AsyncDispatcher``'s), with the
-    bounded waiting pool of ``make_shared_client``."""
+    bounded waiting pool of ``make_shared_client`` (for one server)."""
+    if topology.kind(settings.redis_url) != "single":
+        return make_async_client(settings, max_connections=settings.max_connections, **extra)
     pool = _AsyncBoundedPool.from_url(
         settings.redis_url,
         max_connections=settings.max_connections,
@@ -192,7 +216,7 @@ def make_shared_async_client(settings: Settings, **extra: Any) -> redis.asyncio.
     return client
 
 
-def make_read_client(settings: Settings) -> redis.asyncio.Redis:
+def make_read_client(settings: Settings) -> AsyncClient:
     """The asyncio client a worker reads its streams through: it never retries (a lost XREADGROUP reply must reach
     the fetch loop, which then re-reads its own pending entries), and it hands XREADGROUP replies over raw, so an
     entry's fields stay the flat list the codec reads in place instead of a dict built per entry."""

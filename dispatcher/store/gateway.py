@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from dispatcher.errors import PoolExhausted, RedisError, RedisFull, RedisUnavailable
-from dispatcher.store import scripts
-from dispatcher.store.connection import PoolTimeout, mask_url
+from dispatcher.store import scripts, sharding
+from dispatcher.store.connection import AsyncClient, PoolTimeout, SyncClient, mask_url
 
 T = TypeVar("T")
 Command = tuple[Any, ...]
@@ -68,15 +68,23 @@ def wrap_error(error: Exception, url: str | None, written: str | None = None) ->
     also = f"; {written}" if written else ""
     if isinstance(error, PoolTimeout):  # a ConnectionError for redis-py, but Redis may be fine
         return PoolExhausted(f"Redis{where}: {error}{also}")
-    if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError) or (
-        isinstance(error, redis.exceptions.ResponseError) and error_text(error).startswith(TRANSIENT)
+    if (
+        isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError)
+        or (isinstance(error, redis.exceptions.ResponseError) and error_text(error).startswith(TRANSIENT))
+        or _no_cluster_node(error)
     ):
         return RedisUnavailable(f"Redis{where} is unavailable: {error}{also}")
     if isinstance(error, redis.exceptions.ResponseError) and error_text(error).startswith("OOM"):
         return RedisFull(f"Redis{where} is full (maxmemory reached): {written or 'nothing was written'}")
-    if isinstance(error, redis.exceptions.RedisError):
+    if isinstance(error, redis.exceptions.RedisError | RedisClusterException):
         return RedisError(f"Redis{where} answered with an error: {error}{also}")
     return error
+
+
+def _no_cluster_node(error: Exception) -> bool:
+    # redis-py's cluster client says it reached no node with a RedisClusterException (not a ConnectionError),
+    # told apart from its other ones (CROSSSLOT, a command it cannot place) by this message only.
+    return isinstance(error, RedisClusterException) and "cannot be connected" in str(error)
 
 
 def rewrap(error: RedisError, url: str | None, written: str) -> RedisError:
@@ -114,12 +122,26 @@ def _load_commands(commands: Sequence[Command], missing: list[int]) -> list[Comm
     return loads
 
 
+def _with_wait(commands: Sequence[Command], missing: list[int]) -> list[int]:
+    """Positions re-sent after NOSCRIPT: the refused calls, and a trailing ``WAIT`` (``store/replication.py``),
+    which must follow the writes it confirms, not the ones refused."""
+    if commands[-1][0] == "WAIT" and len(commands) - 1 not in missing:
+        return [*missing, len(commands) - 1]
+    return missing
+
+
+def _retried(commands: Sequence[Command], missing: list[int]) -> list[Command]:
+    return [commands[i] for i in _with_wait(commands, missing)]
+
+
 class Gateway:
     """Runs operations over a sync redis-py client."""
 
-    def __init__(self, client: redis.Redis, url: str) -> None:
+    def __init__(self, client: SyncClient, url: str) -> None:
         self.client = client
         self.url = url
+        self.cluster = isinstance(client, redis.RedisCluster)
+        """Whether commands go to a Redis Cluster (``store/sharding.py`` sends them there)."""
 
     def run(self, op: Op[T]) -> T:
         """Drive ``op`` to completion, one round trip per list of commands it yields."""
@@ -129,20 +151,24 @@ class Gateway:
                 commands = op.send(self.send(commands))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        except redis.exceptions.RedisError as e:
+        except (redis.exceptions.RedisError, RedisClusterException) as e:
             raise wrap_error(e, self.url) from e
 
     def send(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one round trip; failed replies come back as exception instances."""
+        if self.cluster:
+            commands = sharding.sharded_calls(commands)
         replies = self._send(commands)
         missing = _noscript_retry(commands, replies)
         if missing:
             self._send(_load_commands(commands, missing))
-            for i, reply in zip(missing, self._send([commands[i] for i in missing]), strict=True):
+            for i, reply in zip(_with_wait(commands, missing), self._send(_retried(commands, missing)), strict=True):
                 replies[i] = reply
         return replies
 
     def _send(self, commands: Sequence[Command]) -> list[Any]:
+        if isinstance(self.client, redis.RedisCluster):
+            return sharding.send(self.client, commands)
         if len(commands) == 1:
             try:
                 args, options = _split(commands[0])
@@ -159,9 +185,11 @@ class Gateway:
 class AsyncGateway:
     """Runs operations over an asyncio redis-py client."""
 
-    def __init__(self, client: redis.asyncio.Redis, url: str) -> None:
+    def __init__(self, client: AsyncClient, url: str) -> None:
         self.client = client
         self.url = url
+        self.cluster = isinstance(client, redis.asyncio.RedisCluster)
+        """Whether commands go to a Redis Cluster (``store/sharding.py`` sends them there)."""
 
     async def run(self, op: Op[T]) -> T:
         """Drive ``op`` to completion, one round trip per list of commands it yields."""
@@ -171,21 +199,25 @@ class AsyncGateway:
                 commands = op.send(await self.send(commands))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        except redis.exceptions.RedisError as e:
+        except (redis.exceptions.RedisError, RedisClusterException) as e:
             raise wrap_error(e, self.url) from e
 
     async def send(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one round trip; failed replies come back as exception instances."""
+        if self.cluster:
+            commands = sharding.sharded_calls(commands)
         replies = await self._send(commands)
         missing = _noscript_retry(commands, replies)
         if missing:
             await self._send(_load_commands(commands, missing))
-            retried = await self._send([commands[i] for i in missing])
-            for i, reply in zip(missing, retried, strict=True):
+            retried = await self._send(_retried(commands, missing))
+            for i, reply in zip(_with_wait(commands, missing), retried, strict=True):
                 replies[i] = reply
         return replies
 
     async def _send(self, commands: Sequence[Command]) -> list[Any]:
+        if isinstance(self.client, redis.asyncio.RedisCluster):
+            return await sharding.send_async(self.client, commands)
         if len(commands) == 1:
             try:
                 args, options = _split(commands[0])

@@ -44,17 +44,39 @@ def script(name: str) -> Script:
     return Script(name, source, hashlib.sha1(source, usedforsecurity=False).hexdigest())
 
 
+_PUBLISH = b"redis.call('PUBLISH', "
+
+
+@cache
+def sharded(name: str) -> Script:
+    """The variant of script ``name`` that a Redis Cluster runs: it announces with ``SPUBLISH`` (sharded pub/sub,
+    kept on the shard of the channel's ``{C}`` slot) where the plain one uses ``PUBLISH`` (broadcast to every
+    node of a cluster). The same script for a script that publishes nothing."""
+    plain = script(name)
+    if _PUBLISH not in plain.source:
+        return plain
+    source = plain.source.replace(_PUBLISH, b"redis.call('SPUBLISH', ")
+    return Script(name, source, hashlib.sha1(source, usedforsecurity=False).hexdigest())
+
+
+@cache
+def sharded_sha(sha: str) -> str:
+    """The SHA1 of the sharded variant of the script with SHA1 ``sha`` (``sha`` itself when unknown)."""
+    return next((sharded(name).sha for name in NAMES if script(name).sha == sha), sha)
+
+
 def source_by_sha(sha: str) -> bytes | None:
-    """The source of an already-loaded script with this SHA1, to answer NOSCRIPT."""
+    """The source of an already-loaded script (or of its sharded variant) with this SHA1, to answer NOSCRIPT."""
     for name in NAMES:
-        if script(name).sha == sha:
-            return script(name).source
+        for variant in (script(name), sharded(name)):
+            if variant.sha == sha:
+                return variant.source
     return None
 
 
 def name_by_sha(sha: str) -> str:
     """The name of the script with this SHA1 (for error messages), or the SHA itself."""
-    return next((name for name in NAMES if script(name).sha == sha), sha)
+    return next((name for name in NAMES if sha in (script(name).sha, sharded(name).sha)), sha)
 
 
 def call(name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:

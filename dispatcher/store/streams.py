@@ -207,14 +207,26 @@ def read(
     A missing group (NOGROUP: the stream or group was deleted, e.g. Redis came back empty) is recreated at
     id 0 and the read returns nothing this time.
     """
+    reply = (yield [read_command(streams, consumer, count, block_ms, after)])[0]
+    if is_error(reply, "NOGROUP") or is_error(reply, "UNBLOCKED"):
+        yield from ensure_groups(streams)
+        return []
+    return read_reply(reply)
+
+
+def read_command(
+    streams: Sequence[str], consumer: str, count: int, block_ms: int | None, after: Sequence[str] | None = None
+) -> Command:
+    """The XREADGROUP of ``read``."""
     command: list[Any] = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count]
     if block_ms is not None and after is None:
         command += ["BLOCK", block_ms]
     command += ["STREAMS", *streams, *(after if after is not None else [">"] * len(streams))]
-    reply = (yield [tuple(command)])[0]
-    if is_error(reply, "NOGROUP") or is_error(reply, "UNBLOCKED"):
-        yield from ensure_groups(streams)
-        return []
+    return tuple(command)
+
+
+def read_reply(reply: Any) -> list[tuple[str, list[tuple[str, Fields | None]]]]:
+    """An XREADGROUP reply (not an error) as (stream, [(entry id, fields)])."""
     reply = check(reply)
     if not reply:
         return []

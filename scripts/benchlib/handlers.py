@@ -19,3 +19,26 @@ async def stamp(task: Task) -> float:
 def stamp_sync(task: Task) -> float:
     """Sync (thread pool): the start time, epoch seconds."""
     return time.time()
+
+
+SHARDED = ("bench.shard0", "bench.shard2", "bench.shard3")
+"""Capabilities whose slots (CRC16 of the name) fall on each third of the slot space: one per primary of a
+3-primary cluster formed by ``redis-cli --cluster create``."""
+
+
+@handler("bench.shard0")
+async def shard0(task: Task) -> float:
+    """Async: the start time, epoch seconds."""
+    return time.time()
+
+
+@handler("bench.shard2")
+async def shard2(task: Task) -> float:
+    """Async: the start time, epoch seconds."""
+    return time.time()
+
+
+@handler("bench.shard3")
+async def shard3(task: Task) -> float:
+    """Async: the start time, epoch seconds."""
+    return time.time()

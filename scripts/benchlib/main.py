@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import statistics
 import sys
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import cost, ours, profile, raw, scale, stats_cost
+from benchlib import cluster, cost, ours, profile, raw, scale, stats_cost
 from benchlib.env import Processes, RedisServer, machine
 from benchlib.report import Row, json_lines, markdown, table
 
@@ -57,6 +58,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--stats-cost",
         action="store_true",
         help="only time stats.collect() over 100 capabilities / 1,000 workers / 10,000 running tasks",
+    )
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="only drain 3 capabilities on one Redis vs a 3-primary cluster (Redis CPU per task per shard)",
+    )
+    p.add_argument(
+        "--baseline-src",
+        metavar="PATH",
+        help="with --cluster: also drain with workers whose code comes from PATH (a checkout of another revision)",
     )
     p.add_argument("--repeat", type=int, default=1, help="run everything N times, report each figure's median")
     p.add_argument("--no-aof", action="store_true", help="skip the drain run on a Redis with AOF everysec")
@@ -365,6 +376,8 @@ def run(args: argparse.Namespace) -> int:
     s = QUICK if args.quick else FULL
     if args.stats_cost:
         return _stats_cost(s)
+    if args.cluster:
+        return _cluster(s, args)
     if args.tasks:
         s = dataclasses.replace(s, tasks=args.tasks)
     with_peers = args.peers or args.peers_only
@@ -388,6 +401,18 @@ def run(args: argparse.Namespace) -> int:
     meta["seconds"] = round(time.monotonic() - started, 1)
     meta["runs"] = len(runs)
     _report(args, rows, meta, len(runs))
+    return 0
+
+
+def _cluster(s: Sizes, args: argparse.Namespace) -> int:
+    per_cap = (args.tasks or s.tasks) // 3
+    baseline = Path(args.baseline_src).resolve() if args.baseline_src else None
+    log(f"cluster: {per_cap:,} tasks per capability, {max(args.repeat, 1)} run(s)")
+    rows = cluster.run(per_cap, s.timeout_s, baseline, max(args.repeat, 1))
+    print(cluster.report(rows))
+    if args.json:
+        text = "\n".join(json.dumps({"drain": label, **figures}) for label, figures in rows) + "\n"
+        sys.stdout.write(text) if args.json == "-" else Path(args.json).write_text(text)
     return 0
 
 

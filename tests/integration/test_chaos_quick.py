@@ -1,6 +1,7 @@
-"""The quick tier of the chaos suite (issue 5), inside the normal test run: scenarios 2, 3, 10, 11, 13, 15 and
-a small 1 (3,000 tasks), with scaled-down timers (heartbeat TTL 2 s, reaper 0.5 s). Every check counts except
-the wall-clock ones, which are printed (``scripts/chaos`` holds the fleet to them).
+"""The quick tier of the chaos suite (issue 5), inside the normal test run: scenarios 2, 3, 10, 11, 13, 15, a
+small 1 (3,000 tasks) and the failovers 17 (Cluster) and 18 (Sentinel) with wait_replicas=1, with scaled-down
+timers (heartbeat TTL 2 s, reaper 0.5 s). Every check counts except the wall-clock ones, which are printed
+(``scripts/chaos`` holds the fleet to them).
 
 Each test runs the same scenario code as ``scripts/chaos --quick``: its own private redis-server on a free
 loopback port, real worker processes, ledgers outside Redis. The full tier (every scenario, 100k-task kill
@@ -31,7 +32,7 @@ QUICK_TIER = [n for n, s in SCENARIOS.items() if s.quick]
 
 
 def test_quick_tier_is_the_issues_list() -> None:
-    assert QUICK_TIER == [1, 2, 3, 10, 11, 13, 15]
+    assert QUICK_TIER == [1, 2, 3, 10, 11, 13, 15, 17, 18]
 
 
 @pytest.mark.timeout(240)

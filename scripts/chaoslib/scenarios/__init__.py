@@ -7,7 +7,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chaoslib.scenarios import bad_input, kills, network, redis_faults, security
+from chaoslib.scenarios import bad_input, failover, kills, network, redis_faults, security
 from chaoslib.scenarios.common import Ctx
 from chaoslib.verdict import Verdict
 
@@ -40,6 +40,8 @@ SCENARIOS: dict[int, Scenario] = {
         Scenario(14, "memory bound, 1M tasks", redis_faults.memory_bound, quick=False, full_only=True),
         Scenario(15, "graceful shutdown under load", kills.graceful, quick=True),
         Scenario(16, "security: ACL, TLS, no pickle", security.security, quick=False),
+        Scenario(17, "cluster primary kill -9 under load", failover.cluster_failover, quick=True),
+        Scenario(18, "sentinel primary kill -9 under load", failover.sentinel_failover, quick=True),
     )
 }
 

@@ -1,0 +1,158 @@
+"""How the gateway sends one batch of commands to a Redis Cluster (the single-server path never comes here).
+
+redis-py's cluster pipeline groups keyed commands by the node that owns their slot and sends each group in one
+round trip (the asyncio pipeline sends the groups concurrently), but it cannot place a command without a key
+(``INFO``, ``TIME``, ``CONFIG GET``, ``SCRIPT LOAD``): those go one by one through the client, which routes each
+by its command flags (``SCRIPT LOAD`` to every primary, so that a script is on whichever node runs it next).
+Replies come back in the batch's order, failed ones as exception instances, as ``Gateway.send`` promises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis.exceptions import RedisClusterException
+
+from dispatcher.store import scripts
+
+KEYLESS = frozenset({"INFO", "TIME", "CONFIG", "SCRIPT", "PING", "WAIT", "CLUSTER", "DBSIZE"})
+"""Commands we send that name no key."""
+
+
+def sharded_calls(commands: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``commands`` with each EVALSHA naming the sharded variant of its script (``scripts.sharded``)."""
+    return [(c[0], scripts.sharded_sha(c[1]), *c[2:]) if c[0] == "EVALSHA" else c for c in commands]
+
+
+def split(commands: Sequence[tuple[Any, ...]]) -> tuple[list[int], list[int]]:
+    """Positions of keyed and of keyless commands in ``commands``."""
+    keyed: list[int] = []
+    keyless: list[int] = []
+    for i, command in enumerate(commands):
+        (keyless if str(command[0]).upper() in KEYLESS else keyed).append(i)
+    return keyed, keyless
+
+
+def _args(command: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if command and isinstance(command[-1], dict):
+        return command[:-1], command[-1]
+    return command, {}
+
+
+def _keyless(command: tuple[Any, ...], primaries: Any, default: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A keyless command's arguments and its target nodes: every primary for ``SCRIPT``, else the default node.
+    Named as nodes, not as redis-py's flags: its routing by flag does not find two-word commands (``CONFIG
+    GET``) sent as separate arguments."""
+    args, options = _args(command)
+    target = primaries if str(args[0]).upper() == "SCRIPT" else default
+    return args, {**options, "target_nodes": target}
+
+
+def send(client: redis.RedisCluster, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Send ``commands`` over a sync cluster client: keyed ones in one pipeline, keyless ones each on its own (a
+    batch that ends with ``WAIT``: see ``send_then_wait``)."""
+    if commands and str(commands[-1][0]).upper() == "WAIT":
+        return send_then_wait(client, commands)
+    keyed, keyless = split(commands)
+    replies: list[Any] = [None] * len(commands)
+    if keyed:
+        pipe = client.pipeline()
+        for i in keyed:
+            args, options = _args(commands[i])
+            pipe.execute_command(*args, **options)
+        try:
+            done = pipe.execute(raise_on_error=False)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            _reread_slots_sync(client)  # see send_async
+            raise
+        for i, reply in zip(keyed, done, strict=True):
+            replies[i] = reply
+    for i in keyless:
+        args, options = _keyless(commands[i], client.get_primaries(), client.get_default_node())
+        try:
+            replies[i] = client.execute_command(*args, **options)
+        except redis.exceptions.ResponseError as e:
+            replies[i] = e
+    return replies
+
+
+async def send_async(client: redis.asyncio.RedisCluster, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """The asyncio twin of ``send``."""
+    keyed, keyless = split(commands)
+    replies: list[Any] = [None] * len(commands)
+    if keyed:
+        pipe = client.pipeline()
+        for i in keyed:
+            args, options = _args(commands[i])
+            pipe.execute_command(*args, **options)
+        try:
+            done = await pipe.execute(raise_on_error=False)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            # A node is gone (killed, failing over): read the slot map again, or every later pipeline goes to the
+            # dead node (redis-py's pipeline leaves the map as it was; its plain commands re-read it themselves).
+            await _reread_slots(client)
+            raise
+        for i, reply in zip(keyed, done, strict=True):
+            replies[i] = reply
+    if keyless:
+        await client.initialize()  # the node table (a no-op once initialized)
+    for i in keyless:
+        args, options = _keyless(commands[i], client.get_primaries(), client.get_default_node())
+        try:
+            replies[i] = await client.execute_command(*args, **options)
+        except redis.exceptions.ResponseError as e:
+            replies[i] = e
+    return replies
+
+
+def send_then_wait(client: redis.RedisCluster, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Send keyed ``commands`` whose last one is ``WAIT``: each node's share and a ``WAIT`` through one connection
+    to that node (WAIT counts the writes of its own connection only); the reply of the ``WAIT`` is the fewest
+    replicas any node confirmed. A node that answers MOVED (a failover or resharding since the slot map was read)
+    makes the client read the map again before its next command."""
+    *body, wait = commands
+    by_node: dict[str, list[int]] = {}
+    nodes: dict[str, Any] = {}
+    for i, command in enumerate(body):
+        args, _ = _args(command)
+        slot = client.determine_slot(*args)
+        assert slot is not None, f"{args[0]} names a key"
+        node = client.nodes_manager.get_node_from_slot(slot)
+        by_node.setdefault(node.name, []).append(i)
+        nodes[node.name] = node
+    replies: list[Any] = [None] * len(commands)
+    confirmed: list[int | Exception] = []
+    for name, positions in by_node.items():
+        pipe = nodes[name].redis_connection.pipeline(transaction=False)
+        for i in positions:
+            args, options = _args(body[i])
+            pipe.execute_command(*args, **options)
+        pipe.execute_command(*wait)
+        try:
+            got = pipe.execute(raise_on_error=False)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            _reread_slots_sync(client)
+            raise
+        for i, reply in zip(positions, got, strict=False):
+            replies[i] = reply
+            if isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith(("MOVED", "ASK")):
+                client.nodes_manager.initialize()
+        confirmed.append(got[-1] if isinstance(got[-1], Exception) else int(got[-1]))
+    errors = [c for c in confirmed if isinstance(c, Exception)]
+    counts = [c for c in confirmed if not isinstance(c, Exception)]
+    replies[-1] = errors[0] if errors else min(counts, default=int(wait[1]))
+    return replies
+
+
+async def _reread_slots(client: redis.asyncio.RedisCluster) -> None:
+    with contextlib.suppress(redis.exceptions.RedisError, RedisClusterException):  # none answers: next failure
+        await client.nodes_manager.initialize()
+
+
+def _reread_slots_sync(client: redis.RedisCluster) -> None:
+    with contextlib.suppress(redis.exceptions.RedisError, RedisClusterException):
+        client.nodes_manager.initialize()

@@ -1,0 +1,144 @@
+"""``scripts/bench --cluster``: three capabilities drained on one Redis vs spread over a 3-primary Redis Cluster,
+and the plain single-server drain of this tree against a baseline tree (``--baseline-src``) in the same run.
+
+On a 2-core machine the wall-clock gain of more shards is capped by the CPU the workers need; the figure that
+shows scale-out is Redis CPU per task per shard (each shard's own ``used_cpu_*`` over the tasks of its slots):
+it must not grow with shards. Every process is started here and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+from chaoslib.procs import Procs
+from chaoslib.topologies import ClusterProcs
+
+from benchlib.common import PAYLOAD, WORKERS, redis_cpu_s
+from benchlib.env import SCRIPTS, Processes, RedisServer
+from benchlib.handlers import SHARDED
+from dispatcher import Dispatcher, Settings, Task
+from dispatcher.store.keys import KeySpace
+
+PREFIX = "b-cluster"
+WORKER_ARGS = ["--app", "benchlib.handlers", "--concurrency", "100", "--log-level", "WARNING"]
+
+
+def _queue(url: str, capabilities: tuple[str, ...], n_per_cap: int) -> None:
+    with Dispatcher(Settings.build(redis_url=url, prefix=PREFIX)) as d:
+        for capability in capabilities:
+            for start in range(0, n_per_cap, 1000):
+                count = min(1000, n_per_cap - start)
+                d.submit_many([Task(capability=capability, payload=PAYLOAD) for _ in range(count)])
+
+
+def _wait_drained(client: Any, capabilities: tuple[str, ...], timeout_s: float) -> float:
+    streams = [KeySpace(PREFIX).capability(c).stream for c in capabilities]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(client.xlen(s) == 0 for s in streams):
+            return time.perf_counter()
+        time.sleep(0.005)
+    raise RuntimeError(f"not drained within {timeout_s} s")
+
+
+def drain(
+    url: str,
+    client: Any,
+    nodes: list[redis.Redis],
+    capabilities: tuple[str, ...],
+    n_per_cap: int,
+    timeout_s: float,
+    source: Path | None = None,
+) -> dict[str, Any]:
+    """Queue ``n_per_cap`` tasks per capability, then drain them with 2 workers serving all of them (their code
+    from ``source`` when given): tasks/s from the workers' spawn, and Redis CPU per task (in all, and per node
+    over the tasks of the capabilities it owns)."""
+    for node in nodes:
+        node.flushall()
+    _queue(url, capabilities, n_per_cap)
+    procs = Processes()
+    cpu0 = [redis_cpu_s(n) for n in nodes]
+    path = f"{source}:{SCRIPTS}" if source else str(SCRIPTS)
+    env = {"DISPATCHER_REDIS_URL": url, "DISPATCHER_PREFIX": PREFIX, "PYTHONPATH": path}
+    argv = [sys.executable, "-m", "workers", *WORKER_ARGS, *(a for c in capabilities for a in ("-c", c))]
+    t0 = time.perf_counter()
+    for _ in range(WORKERS):
+        procs.spawn(argv, env, cwd=source or SCRIPTS.parent)
+    try:
+        end = _wait_drained(client, capabilities, timeout_s)
+    finally:
+        procs.stop_all()
+    cpu = [redis_cpu_s(n) - c for n, c in zip(nodes, cpu0, strict=True)]
+    total = n_per_cap * len(capabilities)
+    tasks_per_node = total / len(nodes)  # one capability per primary on the cluster; all on the single server
+    return {
+        "tasks": total,
+        "rate": total / (end - t0),
+        "redis_cpu_us_per_task": sum(cpu) / total * 1e6,
+        "redis_cpu_us_per_task_per_shard": [round(c / tasks_per_node * 1e6, 2) for c in cpu],
+    }
+
+
+def run(n_per_cap: int, timeout_s: float, baseline: Path | None, repeat: int) -> list[tuple[str, dict[str, Any]]]:
+    """Every figure of ``--cluster``, each the median of ``repeat`` runs; (label, figures) rows."""
+    rows: list[tuple[str, dict[str, Any]]] = []
+    server = RedisServer().start()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
+    procs = Procs(workdir)
+    try:
+        single = server.client()
+        cluster = ClusterProcs(procs, workdir, primaries=3, replicas=0).start()
+        one = ClusterProcs(procs, workdir, primaries=1, replicas=0).start()
+        one_client = one.client()
+        cluster_client = cluster.client()
+        primaries = [n.client() for n in cluster.nodes]
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for _ in range(repeat):
+            runs.setdefault("3 capabilities, one Redis", []).append(
+                drain(server.url, single, [single], SHARDED, n_per_cap, timeout_s)
+            )
+            runs.setdefault("3 capabilities, 1-node cluster", []).append(
+                drain(one.url, one_client, [one.nodes[0].client()], SHARDED, n_per_cap, timeout_s)
+            )
+            runs.setdefault("3 capabilities, 3-primary cluster", []).append(
+                drain(cluster.url, cluster_client, primaries, SHARDED, n_per_cap, timeout_s)
+            )
+            runs.setdefault("plain drain (1 capability, one Redis), this tree", []).append(
+                drain(server.url, single, [single], SHARDED[:1], n_per_cap * 3, timeout_s)
+            )
+            if baseline is not None:
+                runs.setdefault(f"plain drain (1 capability, one Redis), baseline {baseline}", []).append(
+                    drain(server.url, single, [single], SHARDED[:1], n_per_cap * 3, timeout_s, source=baseline)
+                )
+        for label, figures in runs.items():
+            rows.append((label, _median(figures)))
+    finally:
+        procs.stop_all()
+        server.stop()
+    return rows
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"runs": len(runs)}
+    for key in ("rate", "redis_cpu_us_per_task"):
+        out[key] = round(statistics.median(r[key] for r in runs), 2)
+    shards = len(runs[0]["redis_cpu_us_per_task_per_shard"])
+    out["redis_cpu_us_per_task_per_shard"] = [
+        round(statistics.median(r["redis_cpu_us_per_task_per_shard"][i] for r in runs), 2) for i in range(shards)
+    ]
+    out["tasks"] = runs[0]["tasks"]
+    return out
+
+
+def report(rows: list[tuple[str, dict[str, Any]]]) -> str:
+    lines = ["| drain | tasks | tasks/s | Redis CPU µs/task | per shard µs/task |", "| --- | --- | --- | --- | --- |"]
+    for label, f in rows:
+        shards = ", ".join(f"{x:.1f}" for x in f["redis_cpu_us_per_task_per_shard"])
+        lines.append(f"| {label} | {f['tasks']:,} | {f['rate']:,.0f} | {f['redis_cpu_us_per_task']:.1f} | {shards} |")
+    return "\n".join(lines)
