@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+MAX_PRIORITY = 9
+"""The highest ``priority`` (0 is the lowest)."""
 CAPABILITY_PATTERN = re.compile(r"^[a-z0-9_.\-]{1,64}\Z")  # \Z, not $: "$" also matches before a final newline
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -55,6 +57,15 @@ class Task(BaseModel):
     store_result: Annotated[
         bool, Field(description="Keep the result record (False: fire-and-forget, nothing stored or announced).")
     ] = True
+    priority: Annotated[
+        int | None,
+        Field(
+            ge=0,
+            le=MAX_PRIORITY,
+            strict=True,
+            description="0-9, higher first among the waiting tasks of the capability that have one.",
+        ),
+    ] = None
     attempt: Annotated[int, Field(ge=1)] = 1
 
     @classmethod

@@ -106,7 +106,7 @@ class AsyncDispatcher:
                 await self.gateway.run(streams.register_capabilities(self.core.keyspace.capabilities, new))
             self.core.registered.update(new)
         with self.core.round_trip(len(tasks), batch=True):
-            submitted = await self.gateway.run(streams.submit_batch(batches, self.core.ttl_ms()))
+            submitted = await self.gateway.run(streams.submit_batch(batches, self.core.ttl_ms(), self.core.window()))
         handles = self.core.handles(
             tasks, batches, submitted, lambda t, task_id: AsyncTaskHandle(self, task_id, t.capability, t.store_result)
         )

@@ -100,7 +100,9 @@ class ProducerCore:
             # Sent as a delay, which the script adds to Redis' clock: only the difference of this host's clock
             # readings counts, so a producer whose clock is wrong still delays by what it was asked to.
             delay_ms = max(int((task.not_before - time.time()) * 1000), 0) if task.not_before else 0
-            item = Enqueue(task.id, blob, delay_ms, task.idempotency_key, codec.version_of(task), task.store_result)
+            item = Enqueue(
+                task.id, blob, delay_ms, task.idempotency_key, codec.version_of(task), task.store_result, task.priority
+            )
             groups.setdefault(task.capability, []).append(item)
         return [(self.keys(cap), items) for cap, items in groups.items()]
 
@@ -173,6 +175,10 @@ class ProducerCore:
     def channels(self, handles: Sequence[Handle]) -> list[tuple[Handle, str]]:
         """(handle, result channel) of each handle whose task keeps a result: what the listener may hold."""
         return [(h, self.keys(h.capability).channel(h.id)) for h in handles if h.store_result]
+
+    def window(self) -> int:
+        """Admission window of tasks with a priority (``Settings.flow_window``)."""
+        return self.settings.flow_window
 
     def ttl_ms(self) -> int:
         """Idempotency-key TTL in ms."""

@@ -147,7 +147,7 @@ class Dispatcher:
                 self.gateway.run(streams.register_capabilities(self.core.keyspace.capabilities, new))
             self.core.registered.update(new)
         with self.core.round_trip(len(tasks), batch=True):
-            submitted = self.gateway.run(streams.submit_batch(batches, self.core.ttl_ms()))
+            submitted = self.gateway.run(streams.submit_batch(batches, self.core.ttl_ms(), self.core.window()))
         handles = self.core.handles(
             tasks, batches, submitted, lambda t, task_id: TaskHandle(self, task_id, t.capability, t.store_result)
         )

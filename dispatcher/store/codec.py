@@ -15,13 +15,15 @@ from typing import Any
 import msgpack
 
 from dispatcher.errors import DecodeError, InvalidTask, PayloadTooLarge
-from dispatcher.task import Task
+from dispatcher.task import MAX_PRIORITY, Task
 
 FORMAT_VERSION = b"1"
 """The version of a task that uses no option of a later version."""
 STORE_RESULT_VERSION = b"2"
 """Version 2 adds the task key ``store_result`` (a task that keeps no result)."""
-SUPPORTED_VERSIONS = frozenset({FORMAT_VERSION, STORE_RESULT_VERSION})
+PRIORITY_VERSION = b"3"
+"""Version 3 adds the task key ``priority`` (an integer from 0 to 9)."""
+SUPPORTED_VERSIONS = frozenset({FORMAT_VERSION, STORE_RESULT_VERSION, PRIORITY_VERSION})
 _MAX_DEPTH = 64
 _TASK_DEFAULTS: dict[str, Any] = {
     "max_retries": 3,
@@ -31,6 +33,7 @@ _TASK_DEFAULTS: dict[str, Any] = {
     "not_before": None,
     "expires_at": None,
     "store_result": True,
+    "priority": None,
 }
 _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "max_retries": (int,),
@@ -39,6 +42,7 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "not_before": (int, float),
     "expires_at": (int, float),
     "store_result": (bool,),
+    "priority": (int,),
 }
 
 
@@ -90,6 +94,8 @@ def _check_value(value: Any, depth: int) -> None:
 
 def version_of(task: Task) -> bytes:
     """The lowest format version that can carry ``task`` (producers write that one, for old readers)."""
+    if task.priority is not None:
+        return PRIORITY_VERSION
     return FORMAT_VERSION if task.store_result else STORE_RESULT_VERSION
 
 
@@ -254,6 +260,8 @@ def _optional_fields(body: dict[str, Any], values: dict[str, Any], version: byte
         raise DecodeError(f"unknown task fields {sorted(unknown)}")
     if "store_result" in body and version == FORMAT_VERSION:
         raise DecodeError("'store_result' needs format version 2")
+    if "priority" in body and version != PRIORITY_VERSION:
+        raise DecodeError("'priority' needs format version 3")
     for name, types in _OPTIONAL_TYPES.items():
         value = body.get(name)
         if value is not None:
@@ -275,6 +283,8 @@ def _check_range(name: str, value: Any) -> None:
         raise DecodeError(f"'timeout_s' is not a number of seconds above 0 and at most {MAX_TIMEOUT_S:.0f}")
     if name in ("not_before", "expires_at") and not _finite(value):
         raise DecodeError(f"{name!r} is not a finite number")
+    if name == "priority" and not 0 <= value <= MAX_PRIORITY:
+        raise DecodeError(f"'priority' is not from 0 to {MAX_PRIORITY}")
     if name == "idempotency_key" and not 1 <= len(value) <= 256:
         raise DecodeError("'idempotency_key' is not 1-256 characters")
 

@@ -24,6 +24,8 @@ class CapabilityKeys:
     """Hash: task id -> entry id (or a delayed record); the task's current place."""
     delayed: str
     """Sorted set: task id scored by the epoch ms when it is due."""
+    ready: str
+    """Sorted set: tasks with a priority waiting to be admitted onto the stream, by rank (docs/flow-control.md)."""
     dead: str
     """Stream of dead letters."""
     throughput: str
@@ -66,6 +68,7 @@ class KeySpace:
             stream=base + "stream",
             index=base + "tasks",
             delayed=base + "delayed",
+            ready=base + "ready",
             dead=base + "dead",
             throughput=base + "tput",
             paused=base + "paused",
@@ -95,6 +98,11 @@ class KeySpace:
     def reaper_lease(self) -> str:
         """Lock (SET NX PX) held by the one reaper working this interval."""
         return f"{self.prefix}:reaper:lease"
+
+    @property
+    def admitter_lease(self) -> str:
+        """Lock held by the one process admitting waiting tasks with a priority onto their streams."""
+        return f"{self.prefix}:admitter:lease"
 
     @property
     def promoter_lease(self) -> str:

@@ -8,21 +8,26 @@
 -- KEYS[1]  stream   work stream of the capability
 -- KEYS[2]  hash     index: task id -> entry id, or a delayed record (see delayed.lua)
 -- KEYS[3]  zset     delayed tasks: task id scored by due time (epoch ms)
--- KEYS[4..] string  result keys (of the tasks that keep a result) and idempotency keys, referenced by slot below
+-- KEYS[4]  zset     ready: tasks with a priority waiting for admission, scored by rank (see admission.lua)
+-- KEYS[5..] string  result keys (of the tasks that keep a result) and idempotency keys, referenced by slot below
 -- ARGV[1]  integer  idempotency TTL (ms)
 -- ARGV[2]  integer  N, the number of tasks
--- ARGV[3..] per task, 6 values: task id, task blob (msgpack), format version, delay (ms from now by Redis' clock,
+-- ARGV[3]  integer  admission window: a task with a priority goes straight onto the stream only while nothing
+--                   waits in the ready set and fewer entries than this wait undelivered on the stream
+-- ARGV[4..] per task, 7 values: task id, task blob (msgpack), format version, delay (ms from now by Redis' clock,
 --                   0 = now),
---                   result key slot (0 = the task keeps no result, k = KEYS[k]), idempotency key slot (0 = none)
+--                   result key slot (0 = the task keeps no result, k = KEYS[k]), idempotency key slot (0 = none),
+--                   priority ("" = none: the task takes the plain path, and nothing of flow control runs)
 -- Returns: an array of N values: 1 queued, 2 delayed, or a task id (string) when nothing was added because
 --          that task (the same id, or the first task of that idempotency key) already exists
 -- @include entry.lua
 -- @include delayed.lua
 -- @include clock.lua
+-- @include admission.lua
 local n = tonumber(ARGV[2])
 local ids, result_keys = {}, {}
 for i = 0, n - 1 do
-  local base = 3 + i * 6
+  local base = 4 + i * 7
   ids[i + 1] = ARGV[base]
   local slot = tonumber(ARGV[base + 4])
   if slot > 0 then
@@ -34,9 +39,10 @@ local some_settled = #result_keys > 0 and redis.call('EXISTS', unpack(result_key
 local out, index, delayed, seen = {}, {}, {}, {}
 local now = nil
 for i = 0, n - 1 do
-  local base = 3 + i * 6
+  local base = 4 + i * 7
   local task_id, blob, version = ARGV[base], ARGV[base + 1], ARGV[base + 2]
   local delay, result_slot, idem_slot = tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5])
+  local priority = ARGV[base + 6]
   local existing = false
   if idem_slot > 0 then
     existing = redis.call('GET', KEYS[idem_slot])
@@ -59,6 +65,11 @@ for i = 0, n - 1 do
       delayed[#delayed + 1] = now + delay
       delayed[#delayed + 1] = task_id
       out[i + 1] = 2
+    elseif priority ~= '' and not admit_now(KEYS[1], KEYS[4], tonumber(ARGV[3])) then
+      now = now or now_ms()
+      index[#index + 1] = delayed_record(version, 1, 0, blob)
+      redis.call('ZADD', KEYS[4], rank(now, tonumber(priority)), task_id)
+      out[i + 1] = 1
     else
       index[#index + 1] = add_entry(KEYS[1], version, blob, 1, 0)
       out[i + 1] = 1

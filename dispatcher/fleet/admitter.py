@@ -1,0 +1,64 @@
+"""The admitter: moves waiting tasks with a priority from each capability's ready set onto its stream, best rank
+first, keeping at most ``Settings.flow_window`` undelivered entries on the stream.
+
+One process at a time holds the admitter's lease (``P:admitter:lease``), as with the mover. The holder ticks every
+``INTERVAL_S``; the others only try the lease every ``STANDBY_S``, so a fleet of many workers does not poll Redis
+at the admitter's pace. A task waits in the ready set only while the stream already holds a window of unread
+entries (submit's fast path admits it at once otherwise), so the tick bounds how late a freed window is refilled,
+not how late a task on an idle capability starts.
+"""
+
+from __future__ import annotations
+
+import time
+
+from dispatcher.store import flow, liveness, streams
+from dispatcher.store.gateway import Gateway
+from dispatcher.store.keys import KeySpace
+
+INTERVAL_S = 0.01
+"""How often the lease holder refills the windows: the most a freed window stays empty."""
+STANDBY_S = 0.5
+"""How often a process that does not hold the lease tries to take it (and the holder renews it)."""
+LEASE_MS = 2000
+PASSES = 8
+"""Admission passes per tick while each pass still moves tasks (workers drain a window during a pass)."""
+
+
+class Admitter:
+    """Admits waiting tasks of every known capability while it holds the admitter's lease."""
+
+    def __init__(self, gateway: Gateway, keyspace: KeySpace, owner: str, window: int) -> None:
+        self.gateway = gateway
+        self.keyspace = keyspace
+        self.owner = owner
+        self.window = window
+        self._held = False
+        self._lease_checked = float("-inf")
+
+    def tick(self) -> int:
+        """Take or renew the lease when due and, while held, admit; returns how many tasks moved."""
+        now = time.monotonic()
+        if now - self._lease_checked >= STANDBY_S:
+            self._held = self.gateway.run(liveness.lease(self.keyspace.admitter_lease, self.owner, LEASE_MS))
+            self._lease_checked = now
+        if not self._held:
+            return 0
+        return self.admit()
+
+    def admit(self) -> int:
+        """Admit waiting tasks of every known capability now (lease or not); returns how many moved."""
+        names = self.gateway.run(streams.known_capabilities(self.keyspace.capabilities))
+        keys = [self.keyspace.capability(name) for name in names]
+        moved = 0
+        for _ in range(PASSES):
+            step = self.gateway.run(flow.admit(keys, self.window))
+            moved += step
+            if step == 0:
+                break
+        return moved
+
+    def release(self) -> None:
+        """Give up the lease (if held), so another process takes over at its next try."""
+        self._held = False
+        self.gateway.run(liveness.lease(self.keyspace.admitter_lease, self.owner, 0))

@@ -1,0 +1,34 @@
+-- admit: move the best-ranked waiting tasks with a priority from the ready set onto the work stream, keeping at
+-- most a window of undelivered entries on the stream (so a task of a high priority submitted behind a backlog
+-- waits behind at most that window, not behind the whole backlog).
+--
+-- The move of each task (XADD, index field from its waiting record to its entry id, ZREM) is in this one script:
+-- a crash of the caller between calls never loses or duplicates a task. A ready id without a waiting record in
+-- the index (settled or cancelled elsewhere) is dropped from the set and not counted.
+--
+-- KEYS[1]  stream   work stream of the capability
+-- KEYS[2]  hash     index: task id -> waiting record (the delayed record's layout, see delayed.lua)
+-- KEYS[3]  zset     ready: waiting tasks scored by rank (see admission.lua)
+-- ARGV[1]  integer  admission window: the most undelivered entries the stream may hold after this call
+-- Returns: the number of tasks moved
+-- @include entry.lua
+-- @include delayed.lua
+-- @include admission.lua
+if redis.call('ZCARD', KEYS[3]) == 0 then
+  return 0
+end
+local room = tonumber(ARGV[1]) - waiting_undelivered(KEYS[1])
+if room <= 0 then
+  return 0
+end
+local ids = redis.call('ZRANGE', KEYS[3], 0, room - 1)
+local moved = 0
+for _, task_id in ipairs(ids) do
+  local version, attempt, reclaims, blob = read_delayed(redis.call('HGET', KEYS[2], task_id))
+  if version then
+    redis.call('HSET', KEYS[2], task_id, add_entry(KEYS[1], version, blob, attempt, reclaims))
+    moved = moved + 1
+  end
+end
+redis.call('ZREM', KEYS[3], unpack(ids))
+return moved
