@@ -68,7 +68,7 @@ for i = 0, n - 1 do
     elseif priority ~= '' and not admit_now(KEYS[1], KEYS[4], tonumber(ARGV[3])) then
       now = now or now_ms()
       index[#index + 1] = delayed_record(version, 1, 0, blob)
-      redis.call('ZADD', KEYS[4], rank(now, tonumber(priority)), task_id)
+      redis.call('ZADD', KEYS[4], rank(now, tonumber(priority), i), task_id)
       out[i + 1] = 1
     else
       index[#index + 1] = add_entry(KEYS[1], version, blob, 1, 0)

@@ -70,8 +70,17 @@ def test_rank_is_a_time_offset_of_60_s_per_level(gw: Gateway, client: redis.Redi
     fill = [item(0) for _ in range(WINDOW)]
     low, high = item(0), item(9)
     submit(gw, keys, *fill, low, high)
-    offset = client.zscore(keys.ready, low.task_id) - client.zscore(keys.ready, high.task_id)  # type: ignore[operator]
-    assert 9 * 60_000 <= offset <= 9 * 60_000 + 1_000  # the same script call: the same ms, give or take
+    low_score, high_score = client.zscore(keys.ready, low.task_id), client.zscore(keys.ready, high.task_id)
+    assert low_score is not None and high_score is not None
+    assert low_score - high_score == 9 * 60_000 * 1024 - 1  # one call: the same ms; the low one came first
+
+
+def test_tasks_of_one_priority_keep_their_order_in_a_call(
+    gw: Gateway, client: redis.Redis, keys: CapabilityKeys
+) -> None:
+    waiting = [item(2) for _ in range(50)]
+    submit(gw, keys, *[item(0) for _ in range(WINDOW)], *waiting)
+    assert [m.decode() for m in client.zrange(keys.ready, 0, -1)] == [w.task_id for w in waiting]
 
 
 def test_a_task_without_a_priority_takes_the_plain_path_even_when_others_wait(

@@ -3,10 +3,12 @@
 -- rank: a waiting task's score in the ready set. Priority is a time offset (as Inngest and Trigger.dev do it):
 -- each level counts as RANK_STEP_MS of waiting, so a task of priority p goes ahead of the tasks of lower
 -- priorities submitted up to (p - q) * RANK_STEP_MS before it, and behind older ones: a low priority ages, and is
--- never starved. Ties (the same ms) are ordered by task id, which is time-sortable.
+-- never starved. The score is that time (ms) times 1024 plus the task's place in its submit call, so the tasks of
+-- one call keep their order (an exact integer in a double: 1024 * 2^41 ms < 2^53); ties left (the same ms, other
+-- calls) go by task id.
 local RANK_STEP_MS = 60000
-local function rank(now, priority)
-  return now - priority * RANK_STEP_MS
+local function rank(now, priority, seq)
+  return (now - priority * RANK_STEP_MS) * 1024 + seq % 1024
 end
 
 -- waiting_undelivered: entries of the stream that no worker has read yet. Settled entries are deleted, so every
