@@ -20,6 +20,7 @@ ADDED = (
     "drain_eta_s",
     "workers_needed",
     "workers_needed_basis",
+    "waiting_admission",
 )
 """Per-capability keys added to the JSON after its first schema (which ``COLUMNS`` and ``open_circuits`` hold)."""
 TOTALS_ADDED = (
@@ -30,6 +31,7 @@ TOTALS_ADDED = (
     "oldest_running_s",
     "paused",
     "workers_needed",
+    "waiting_admission",
 )
 
 

@@ -58,6 +58,10 @@ class CapabilityStats:
     """Workers do not read this capability (``dispatcher pause``); submits are still accepted."""
     completed_1m: int = 0
     """Tasks completed over the last minute, fleet-wide."""
+    waiting_admission: int = 0
+    """Tasks with a priority waiting in the ready set for the admitter (docs/flow-control.md): not on the stream,
+    so not in ``waiting`` (the stream's lag, which the admitter keeps at most ``flow_window``), but work that more
+    workers would help with: the scaling advice counts it."""
     failed_1m: int = 0
     """Failed attempts over the last minute (retried or dead-lettered), fleet-wide."""
     throughput_window_s: float = 0.0
@@ -113,6 +117,8 @@ class Totals:
     oldest_running_s: float | None = None
     paused: int = 0
     """How many capabilities are paused."""
+    waiting_admission: int = 0
+    """Tasks with a priority waiting for admission, over all capabilities."""
     workers_needed: int = 0
     """The sum over capabilities: an upper bound, since one worker may serve several."""
 
@@ -228,7 +234,7 @@ def _capability(
     waiting, running = waiting_count(r), r.group.pending if r.group else 0
     tput = r.throughput
     rate = tput.completed_per_s
-    advice = advise(waiting, running, tput.completed, tput.window_s, len(r.live_consumers), target_age_s)
+    advice = advise(waiting + r.ready, running, tput.completed, tput.window_s, len(r.live_consumers), target_age_s)
     return CapabilityStats(
         name=r.name,
         waiting=waiting,
@@ -244,7 +250,8 @@ def _capability(
         completed_1m=tput.completed,
         failed_1m=tput.failed,
         throughput_window_s=tput.window_s,
-        drain_eta_s=waiting / rate if rate > 0 else None,
+        drain_eta_s=(waiting + r.ready) / rate if rate > 0 else None,
+        waiting_admission=r.ready,
         workers_needed=advice.workers_needed,
         workers_needed_basis=advice.basis,
     )
@@ -269,4 +276,5 @@ def _totals(caps: Sequence[CapabilityStats], live_workers: int) -> Totals:
         oldest_running_s=_most([c.oldest_running_s for c in caps]),
         paused=sum(1 for c in caps if c.paused),
         workers_needed=sum(c.workers_needed for c in caps),
+        waiting_admission=sum(c.waiting_admission for c in caps),
     )

@@ -194,6 +194,11 @@ CAPABILITY_GAUGES: tuple[CapabilityGauge, ...] = (
     CapabilityGauge(
         "dispatcher_tasks_waiting", "Tasks in the stream not yet delivered to a worker.", lambda c: c.waiting
     ),
+    CapabilityGauge(
+        "dispatcher_tasks_waiting_admission",
+        "Tasks with a priority waiting for admission onto the stream (not in the stream's lag).",
+        lambda c: c.waiting_admission,
+    ),
     CapabilityGauge("dispatcher_tasks_running", "Tasks delivered and not yet settled.", lambda c: c.running),
     CapabilityGauge(
         "dispatcher_tasks_delayed", "Tasks scheduled for later (delay_s, retry backoff).", lambda c: c.delayed

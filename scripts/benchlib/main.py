@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import cost, ours, profile, raw, scale, stats_cost
+from benchlib import cost, flow, ours, profile, raw, scale, stats_cost
 from benchlib.env import Processes, RedisServer, machine
 from benchlib.report import Row, json_lines, markdown, table
 
@@ -57,6 +57,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--stats-cost",
         action="store_true",
         help="only time stats.collect() over 100 capabilities / 1,000 workers / 10,000 running tasks",
+    )
+    p.add_argument(
+        "--flow",
+        action="store_true",
+        help="only the flow-control workloads: tasks with priorities drained, a priority-9 task behind a backlog",
     )
     p.add_argument("--repeat", type=int, default=1, help="run everything N times, report each figure's median")
     p.add_argument("--no-aof", action="store_true", help="skip the drain run on a Redis with AOF everysec")
@@ -365,6 +370,8 @@ def run(args: argparse.Namespace) -> int:
     s = QUICK if args.quick else FULL
     if args.stats_cost:
         return _stats_cost(s)
+    if args.flow:
+        return _flow(s, args.tasks or (10_000 if s is FULL else 500))
     if args.tasks:
         s = dataclasses.replace(s, tasks=args.tasks)
     with_peers = args.peers or args.peers_only
@@ -403,6 +410,27 @@ def _stats_cost(s: Sizes) -> int:
     row = Row("scale", what, r["median_ms"], "ms", None, "≤ 100", r["median_ms"] <= 100, r)
     print(table([row]))
     print(f"best {r['best_ms']:.1f} ms, {r['round_trips']} round trips per collect()")
+    return 0
+
+
+def _flow(s: Sizes, n: int) -> int:
+    server, procs = RedisServer().start(), Processes()
+    try:
+        log(f"flow: {n:,} tasks with priorities 0-9, 2 workers")
+        d = flow.drain(server, procs, n, s.timeout_s)
+        log(f"flow: {flow.JUMPS} priority-9 tasks behind {n:,} priority-0")
+        j = flow.jump(server, procs, n, s.timeout_s)
+    finally:
+        procs.stop_all()
+        server.stop()
+    rows = [
+        Row("flow", "drain, priorities 0-9, 2 workers, --concurrency 100", d["rate"], "tasks/s", None, "", None, d),
+        Row("flow", "Redis commands per task at submit (scripts' calls included)", d["submit_commands_per_task"], ""),
+        Row("flow", "Redis commands per task, admit + run + settle", d["run_commands_per_task"], ""),
+        Row("flow", f"priority 9 behind {n:,}: backlog starts ahead, p99", j["ahead_p99"], "tasks", None, "", None, j),
+        Row("flow", f"priority 9 behind {n:,}: submit to start, p99", j["wait"]["p99"], "ms"),
+    ]
+    print(table(rows))
     return 0
 
 

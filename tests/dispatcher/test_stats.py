@@ -230,3 +230,16 @@ def test_advice_from_a_known_rate() -> None:
     assert advise(50, 0, 0, 0.0, 3, 60.0) == Advice(3, "no_rate")  # no rate yet: keep the live workers
     assert advise(50, 0, 0, 0.0, 0, 60.0) == Advice(1, "no_rate")  # and start at least one
     assert advise(50, 0, 40, 30.0, 0, 60.0) == Advice(1, "no_rate")  # completions, but nobody alive now
+
+
+def test_tasks_waiting_for_admission_are_counted_apart_from_the_lag(
+    settings: Any, redis_server: Any, prefix: str
+) -> None:
+    with Dispatcher(settings.model_copy(update={"flow_window": 3})) as d:
+        d.submit_many([Task(capability="ranked", payload=i, priority=1) for i in range(10)])
+        stats = collect(d.gateway, KeySpace(prefix))
+    (cap,) = stats.capabilities
+    assert (cap.waiting, cap.waiting_admission) == (3, 7)
+    doc = stats_json(stats)
+    assert doc["capabilities"][0]["waiting_admission"] == 7
+    assert doc["totals"]["waiting_admission"] == 7
