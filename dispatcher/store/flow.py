@@ -10,13 +10,15 @@ from dispatcher.store.gateway import Op, check
 from dispatcher.store.keys import CapabilityKeys
 
 
-def admit(every: Sequence[CapabilityKeys], window: int) -> Op[int]:
+def admit(every: Sequence[CapabilityKeys], window: int) -> Op[tuple[int, int]]:
     """Move the best-ranked waiting tasks of each capability onto its stream, up to ``window`` undelivered entries
-    per stream (``admit.lua``), every capability in one round trip; returns how many moved."""
+    per stream (``admit.lua``), every capability in one round trip; returns (how many moved, how many still wait
+    in the ready sets after the move)."""
     if not every:
-        return 0
+        return 0, 0
     replies = yield [scripts.call("admit", [k.stream, k.index, k.ready], [window]) for k in every]
-    return sum(wire.count(check(r), "admit") for r in replies)
+    pairs = [wire.admitted(check(r)) for r in replies]
+    return sum(moved for moved, _ in pairs), sum(left for _, left in pairs)
 
 
 def waiting(every: Sequence[CapabilityKeys]) -> Op[list[int]]:

@@ -10,16 +10,17 @@
 -- KEYS[2]  hash     index: task id -> waiting record (the delayed record's layout, see delayed.lua)
 -- KEYS[3]  zset     ready: waiting tasks scored by rank (see admission.lua)
 -- ARGV[1]  integer  admission window: the most undelivered entries the stream may hold after this call
--- Returns: the number of tasks moved
+-- Returns: an array of 2 integers: the number of tasks moved, and how many still wait in the ready set
 -- @include entry.lua
 -- @include delayed.lua
 -- @include admission.lua
-if redis.call('ZCARD', KEYS[3]) == 0 then
-  return 0
+local waiting = redis.call('ZCARD', KEYS[3])
+if waiting == 0 then
+  return {0, 0}
 end
 local room = tonumber(ARGV[1]) - waiting_undelivered(KEYS[1])
 if room <= 0 then
-  return 0
+  return {0, waiting}
 end
 local ids = redis.call('ZRANGE', KEYS[3], 0, room - 1)
 local moved = 0
@@ -31,4 +32,4 @@ for _, task_id in ipairs(ids) do
   end
 end
 redis.call('ZREM', KEYS[3], unpack(ids))
-return moved
+return {moved, waiting - #ids}

@@ -94,13 +94,13 @@ def test_a_task_without_a_priority_takes_the_plain_path_even_when_others_wait(
 
 
 def test_admit_returns_0_when_nothing_waits(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
-    assert gw.run(flow.admit([keys], WINDOW)) == 0
+    assert gw.run(flow.admit([keys], WINDOW)) == (0, 0)
     assert keyspace(client, keys.stream.split(":")[0]) == set()
 
 
 def test_admit_returns_0_while_the_window_is_full(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
     submit(gw, keys, *[item(1) for _ in range(WINDOW + 2)])
-    assert gw.run(flow.admit([keys], WINDOW)) == 0
+    assert gw.run(flow.admit([keys], WINDOW)) == (0, 2)
     assert client.zcard(keys.ready) == 2
 
 
@@ -110,7 +110,7 @@ def test_admit_moves_the_best_ranked_first_up_to_the_room_read_entries_leave(
     submit(gw, keys, *[item(0) for _ in range(WINDOW)], item(0), item(2), item(9), item(5))
     gw.run(streams.ensure_groups([keys.stream]))
     gw.run(streams.read([keys.stream], "c1", 2, None))  # two read: two pending, one undelivered
-    assert gw.run(flow.admit([keys], WINDOW)) == 2
+    assert gw.run(flow.admit([keys], WINDOW)) == (2, 2)
     assert payloads_on_stream(client, keys)[WINDOW:] == [9, 5]
     assert client.zcard(keys.ready) == 2
     moved = client.xrange(keys.stream)[-1]
@@ -122,7 +122,7 @@ def test_admit_drops_an_id_without_a_waiting_record_and_does_not_count_it(
     gw: Gateway, client: redis.Redis, keys: CapabilityKeys
 ) -> None:
     client.zadd(keys.ready, {"ghost": 1})
-    assert gw.run(flow.admit([keys], WINDOW)) == 0
+    assert gw.run(flow.admit([keys], WINDOW)) == (0, 0)
     assert client.exists(keys.ready) == 0
 
 
