@@ -35,6 +35,21 @@ def check_capability(name: str) -> str:
     return name
 
 
+LIMIT_PATTERN = CAPABILITY_PATTERN
+"""Rate limit names follow the capability rule (they name a key's hash tag)."""
+MAX_UNITS = 1_000_000_000
+"""The most units a task may take from one limit."""
+MAX_LIMITS = 8
+"""The most rate limits one task may take units from."""
+
+
+def check_limit(name: str) -> str:
+    """Return ``name`` if it is a valid rate limit name, else raise ``ValueError``."""
+    if not isinstance(name, str) or not LIMIT_PATTERN.match(name):
+        raise ValueError(f"invalid rate limit name {name!r}: use 1-64 lowercase letters, digits, '_', '.' or '-'")
+    return name
+
+
 class Task(BaseModel):
     """A unit of work for the workers of one capability.
 
@@ -66,6 +81,10 @@ class Task(BaseModel):
             description="0-9, higher first among the waiting tasks of the capability that have one.",
         ),
     ] = None
+    rate_limits: Annotated[
+        dict[str, int] | None,
+        Field(description="Units this task takes from named rate limits when it is admitted (docs/flow-control.md)."),
+    ] = None
     attempt: Annotated[int, Field(ge=1)] = 1
 
     @classmethod
@@ -86,6 +105,19 @@ class Task(BaseModel):
     @classmethod
     def _capability(cls, value: str) -> str:
         return check_capability(value)
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        if value is None:
+            return None
+        if not 1 <= len(value) <= MAX_LIMITS:
+            raise ValueError(f"name 1 to {MAX_LIMITS} rate limits")
+        for name, units in value.items():
+            check_limit(name)
+            if type(units) is not int or not 1 <= units <= MAX_UNITS:
+                raise ValueError(f"units of {name!r} must be an integer from 1 to {MAX_UNITS}, not {units!r}")
+        return value
 
     @field_validator("id")
     @classmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+from dispatcher.fleet.limiter import LimitGate
 from dispatcher.store import flow, liveness, streams
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import KeySpace
@@ -33,7 +34,9 @@ PASSES = 8
 class Admitter:
     """Admits waiting tasks of every known capability while it holds the admitter's lease."""
 
-    def __init__(self, gateway: Gateway, keyspace: KeySpace, owner: str, window: int) -> None:
+    def __init__(
+        self, gateway: Gateway, keyspace: KeySpace, owner: str, window: int, max_payload_bytes: int = 1 << 20
+    ) -> None:
         self.gateway = gateway
         self.keyspace = keyspace
         self.owner = owner
@@ -41,6 +44,7 @@ class Admitter:
         self._held = False
         self._lease_checked = float("-inf")
         self._next_s = float("-inf")
+        self.gate = LimitGate(gateway, keyspace, window, max_payload_bytes)
 
     def tick(self) -> int:
         """Take or renew the lease when due and, while held, admit; returns how many tasks moved."""
@@ -65,7 +69,8 @@ class Admitter:
             moved += step
             if step == 0 or left == 0:
                 break
-        return moved, left
+        limited, waiting = self.gate.admit(keys)
+        return moved + limited, left + waiting
 
     def release(self) -> None:
         """Give up the lease (if held), so another process takes over at its next try."""

@@ -41,7 +41,9 @@ class Upkeep:
         self._reaper_gateway = Gateway(make_client(settings), settings.redis_url)
         self._admitter_gateway = Gateway(make_client(settings), settings.redis_url)
         self.mover = Mover(self._mover_gateway, self.keyspace, owner)
-        self.admitter = Admitter(self._admitter_gateway, self.keyspace, owner, settings.flow_window)
+        self.admitter = Admitter(
+            self._admitter_gateway, self.keyspace, owner, settings.flow_window, settings.max_payload_bytes
+        )
         self.reaper = Reaper(self._reaper_gateway, settings, faults or Faults())
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

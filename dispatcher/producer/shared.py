@@ -15,6 +15,7 @@ from dispatcher.settings import Settings
 from dispatcher.store import codec
 from dispatcher.store.gateway import refused_whole, rewrap, wrap_error
 from dispatcher.store.keys import CapabilityKeys, KeySpace
+from dispatcher.store.limits import LimitState
 from dispatcher.store.streams import Enqueue, Lookup, Placed, Submitted
 from dispatcher.store.wire import Delayed, Enqueued
 from dispatcher.task import Status, Task
@@ -100,11 +101,46 @@ class ProducerCore:
             # Sent as a delay, which the script adds to Redis' clock: only the difference of this host's clock
             # readings counts, so a producer whose clock is wrong still delays by what it was asked to.
             delay_ms = max(int((task.not_before - time.time()) * 1000), 0) if task.not_before else 0
+            if delay_ms and task.rate_limits is not None:
+                raise InvalidTask(
+                    f"task {task.id}: rate_limits cannot be combined with a delay yet (docs/flow-control.md)"
+                )
             item = Enqueue(
-                task.id, blob, delay_ms, task.idempotency_key, codec.version_of(task), task.store_result, task.priority
+                task.id,
+                blob,
+                delay_ms,
+                task.idempotency_key,
+                codec.version_of(task),
+                task.store_result,
+                task.priority,
+                task.rate_limits is not None,
             )
             groups.setdefault(task.capability, []).append(item)
         return [(self.keys(cap), items) for cap, items in groups.items()]
+
+    @staticmethod
+    def limit_names(tasks: Sequence[Task]) -> list[str]:
+        """The rate limits ``tasks`` take units from, sorted: each must exist before anything is written."""
+        return sorted({name for t in tasks if t.rate_limits for name in t.rate_limits})
+
+    @staticmethod
+    def check_limits(tasks: Sequence[Task], names: Sequence[str], states: Sequence[LimitState | None]) -> None:
+        """Raise ``InvalidTask`` for a limit that does not exist, or for more units than a limit's burst (they
+        would never fit): refused, nothing written. Limits are never created on first use: a limit has no rate
+        until ``dispatcher limits set`` gives it one."""
+        found = dict(zip(names, states, strict=True))
+        for task in tasks:
+            for name, units in (task.rate_limits or {}).items():
+                state = found[name]
+                if state is None:
+                    raise InvalidTask(
+                        f"task {task.id}: unknown rate limit {name!r}: create it with"
+                        f" 'dispatcher limits set {name} --rate N/min'"
+                    )
+                if units > state.burst:
+                    raise InvalidTask(
+                        f"task {task.id}: {units} units of {name!r} exceed its burst of {state.burst}: they never fit"
+                    )
 
     def unregistered(self, batches: list[tuple[CapabilityKeys, list[Enqueue]]]) -> list[str]:
         """Capabilities of ``batches`` this process has not yet added to the fleet-wide set."""

@@ -15,14 +15,15 @@ from typing import Any
 import msgpack
 
 from dispatcher.errors import DecodeError, InvalidTask, PayloadTooLarge
-from dispatcher.task import MAX_PRIORITY, Task
+from dispatcher.task import LIMIT_PATTERN, MAX_LIMITS, MAX_PRIORITY, MAX_UNITS, Task
 
 FORMAT_VERSION = b"1"
 """The version of a task that uses no option of a later version."""
 STORE_RESULT_VERSION = b"2"
 """Version 2 adds the task key ``store_result`` (a task that keeps no result)."""
 PRIORITY_VERSION = b"3"
-"""Version 3 adds the task key ``priority`` (an integer from 0 to 9)."""
+"""Version 3 adds the flow-control task keys ``priority`` (an integer from 0 to 9) and ``rate_limits`` (a map of
+limit names to units)."""
 SUPPORTED_VERSIONS = frozenset({FORMAT_VERSION, STORE_RESULT_VERSION, PRIORITY_VERSION})
 _MAX_DEPTH = 64
 _TASK_DEFAULTS: dict[str, Any] = {
@@ -34,6 +35,7 @@ _TASK_DEFAULTS: dict[str, Any] = {
     "expires_at": None,
     "store_result": True,
     "priority": None,
+    "rate_limits": None,
 }
 _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "max_retries": (int,),
@@ -43,6 +45,7 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "expires_at": (int, float),
     "store_result": (bool,),
     "priority": (int,),
+    "rate_limits": (dict,),
 }
 
 
@@ -94,7 +97,7 @@ def _check_value(value: Any, depth: int) -> None:
 
 def version_of(task: Task) -> bytes:
     """The lowest format version that can carry ``task`` (producers write that one, for old readers)."""
-    if task.priority is not None:
+    if task.priority is not None or task.rate_limits is not None:
         return PRIORITY_VERSION
     return FORMAT_VERSION if task.store_result else STORE_RESULT_VERSION
 
@@ -260,8 +263,9 @@ def _optional_fields(body: dict[str, Any], values: dict[str, Any], version: byte
         raise DecodeError(f"unknown task fields {sorted(unknown)}")
     if "store_result" in body and version == FORMAT_VERSION:
         raise DecodeError("'store_result' needs format version 2")
-    if "priority" in body and version != PRIORITY_VERSION:
-        raise DecodeError("'priority' needs format version 3")
+    for name in ("priority", "rate_limits"):
+        if name in body and version != PRIORITY_VERSION:
+            raise DecodeError(f"{name!r} needs format version 3")
     for name, types in _OPTIONAL_TYPES.items():
         value = body.get(name)
         if value is not None:
@@ -285,8 +289,27 @@ def _check_range(name: str, value: Any) -> None:
         raise DecodeError(f"{name!r} is not a finite number")
     if name == "priority" and not 0 <= value <= MAX_PRIORITY:
         raise DecodeError(f"'priority' is not from 0 to {MAX_PRIORITY}")
+    if name == "rate_limits" and not _valid_limits(value):
+        raise DecodeError(f"'rate_limits' is not a map of 1-{MAX_LIMITS} limit names to units from 1 to {MAX_UNITS}")
     if name == "idempotency_key" and not 1 <= len(value) <= 256:
         raise DecodeError("'idempotency_key' is not 1-256 characters")
+
+
+def _valid_limits(value: dict[Any, Any]) -> bool:
+    return 1 <= len(value) <= MAX_LIMITS and all(
+        type(k) is str and LIMIT_PATTERN.match(k) and type(v) is int and 1 <= v <= MAX_UNITS for k, v in value.items()
+    )
+
+
+def limits_of(blob: bytes, max_bytes: int) -> dict[str, int]:
+    """The ``rate_limits`` of an encoded task (the admitter reads them from a waiting record); {} for none or for a
+    blob that does not hold valid ones (the worker dead-letters such a task when it reads it)."""
+    try:
+        body = unpack(blob, max_bytes)
+    except DecodeError:
+        return {}
+    value = body.get("rate_limits") if type(body) is dict else None
+    return dict(value) if type(value) is dict and _valid_limits(value) else {}
 
 
 def entry_fields(

@@ -26,6 +26,8 @@ class CapabilityKeys:
     """Sorted set: task id scored by the epoch ms when it is due."""
     ready: str
     """Sorted set: tasks with a priority waiting to be admitted onto the stream, by rank (docs/flow-control.md)."""
+    limited: str
+    """Sorted set: tasks that take units from rate limits, waiting for the admitter, by rank."""
     dead: str
     """Stream of dead letters."""
     throughput: str
@@ -55,6 +57,16 @@ class CapabilityKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitKeys:
+    """The key of one named rate limit: a hash under its own hash tag ``{limit.<name>}``, since capabilities share
+    it (docs/flow-control.md). Fields: ``rate_per_min``, ``burst`` (units), ``tat_ms`` (GCRA's theoretical arrival
+    time, epoch ms by Redis' clock)."""
+
+    name: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
 class KeySpace:
     """Builds every key name under one prefix (default ``dispatcher``)."""
 
@@ -69,6 +81,7 @@ class KeySpace:
             index=base + "tasks",
             delayed=base + "delayed",
             ready=base + "ready",
+            limited=base + "limited",
             dead=base + "dead",
             throughput=base + "tput",
             paused=base + "paused",
@@ -77,6 +90,15 @@ class KeySpace:
             heartbeat_prefix=base + "hb:",
             channel_prefix=base + "done:",
         )
+
+    def limit(self, name: str) -> LimitKeys:
+        """The key of the rate limit ``name`` (a valid limit name: ``dispatcher.task.check_limit``)."""
+        return LimitKeys(name, f"{self.prefix}:{{limit.{name}}}")
+
+    @property
+    def limits(self) -> str:
+        """Set of every rate limit defined (``dispatcher limits set``)."""
+        return f"{self.prefix}:limits"
 
     @property
     def pattern(self) -> str:

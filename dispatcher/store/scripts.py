@@ -15,7 +15,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-NAMES = ("submit", "settle", "retry", "bury", "promote", "lease", "forget", "requeue", "drop", "admit")
+NAMES = ("submit", "settle", "retry", "bury", "promote", "lease", "forget", "requeue", "drop", "admit", "take")
 _INCLUDE = re.compile(rb"^-- @include ([a-z_]+\.lua)\n", re.MULTILINE)
 
 

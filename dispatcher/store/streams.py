@@ -35,6 +35,8 @@ class Enqueue:
     store_result: bool = True
     priority: int | None = None
     """A task with a priority waits in the ready set until the admitter (or submit's fast path) lets it in."""
+    limited: bool = False
+    """The task takes units from rate limits: it always waits for the admitter, in the limited set."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,7 @@ def submit_batch(
 
 
 def _submit_call(keys: CapabilityKeys, items: Sequence[Enqueue], ttl_ms: int, window: int) -> Command:
-    script_keys = [keys.stream, keys.index, keys.delayed, keys.ready]
+    script_keys = [keys.stream, keys.index, keys.delayed, keys.ready, keys.limited]
     args: list[Any] = [ttl_ms, len(items), window]
     for item in items:
         result_slot = idem_slot = 0
@@ -103,7 +105,9 @@ def _submit_call(keys: CapabilityKeys, items: Sequence[Enqueue], ttl_ms: int, wi
         if item.idempotency_key is not None:
             script_keys.append(keys.idempotency(item.idempotency_key))
             idem_slot = len(script_keys)
-        priority = "" if item.priority is None else item.priority
+        priority: str | int = "" if item.priority is None else item.priority
+        if item.limited:
+            priority = f"w{item.priority or 0}"
         args.extend((item.task_id, item.blob, item.version, item.delay_ms, result_slot, idem_slot, priority))
     return scripts.call("submit", script_keys, args)
 

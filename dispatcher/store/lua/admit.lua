@@ -10,10 +10,24 @@
 -- KEYS[2]  hash     index: task id -> waiting record (the delayed record's layout, see delayed.lua)
 -- KEYS[3]  zset     ready: waiting tasks scored by rank (see admission.lua)
 -- ARGV[1]  integer  admission window: the most undelivered entries the stream may hold after this call
+-- ARGV[2..] string  optional: move exactly these task ids (those still in KEYS[3]; the window is not applied:
+--                   the caller took their rate-limit units for them), instead of the best-ranked
 -- Returns: an array of 2 integers: the number of tasks moved, and how many still wait in the ready set
 -- @include entry.lua
 -- @include delayed.lua
 -- @include admission.lua
+if #ARGV > 1 then
+  local moved = 0
+  for i = 2, #ARGV do
+    local task_id = ARGV[i]
+    local version, attempt, reclaims, blob = read_delayed(redis.call('HGET', KEYS[2], task_id))
+    if redis.call('ZREM', KEYS[3], task_id) == 1 and version then
+      redis.call('HSET', KEYS[2], task_id, add_entry(KEYS[1], version, blob, attempt, reclaims))
+      moved = moved + 1
+    end
+  end
+  return {moved, redis.call('ZCARD', KEYS[3])}
+end
 local waiting = redis.call('ZCARD', KEYS[3])
 if waiting == 0 then
   return {0, 0}

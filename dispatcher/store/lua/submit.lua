@@ -9,7 +9,8 @@
 -- KEYS[2]  hash     index: task id -> entry id, or a delayed record (see delayed.lua)
 -- KEYS[3]  zset     delayed tasks: task id scored by due time (epoch ms)
 -- KEYS[4]  zset     ready: tasks with a priority waiting for admission, scored by rank (see admission.lua)
--- KEYS[5..] string  result keys (of the tasks that keep a result) and idempotency keys, referenced by slot below
+-- KEYS[5]  zset     limited: tasks that take units from rate limits, waiting for the admitter, scored by rank
+-- KEYS[6..] string  result keys (of the tasks that keep a result) and idempotency keys, referenced by slot below
 -- ARGV[1]  integer  idempotency TTL (ms)
 -- ARGV[2]  integer  N, the number of tasks
 -- ARGV[3]  integer  admission window: a task with a priority goes straight onto the stream only while nothing
@@ -17,7 +18,8 @@
 -- ARGV[4..] per task, 7 values: task id, task blob (msgpack), format version, delay (ms from now by Redis' clock,
 --                   0 = now),
 --                   result key slot (0 = the task keeps no result, k = KEYS[k]), idempotency key slot (0 = none),
---                   priority ("" = none: the task takes the plain path, and nothing of flow control runs)
+--                   priority ("" = none: the task takes the plain path, and nothing of flow control runs;
+--                   "w<priority>": the task takes units from rate limits and always waits in KEYS[5])
 -- Returns: an array of N values: 1 queued, 2 delayed, or a task id (string) when nothing was added because
 --          that task (the same id, or the first task of that idempotency key) already exists
 -- @include entry.lua
@@ -65,6 +67,11 @@ for i = 0, n - 1 do
       delayed[#delayed + 1] = now + delay
       delayed[#delayed + 1] = task_id
       out[i + 1] = 2
+    elseif string.sub(priority, 1, 1) == 'w' then
+      now = now or now_ms()
+      index[#index + 1] = delayed_record(version, 1, 0, blob)
+      redis.call('ZADD', KEYS[5], rank(now, tonumber(string.sub(priority, 2)), i), task_id)
+      out[i + 1] = 1
     elseif priority ~= '' and not admit_now(KEYS[1], KEYS[4], tonumber(ARGV[3])) then
       now = now or now_ms()
       index[#index + 1] = delayed_record(version, 1, 0, blob)

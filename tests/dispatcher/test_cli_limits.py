@@ -1,0 +1,47 @@
+"""``dispatcher limits``: set a limit, list limits (table and JSON), and each user mistake as one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import one_error_line
+
+from dispatcher import Dispatcher, Task
+from dispatcher.cli.exits import Exit
+from dispatcher.cli.main import main
+
+
+def test_set_then_list_as_json_and_table(
+    cli: list[str], dispatcher: Dispatcher, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["limits", "set", "openai-rpm", "--rate", "500/min", "--burst", "50", *cli]) == Exit.OK
+    assert main(["limits", "set", "openai-tpm", "--rate", "200000/min", *cli]) == Exit.OK
+    assert "burst 3333" in capsys.readouterr().out  # one second of the rate by default
+    dispatcher.submit_many([Task(capability="llm", rate_limits={"openai-rpm": 1}) for _ in range(3)])
+    assert main(["limits", "--json", *cli]) == Exit.OK
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["limits"][0] == {"name": "openai-rpm", "rate_per_min": 500.0, "burst": 50, "available": 50}
+    assert doc["limits"][1]["name"] == "openai-tpm"
+    assert doc["waiting_for_limit"] == {"llm": 3}  # no admitter runs here
+    assert main(["limits", *cli]) == Exit.OK
+    out = capsys.readouterr().out
+    assert "openai-rpm" in out and "waiting for a limit: llm: 3 task(s)" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["limits", "set", "x"], "limits set needs a NAME and --rate"),
+        (["limits", "set", "x", "--rate", "fast"], "invalid rate 'fast'"),
+        (["limits", "set", "x", "--rate", "0/s"], "invalid rate '0/s'"),
+        (["limits", "set", "Bad Name", "--rate", "1/s"], "invalid rate limit name"),
+        (["limits", "set", "x", "--rate", "10/s", "--burst", "0"], "invalid burst 0"),
+        (["limits", "list", "x"], "limits list takes no NAME"),
+    ],
+)
+def test_mistakes_are_one_line(argv: list[str], said: str, cli: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*argv, *cli]) == Exit.USAGE
+    out, err = capsys.readouterr()
+    assert said in one_error_line(err)
+    assert out == ""
