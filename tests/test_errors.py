@@ -42,6 +42,7 @@ ALLOWED_RAISES: dict[tuple[str, str, str], str] = {
 ALLOWED_CLASSES: dict[tuple[str, str], str] = {
     ("dispatcher/errors.py", "DispatcherError"): "the base of the tree",
     ("dispatcher/errors.py", "Retry"): "a handler's request for another attempt, not an error of ours",
+    ("dispatcher/errors.py", "RateLimited"): "a handler's report of a provider's quota refusal, not an error of ours",
     ("dispatcher/errors.py", "Reject"): "a handler's refusal of its task, not an error of ours",
     ("dispatcher/store/connection.py", "PoolTimeout"): (
         "raised inside redis-py's connection pool, so it is a redis-py ConnectionError as the one it replaces; it "

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # types only: the worker's hot path need not import the stats
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("succeeded", "retried", "dead")
+OUTCOMES = ("succeeded", "retried", "dead", "rate_limited")
 DURATION_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 """Queue waits: the run-time buckets, and up to an hour (a backlog waits longer than one task runs)."""

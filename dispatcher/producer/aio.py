@@ -119,6 +119,11 @@ class AsyncDispatcher:
             await self.listener.hold(self.core.channels(handles))
         return handles
 
+    async def consume(self, limit: str, units: int) -> None:
+        """See ``Dispatcher.consume``."""
+        taken = await self.gateway.run(limits.consume(self.core.limit_keys(limit), units))
+        self.core.check_consume(limit, units, taken)
+
     async def handle(self, task_id: str, capability: str | None = None) -> AsyncTaskHandle:
         """See ``Dispatcher.handle``."""
         if capability is None:

@@ -14,11 +14,11 @@ from dispatcher.errors import InvalidTask, PoolExhausted, RedisError, ResultNotS
 from dispatcher.settings import Settings
 from dispatcher.store import codec
 from dispatcher.store.gateway import refused_whole, rewrap, wrap_error
-from dispatcher.store.keys import CapabilityKeys, KeySpace
-from dispatcher.store.limits import LimitState
+from dispatcher.store.keys import CapabilityKeys, KeySpace, LimitKeys
+from dispatcher.store.limits import LimitState, Taken
 from dispatcher.store.streams import Enqueue, Lookup, Placed, Submitted
 from dispatcher.store.wire import Delayed, Enqueued
-from dispatcher.task import Status, Task
+from dispatcher.task import Status, Task, check_limit
 
 _RESUBMIT = "submitting the same Task objects again adds none twice"
 
@@ -141,6 +141,19 @@ class ProducerCore:
                     raise InvalidTask(
                         f"task {task.id}: {units} units of {name!r} exceed its burst of {state.burst}: they never fit"
                     )
+
+    def limit_keys(self, limit: str) -> LimitKeys:
+        """The key of the rate limit ``limit``; raises ``InvalidTask`` for a name that is not valid."""
+        try:
+            return self.keyspace.limit(check_limit(limit))
+        except ValueError as e:
+            raise InvalidTask(str(e)) from None
+
+    @staticmethod
+    def check_consume(limit: str, units: int, taken: Taken) -> None:
+        """Raise ``InvalidTask`` when a ``consume`` found no such limit."""
+        if taken is Taken.UNKNOWN:
+            raise InvalidTask(f"unknown rate limit {limit!r}: nothing consumed")
 
     def unregistered(self, batches: list[tuple[CapabilityKeys, list[Enqueue]]]) -> list[str]:
         """Capabilities of ``batches`` this process has not yet added to the fleet-wide set."""

@@ -171,6 +171,12 @@ class Dispatcher:
             capability = found.capability
         return TaskHandle(self, task_id, capability)
 
+    def consume(self, limit: str, units: int) -> None:
+        """Debit ``units`` from the rate limit ``limit`` now (negative: refund), whatever its room: a handler that
+        learns the true cost of a call afterwards corrects the estimate its task was admitted with, e.g.
+        ``consume("openai-tpm", used - estimated)``. Raises ``InvalidTask`` for an unknown limit."""
+        self.core.check_consume(limit, units, self.gateway.run(limits.consume(self.core.limit_keys(limit), units)))
+
     def close(self) -> None:
         """Close the connections this dispatcher opened (and the one ``result()`` listens on)."""
         self.listener.close()

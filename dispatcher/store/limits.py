@@ -57,6 +57,12 @@ def take(keys: LimitKeys, units: int) -> Op[tuple[Taken, int]]:
     return _taken(reply)
 
 
+def consume(keys: LimitKeys, units: int) -> Op[Taken]:
+    """Debit ``units`` (negative: refund) whatever the room: a handler reporting the true cost after the call."""
+    reply = check((yield [scripts.call("take", [keys.state], [units, "", "force"])])[0])
+    return _taken(reply)[0]
+
+
 def pause(keys: LimitKeys, pause_ms: int) -> Op[Taken]:
     """Let nothing be taken from the limit for ``pause_ms`` from now (a provider said 429), fleet-wide."""
     reply = check((yield [scripts.call("take", [keys.state], [0, pause_ms])])[0])

@@ -13,8 +13,9 @@ import pytest
 import redis
 from helpers import keyspace, wait_until
 
-from dispatcher import Dispatcher, InvalidTask, Settings, Task
+from dispatcher import Dispatcher, InvalidTask, RateLimited, Settings, Task
 from dispatcher.fleet import ratelimits
+from dispatcher.store import limits
 from workers import Registry, Worker
 
 RATE_PER_S = 20
@@ -95,7 +96,7 @@ def test_an_exhausted_limit_does_not_hold_up_another_limit(
 
 
 @pytest.mark.parametrize(
-    ("limits", "said"),
+    ("wanted", "said"),
     [
         ({"nope": 1}, "unknown rate limit 'nope'"),
         ({"api": 0}, "units of 'api' must be an integer from 1"),
@@ -106,11 +107,65 @@ def test_an_exhausted_limit_does_not_hold_up_another_limit(
     ],
 )
 def test_bad_rate_limits_at_submit_write_nothing(
-    limits: dict[str, int], said: str, dispatcher: Dispatcher, client: redis.Redis, settings: Settings
+    wanted: dict[str, int], said: str, dispatcher: Dispatcher, client: redis.Redis, settings: Settings
 ) -> None:
     define(dispatcher, "api", "600/min", 10)
     with pytest.raises(InvalidTask, match=said):
-        dispatcher.submit("llm", 1, rate_limits=limits)
+        dispatcher.submit("llm", 1, rate_limits=wanted)
     with pytest.raises(InvalidTask, match="cannot be combined with a delay"):
         dispatcher.submit("llm", 1, rate_limits={"api": 1}, delay_s=5)
     assert not [k for k in keyspace(client, settings.prefix) if "{llm}" in k]
+
+
+def test_rate_limited_pauses_the_limit_fleet_wide_and_spends_no_attempt(
+    dispatcher: Dispatcher, client: redis.Redis, settings: Settings
+) -> None:
+    define(dispatcher, "provider", "6000/min", 50)
+    runs: list[tuple[str, int, float]] = []
+    lock = threading.Lock()
+
+    def handler(task: Task) -> str:
+        with lock:
+            runs.append((str(task.payload), task.attempt, time.time()))
+            first = len(runs) == 1
+        if first:
+            raise RateLimited(retry_after_s=1.5, limit="provider")
+        return "ok"
+
+    registry = Registry()
+    registry.register("llm", handler)
+    worker = Worker(registry, ["llm"], settings, concurrency=4)
+    thread = threading.Thread(target=lambda: asyncio.run(worker.run()), daemon=True)
+    thread.start()
+    try:
+        first = dispatcher.submit("llm", "first", rate_limits={"provider": 1}, max_retries=0)
+        wait_until(lambda: len(runs) == 1, 30, message="the first task ran and hit the provider's 429")
+        paused_at = runs[0][2]
+        later = dispatcher.submit("llm", "later", rate_limits={"provider": 1})
+        assert first.result(timeout_s=30) == "ok"  # max_retries=0: a spent attempt would have buried it
+        assert later.result(timeout_s=30) == "ok"
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+    by_payload = {p: (a, t) for p, a, t in runs[1:]}
+    assert [a for p, a, _ in runs if p == "first"] == [1, 1]  # the same attempt, run again
+    assert by_payload["first"][1] - paused_at >= 1.4
+    assert by_payload["later"][1] - paused_at >= 1.4, "a task of the paused limit started during the pause"
+
+
+def test_consume_debits_beyond_the_burst_and_a_refund_gives_back(dispatcher: Dispatcher) -> None:
+    define(dispatcher, "tpm", "60/min", 10)  # 1 unit per second
+    keyspace = dispatcher.core.keyspace
+
+    def available() -> int:
+        (state,), now_ms = dispatcher.gateway.run(limits.every(keyspace))
+        return state.available(now_ms)
+
+    dispatcher.consume("tpm", 25)  # the call cost more than the burst: the limit owes 15 units
+    assert available() == 0
+    dispatcher.consume("tpm", -25)
+    assert available() >= 9
+    with pytest.raises(InvalidTask, match="unknown rate limit 'nope'"):
+        dispatcher.consume("nope", 1)
+    with pytest.raises(InvalidTask, match="invalid rate limit name"):
+        dispatcher.consume("No Such", 1)

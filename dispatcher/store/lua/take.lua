@@ -9,7 +9,9 @@
 -- KEYS[1]  hash     the limit (P:{limit.<name>})
 -- ARGV[1]  integer  units to take (negative: refund; 0 with ARGV[2]: only pause)
 -- ARGV[2]  integer  optional: pause the limit for this many ms from now (nothing fits until then: a provider
---                   answered 429), then take nothing
+--                   answered 429), then take nothing; "" for no pause
+-- ARGV[3]  string   optional: "force" takes the units even beyond the burst (a handler reporting what it really
+--                   used: the limit then stays shut until the debt is paid back at its rate)
 -- Returns: an array {code, wait_ms}: code 1 taken (wait_ms 0), 0 not now (wait_ms: when these units would fit,
 --          from now), -1 no such limit, -2 more units than the burst (never fits)
 -- @include clock.lua
@@ -19,13 +21,14 @@ if not rate then
 end
 local units = tonumber(ARGV[1])
 burst = tonumber(burst)
-if units > burst then
+local force = ARGV[3] == 'force'
+if units > burst and not force then
   return {-2, 0}
 end
 local interval = 60000 / tonumber(rate)
 local now = now_ms()
 tat = math.max(tonumber(tat or 0), now)
-if ARGV[2] then
+if ARGV[2] and ARGV[2] ~= '' then
   redis.call('HSET', KEYS[1], 'tat_ms', math.max(tat, now + tonumber(ARGV[2]) + burst * interval))
   return {1, 0}
 end
@@ -35,7 +38,7 @@ if units < 0 then
   return {1, 0}
 end
 local over = new_tat - now - burst * interval
-if over > 0 then
+if over > 0 and not force then
   return {0, math.ceil(over)}
 end
 redis.call('HSET', KEYS[1], 'tat_ms', new_tat)
