@@ -62,6 +62,9 @@ class CapabilityStats:
     """Tasks with a priority waiting in the ready set for the admitter (docs/flow-control.md): not on the stream,
     so not in ``waiting`` (the stream's lag, which the admitter keeps at most ``flow_window``), but work that more
     workers would help with: the scaling advice counts it."""
+    waiting_limit: int = 0
+    """Tasks waiting for a rate limit (docs/flow-control.md): held back by a quota, so more workers do not help;
+    not counted in the scaling advice."""
     failed_1m: int = 0
     """Failed attempts over the last minute (retried or dead-lettered), fleet-wide."""
     throughput_window_s: float = 0.0
@@ -117,6 +120,8 @@ class Totals:
     oldest_running_s: float | None = None
     paused: int = 0
     """How many capabilities are paused."""
+    waiting_limit: int = 0
+    """Tasks waiting for a rate limit, over all capabilities."""
     waiting_admission: int = 0
     """Tasks with a priority waiting for admission, over all capabilities."""
     workers_needed: int = 0
@@ -252,6 +257,7 @@ def _capability(
         throughput_window_s=tput.window_s,
         drain_eta_s=(waiting + r.ready) / rate if rate > 0 else None,
         waiting_admission=r.ready,
+        waiting_limit=r.limited,
         workers_needed=advice.workers_needed,
         workers_needed_basis=advice.basis,
     )
@@ -277,4 +283,5 @@ def _totals(caps: Sequence[CapabilityStats], live_workers: int) -> Totals:
         paused=sum(1 for c in caps if c.paused),
         workers_needed=sum(c.workers_needed for c in caps),
         waiting_admission=sum(c.waiting_admission for c in caps),
+        waiting_limit=sum(c.waiting_limit for c in caps),
     )

@@ -199,6 +199,11 @@ CAPABILITY_GAUGES: tuple[CapabilityGauge, ...] = (
         "Tasks with a priority waiting for admission onto the stream (not in the stream's lag).",
         lambda c: c.waiting_admission,
     ),
+    CapabilityGauge(
+        "dispatcher_tasks_waiting_limit",
+        "Tasks waiting for a rate limit: held back by a quota, more workers do not help.",
+        lambda c: c.waiting_limit,
+    ),
     CapabilityGauge("dispatcher_tasks_running", "Tasks delivered and not yet settled.", lambda c: c.running),
     CapabilityGauge(
         "dispatcher_tasks_delayed", "Tasks scheduled for later (delay_s, retry backoff).", lambda c: c.delayed

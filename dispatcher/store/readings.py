@@ -23,7 +23,7 @@ from dispatcher.store.keys import GROUP, KeySpace
 logger = logging.getLogger(__name__)
 
 NO_THROUGHPUT = throughput.Throughput(0, 0, 0.0)
-PER_CAPABILITY = 9
+PER_CAPABILITY = 10
 """Commands per capability in the second round trip."""
 
 
@@ -60,6 +60,8 @@ class CapabilityReading:
     throughput: throughput.Throughput = NO_THROUGHPUT
     ready: int = 0
     """Tasks with a priority waiting for admission in the ready set (not on the stream yet)."""
+    limited: int = 0
+    """Tasks waiting for rate limits in the limited set."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +142,12 @@ def _capability_commands(keyspace: KeySpace, name: str) -> list[Command]:
         ("EXISTS", keys.paused),
         ("HGETALL", keys.throughput),
         ("ZCARD", keys.ready),
+        ("ZCARD", keys.limited),
     ]
 
 
 def _reading(name: str, replies: list[Any], beats: Mapping[tuple[str, str], bool], now_s: float) -> CapabilityReading:
-    groups, length, delayed, dead, consumers, oldest, paused, ring, ready = replies
+    groups, length, delayed, dead, consumers, oldest, paused, ring, ready, limited = replies
     live = sorted(c for (c, cap), beating in beats.items() if cap == name and beating)
     in_group = _names(consumers)
     # A group consumer the registry does not list is judged in the third round trip (its own EXISTS).
@@ -164,6 +167,7 @@ def _reading(name: str, replies: list[Any], beats: Mapping[tuple[str, str], bool
         paused=bool(check(paused)),
         throughput=throughput.window(check(ring), now_s),
         ready=int(check(ready)),
+        limited=int(check(limited)),
     )
 
 

@@ -11,6 +11,7 @@ import redis
 
 from dispatcher import Dispatcher, KeySpace, Task
 from dispatcher.cli.render import stats_json, stats_table
+from dispatcher.fleet import ratelimits
 from dispatcher.fleet.stats import Advice, CapabilityStats, FleetStats, Totals, advise, collect
 from dispatcher.store.codec import WorkerRecord, encode_worker
 from dispatcher.store.gateway import Command, Gateway
@@ -243,3 +244,15 @@ def test_tasks_waiting_for_admission_are_counted_apart_from_the_lag(
     doc = stats_json(stats)
     assert doc["capabilities"][0]["waiting_admission"] == 7
     assert doc["totals"]["waiting_admission"] == 7
+
+
+def test_tasks_waiting_for_a_rate_limit_are_counted_apart(settings: Any, redis_server: Any, prefix: str) -> None:
+    with Dispatcher(settings) as d:
+        ratelimits.define(d.gateway, KeySpace(prefix), "api", 60.0, 5)
+        d.submit_many([Task(capability="quota", payload=i, rate_limits={"api": 1}) for i in range(4)])
+        stats = collect(d.gateway, KeySpace(prefix))
+    (cap,) = stats.capabilities
+    assert (cap.waiting, cap.waiting_admission, cap.waiting_limit) == (0, 0, 4)
+    assert cap.workers_needed == 0  # a quota holds them back: more workers would not help
+    assert stats_json(stats)["totals"]["waiting_limit"] == 4
+    assert "FLOW: quota: 0 waiting for admission (more workers help), 4 waiting for a rate limit" in stats_table(stats)
