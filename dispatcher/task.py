@@ -43,6 +43,15 @@ MAX_LIMITS = 8
 """The most rate limits one task may take units from."""
 
 
+MAX_KEY_LENGTH = 128
+"""The longest ``concurrency_key`` (it is part of a Redis key name)."""
+
+
+def is_key(value: object) -> bool:
+    """1-128 printable characters, no whitespace: safe in a key name and in a log line."""
+    return type(value) is str and 1 <= len(value) <= MAX_KEY_LENGTH and value.isprintable() and " " not in value
+
+
 def check_limit(name: str) -> str:
     """Return ``name`` if it is a valid rate limit name, else raise ``ValueError``."""
     if not isinstance(name, str) or not LIMIT_PATTERN.match(name):
@@ -81,6 +90,10 @@ class Task(BaseModel):
             description="0-9, higher first among the waiting tasks of the capability that have one.",
         ),
     ] = None
+    concurrency_key: Annotated[
+        str | None,
+        Field(description="At most the capability's per-key cap of tasks with this key run at once, fleet-wide."),
+    ] = None
     rate_limits: Annotated[
         dict[str, int] | None,
         Field(description="Units this task takes from named rate limits when it is admitted (docs/flow-control.md)."),
@@ -105,6 +118,13 @@ class Task(BaseModel):
     @classmethod
     def _capability(cls, value: str) -> str:
         return check_capability(value)
+
+    @field_validator("concurrency_key")
+    @classmethod
+    def _concurrency_key(cls, value: str | None) -> str | None:
+        if value is not None and not is_key(value):
+            raise ValueError(f"concurrency_key must be 1-{MAX_KEY_LENGTH} printable characters without whitespace")
+        return value
 
     @field_validator("rate_limits")
     @classmethod

@@ -47,15 +47,32 @@ class LimitGate:
             return 0, 0
         if room <= 0:
             return 0, len(candidates)
-        chosen: list[str] = []
-        for task_id, blob in candidates:
+        gated = [(task_id, *codec.gates_of(blob, self.max_payload_bytes)) for task_id, blob in candidates]
+        cap, running = self._holders(keys, gated)
+        chosen: list[tuple[str, str | None]] = []
+        for task_id, wanted, key in gated:
             if len(chosen) >= room:
                 break
-            if self._take_all(codec.limits_of(blob, self.max_payload_bytes), blocked):
-                chosen.append(task_id)
+            if key is not None and running.get(key, 0) >= cap:
+                continue  # its key is at its cap: it waits, the tasks of other keys go
+            if self._take_all(wanted, blocked):
+                chosen.append((task_id, key))
+                if key is not None:
+                    running[key] = running.get(key, 0) + 1
         if not chosen:
             return 0, len(candidates)
         return self.gateway.run(flow.admit_chosen(keys, chosen))
+
+    def _holders(
+        self, keys: CapabilityKeys, gated: list[tuple[str, dict[str, int], str | None]]
+    ) -> tuple[int, dict[str, int]]:
+        """The capability's per-key cap (0 when none is set, which submit refuses: the task waits until one is)
+        and the permits held per concurrency key of these candidates."""
+        wanted = sorted({key for _, _, key in gated if key is not None})
+        if not wanted:
+            return 0, {}
+        (cap,) = self.gateway.run(flow.caps([keys]))
+        return cap or 0, self.gateway.run(flow.holders(keys, wanted))
 
     def _take_all(self, wanted: dict[str, int], blocked: set[str]) -> bool:
         """Take every limit's units for one task, or none of them."""

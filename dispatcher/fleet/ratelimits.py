@@ -10,11 +10,12 @@ from dispatcher.errors import ConfigError
 from dispatcher.store import flow, limits, streams
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import KeySpace
-from dispatcher.task import check_limit
+from dispatcher.task import check_capability, check_limit
 
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)/(s|sec|second|m|min|minute|h|hour)\Z")
 _PER_MIN = {"s": 60.0, "sec": 60.0, "second": 60.0, "m": 1.0, "min": 1.0, "minute": 1.0, "h": 1 / 60, "hour": 1 / 60}
 MAX_RATE_PER_MIN = 1e12
+MAX_PER_KEY = 1_000_000
 
 
 def parse_rate(text: str) -> float:
@@ -46,6 +47,18 @@ def define(gateway: Gateway, keyspace: KeySpace, name: str, rate_per_min: float,
     return chosen
 
 
+def set_concurrency(gateway: Gateway, keyspace: KeySpace, capability: str, per_key: int) -> None:
+    """Set the most tasks of one ``concurrency_key`` of ``capability`` that run at once, fleet-wide."""
+    try:
+        check_capability(capability)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if not 1 <= per_key <= MAX_PER_KEY:
+        raise ConfigError(f"invalid --per-key {per_key}: it must be from 1 to {MAX_PER_KEY}")
+    gateway.run(streams.register_capabilities(keyspace.capabilities, [capability]))
+    gateway.run(flow.set_cap(keyspace.capability(capability), per_key))
+
+
 @dataclass(frozen=True, slots=True)
 class LimitView:
     """A limit as ``dispatcher limits`` shows it."""
@@ -63,12 +76,18 @@ class LimitsView:
 
     limits: tuple[LimitView, ...]
     waiting_for_limit: dict[str, int]
+    """Per capability: tasks waiting for a rate limit or for their concurrency key's cap."""
+    caps: dict[str, int]
+    """Per capability: its per-key concurrency cap, where one is set."""
 
 
 def describe(gateway: Gateway, keyspace: KeySpace) -> LimitsView:
     """Every defined limit with the units available now, and the tasks waiting for limits per capability."""
     states, now_ms = gateway.run(limits.every(keyspace))
     names = gateway.run(streams.known_capabilities(keyspace.capabilities))
-    counts = gateway.run(flow.waiting_for_limit([keyspace.capability(n) for n in names]))
+    every = [keyspace.capability(n) for n in names]
+    counts = gateway.run(flow.waiting_for_limit(every))
+    caps = gateway.run(flow.caps(every))
     views = tuple(LimitView(s.name, s.rate_per_min, s.burst, s.available(now_ms)) for s in states)
-    return LimitsView(views, {n: c for n, c in zip(names, counts, strict=True) if c})
+    waiting = {n: c for n, c in zip(names, counts, strict=True) if c}
+    return LimitsView(views, waiting, {n: c for n, c in zip(names, caps, strict=True) if c is not None})

@@ -20,7 +20,7 @@ from dispatcher.producer.shared import (
     value_or_raise,
 )
 from dispatcher.settings import Settings
-from dispatcher.store import limits, streams
+from dispatcher.store import flow, limits, streams
 from dispatcher.store.connection import make_shared_async_client
 from dispatcher.store.gateway import AsyncGateway
 from dispatcher.task import Status, Task
@@ -100,11 +100,13 @@ class AsyncDispatcher:
         """See ``Dispatcher.submit_many``."""
         tasks = list(tasks)
         batches = self.core.prepare(tasks)
-        names = self.core.limit_names(tasks)
-        if names:  # only tasks with rate limits pay this round trip
+        names, keyed = self.core.limit_names(tasks), self.core.keyed(tasks)
+        if names or keyed:  # only tasks with rate limits or concurrency keys pay this round trip
             with self.core.round_trip(len(tasks), batch=False):
                 states = await self.gateway.run(limits.exist(self.core.keyspace, names))
+                caps = await self.gateway.run(flow.caps([self.core.keys(c) for c in keyed]))
             self.core.check_limits(tasks, names, states)
+            self.core.check_caps(keyed, caps)
         new = self.core.unregistered(batches)
         if new:
             with self.core.round_trip(len(tasks), batch=False):

@@ -101,9 +101,9 @@ class ProducerCore:
             # Sent as a delay, which the script adds to Redis' clock: only the difference of this host's clock
             # readings counts, so a producer whose clock is wrong still delays by what it was asked to.
             delay_ms = max(int((task.not_before - time.time()) * 1000), 0) if task.not_before else 0
-            if delay_ms and task.rate_limits is not None:
+            if delay_ms and (task.rate_limits is not None or task.concurrency_key is not None):
                 raise InvalidTask(
-                    f"task {task.id}: rate_limits cannot be combined with a delay yet (docs/flow-control.md)"
+                    f"task {task.id}: rate_limits or a concurrency_key cannot be combined with a delay yet"
                 )
             item = Enqueue(
                 task.id,
@@ -113,7 +113,7 @@ class ProducerCore:
                 codec.version_of(task),
                 task.store_result,
                 task.priority,
-                task.rate_limits is not None,
+                task.rate_limits is not None or task.concurrency_key is not None,
             )
             groups.setdefault(task.capability, []).append(item)
         return [(self.keys(cap), items) for cap, items in groups.items()]
@@ -122,6 +122,21 @@ class ProducerCore:
     def limit_names(tasks: Sequence[Task]) -> list[str]:
         """The rate limits ``tasks`` take units from, sorted: each must exist before anything is written."""
         return sorted({name for t in tasks if t.rate_limits for name in t.rate_limits})
+
+    @staticmethod
+    def keyed(tasks: Sequence[Task]) -> list[str]:
+        """The capabilities of ``tasks`` that have a ``concurrency_key``, sorted: each must have a cap set."""
+        return sorted({t.capability for t in tasks if t.concurrency_key is not None})
+
+    @staticmethod
+    def check_caps(keyed: Sequence[str], caps: Sequence[int | None]) -> None:
+        """Raise ``InvalidTask`` for a capability whose tasks have a ``concurrency_key`` but that has no cap."""
+        for capability, cap in zip(keyed, caps, strict=True):
+            if cap is None:
+                raise InvalidTask(
+                    f"capability {capability!r} has no per-key concurrency cap: set one with"
+                    f" 'dispatcher limits set-concurrency {capability} --per-key N'"
+                )
 
     @staticmethod
     def check_limits(tasks: Sequence[Task], names: Sequence[str], states: Sequence[LimitState | None]) -> None:

@@ -21,7 +21,7 @@ from dispatcher.producer.shared import (
     value_or_raise,
 )
 from dispatcher.settings import Settings
-from dispatcher.store import limits, streams
+from dispatcher.store import flow, limits, streams
 from dispatcher.store.connection import make_shared_client
 from dispatcher.store.gateway import Gateway
 from dispatcher.task import Status, Task
@@ -141,11 +141,13 @@ class Dispatcher:
         """
         tasks = list(tasks)
         batches = self.core.prepare(tasks)
-        names = self.core.limit_names(tasks)
-        if names:  # only tasks with rate limits pay this round trip
+        names, keyed = self.core.limit_names(tasks), self.core.keyed(tasks)
+        if names or keyed:  # only tasks with rate limits or concurrency keys pay this round trip
             with self.core.round_trip(len(tasks), batch=False):
                 states = self.gateway.run(limits.exist(self.core.keyspace, names))
+                caps = self.gateway.run(flow.caps([self.core.keys(c) for c in keyed]))
             self.core.check_limits(tasks, names, states)
+            self.core.check_caps(keyed, caps)
         new = self.core.unregistered(batches)
         if new:
             with self.core.round_trip(len(tasks), batch=False):

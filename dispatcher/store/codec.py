@@ -15,7 +15,7 @@ from typing import Any
 import msgpack
 
 from dispatcher.errors import DecodeError, InvalidTask, PayloadTooLarge
-from dispatcher.task import LIMIT_PATTERN, MAX_LIMITS, MAX_PRIORITY, MAX_UNITS, Task
+from dispatcher.task import LIMIT_PATTERN, MAX_KEY_LENGTH, MAX_LIMITS, MAX_PRIORITY, MAX_UNITS, Task, is_key
 
 FORMAT_VERSION = b"1"
 """The version of a task that uses no option of a later version."""
@@ -36,6 +36,7 @@ _TASK_DEFAULTS: dict[str, Any] = {
     "store_result": True,
     "priority": None,
     "rate_limits": None,
+    "concurrency_key": None,
 }
 _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "max_retries": (int,),
@@ -46,6 +47,7 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "store_result": (bool,),
     "priority": (int,),
     "rate_limits": (dict,),
+    "concurrency_key": (str,),
 }
 
 
@@ -97,7 +99,7 @@ def _check_value(value: Any, depth: int) -> None:
 
 def version_of(task: Task) -> bytes:
     """The lowest format version that can carry ``task`` (producers write that one, for old readers)."""
-    if task.priority is not None or task.rate_limits is not None:
+    if task.priority is not None or task.rate_limits is not None or task.concurrency_key is not None:
         return PRIORITY_VERSION
     return FORMAT_VERSION if task.store_result else STORE_RESULT_VERSION
 
@@ -263,7 +265,7 @@ def _optional_fields(body: dict[str, Any], values: dict[str, Any], version: byte
         raise DecodeError(f"unknown task fields {sorted(unknown)}")
     if "store_result" in body and version == FORMAT_VERSION:
         raise DecodeError("'store_result' needs format version 2")
-    for name in ("priority", "rate_limits"):
+    for name in ("priority", "rate_limits", "concurrency_key"):
         if name in body and version != PRIORITY_VERSION:
             raise DecodeError(f"{name!r} needs format version 3")
     for name, types in _OPTIONAL_TYPES.items():
@@ -289,6 +291,8 @@ def _check_range(name: str, value: Any) -> None:
         raise DecodeError(f"{name!r} is not a finite number")
     if name == "priority" and not 0 <= value <= MAX_PRIORITY:
         raise DecodeError(f"'priority' is not from 0 to {MAX_PRIORITY}")
+    if name == "concurrency_key" and not is_key(value):
+        raise DecodeError(f"'concurrency_key' is not 1-{MAX_KEY_LENGTH} printable characters without whitespace")
     if name == "rate_limits" and not _valid_limits(value):
         raise DecodeError(f"'rate_limits' is not a map of 1-{MAX_LIMITS} limit names to units from 1 to {MAX_UNITS}")
     if name == "idempotency_key" and not 1 <= len(value) <= 256:
@@ -301,15 +305,18 @@ def _valid_limits(value: dict[Any, Any]) -> bool:
     )
 
 
-def limits_of(blob: bytes, max_bytes: int) -> dict[str, int]:
-    """The ``rate_limits`` of an encoded task (the admitter reads them from a waiting record); {} for none or for a
-    blob that does not hold valid ones (the worker dead-letters such a task when it reads it)."""
+def gates_of(blob: bytes, max_bytes: int) -> tuple[dict[str, int], str | None]:
+    """The ``rate_limits`` and ``concurrency_key`` of an encoded task (the admitter reads them from a waiting
+    record); ({}, None) for none, or for a blob that does not hold valid ones (the worker dead-letters such a task
+    when it reads it)."""
     try:
         body = unpack(blob, max_bytes)
     except DecodeError:
-        return {}
-    value = body.get("rate_limits") if type(body) is dict else None
-    return dict(value) if type(value) is dict and _valid_limits(value) else {}
+        return {}, None
+    if type(body) is not dict:
+        return {}, None
+    value, key = body.get("rate_limits"), body.get("concurrency_key")
+    return (dict(value) if type(value) is dict and _valid_limits(value) else {}), (key if is_key(key) else None)
 
 
 def entry_fields(

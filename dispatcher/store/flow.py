@@ -4,6 +4,7 @@ counting what waits for admission (docs/flow-control.md)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from dispatcher.store import scripts, wire
 from dispatcher.store.gateway import Op, check, text
@@ -21,11 +22,55 @@ def admit(every: Sequence[CapabilityKeys], window: int) -> Op[tuple[int, int]]:
     return sum(moved for moved, _ in pairs), sum(left for _, left in pairs)
 
 
-def admit_chosen(keys: CapabilityKeys, task_ids: Sequence[str]) -> Op[tuple[int, int]]:
-    """Move exactly ``task_ids`` from the capability's limited set onto its stream (their units are taken);
-    (how many moved, how many still wait in the limited set)."""
-    reply = yield [scripts.call("admit", [keys.stream, keys.index, keys.limited], [0, *task_ids])]
+def admit_chosen(keys: CapabilityKeys, chosen: Sequence[tuple[str, str | None]]) -> Op[tuple[int, int]]:
+    """Move exactly the ``chosen`` tasks (task id, concurrency key or None) from the capability's limited set onto
+    its stream, each keyed one taking a permit of its key in the same step; (how many moved, how many still
+    wait in the limited set)."""
+    script_keys = [keys.stream, keys.index, keys.limited]
+    slots: dict[str, int] = {}
+    args: list[Any] = [0]
+    for task_id, key in chosen:
+        slot = 0
+        if key is not None:
+            slot = slots.get(key, 0)
+            if not slot:
+                script_keys.append(keys.permits(key))
+                slot = slots[key] = len(script_keys)
+        args += [task_id, slot]
+    reply = yield [scripts.call("admit", script_keys, args)]
     return wire.admitted(check(reply[0]))
+
+
+def holders(keys: CapabilityKeys, concurrency_keys: Sequence[str]) -> Op[dict[str, int]]:
+    """How many permits of each key are held by a task still in the index (queued, running or delayed: a settled
+    or buried task's index field is gone, and so is its permit); the stale members are removed."""
+    if not concurrency_keys:
+        return {}
+    members = yield [("ZRANGE", keys.permits(k), 0, -1) for k in concurrency_keys]
+    ids = {k: [text(m) for m in check(r)] for k, r in zip(concurrency_keys, members, strict=True)}
+    every = [t for k in concurrency_keys for t in ids[k]]
+    alive = set(every)
+    if every:
+        found = check((yield [("HMGET", keys.index, *every)])[0])
+        alive = {t for t, v in zip(every, found, strict=True) if v is not None}
+    stale = [(k, gone) for k in concurrency_keys if (gone := [t for t in ids[k] if t not in alive])]
+    if stale:
+        for reply in (yield [("ZREM", keys.permits(k), *gone) for k, gone in stale]):
+            check(reply)
+    return {k: sum(1 for t in ids[k] if t in alive) for k in concurrency_keys}
+
+
+def caps(every: Sequence[CapabilityKeys]) -> Op[list[int | None]]:
+    """Each capability's per-key concurrency cap, None where none is set."""
+    if not every:
+        return []
+    replies = yield [("HGET", k.caps, "per_key") for k in every]
+    return [None if check(r) is None else int(check(r)) for r in replies]
+
+
+def set_cap(keys: CapabilityKeys, per_key: int) -> Op[None]:
+    """Set the capability's per-key concurrency cap."""
+    check((yield [("HSET", keys.caps, "per_key", per_key)])[0])
 
 
 def peek_limited(keys: CapabilityKeys, count: int) -> Op[tuple[list[tuple[str, bytes]], int]]:

@@ -34,8 +34,11 @@ class CapabilityKeys:
     """Hash: a ring of 5 s buckets of completed and failed counts, bumped by the settle, retry and bury scripts."""
     paused: str
     """String: exists while the capability is paused (workers stop reading it; submit still accepts)."""
+    caps: str
+    """Hash: ``per_key`` -> the most tasks of one ``concurrency_key`` that run at once (``limits set-concurrency``)."""
     result_prefix: str
     idempotency_prefix: str
+    permits_prefix: str
     heartbeat_prefix: str
     channel_prefix: str
 
@@ -46,6 +49,11 @@ class CapabilityKeys:
     def idempotency(self, key: str) -> str:
         """Key that remembers which task an idempotency key created."""
         return self.idempotency_prefix + key
+
+    def permits(self, concurrency_key: str) -> str:
+        """Sorted set of the task ids that hold a permit of ``concurrency_key`` (a permit is valid while its task is
+        in the index: docs/flow-control.md)."""
+        return self.permits_prefix + concurrency_key
 
     def heartbeat(self, consumer: str) -> str:
         """Expiring key that says a consumer of this capability is alive."""
@@ -85,7 +93,9 @@ class KeySpace:
             dead=base + "dead",
             throughput=base + "tput",
             paused=base + "paused",
+            caps=base + "caps",
             result_prefix=base + "result:",
+            permits_prefix=base + "permits:",
             idempotency_prefix=base + "idem:",
             heartbeat_prefix=base + "hb:",
             channel_prefix=base + "done:",

@@ -38,6 +38,9 @@ def test_set_then_list_as_json_and_table(
         (["limits", "set", "Bad Name", "--rate", "1/s"], "invalid rate limit name"),
         (["limits", "set", "x", "--rate", "10/s", "--burst", "0"], "invalid burst 0"),
         (["limits", "list", "x"], "limits list takes no NAME"),
+        (["limits", "set-concurrency", "repo"], "needs a CAPABILITY and --per-key"),
+        (["limits", "set-concurrency", "repo", "--per-key", "0"], "invalid --per-key 0"),
+        (["limits", "set-concurrency", "Bad Cap", "--per-key", "2"], "invalid capability"),
     ],
 )
 def test_mistakes_are_one_line(argv: list[str], said: str, cli: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -45,3 +48,10 @@ def test_mistakes_are_one_line(argv: list[str], said: str, cli: list[str], capsy
     out, err = capsys.readouterr()
     assert said in one_error_line(err)
     assert out == ""
+
+
+def test_set_concurrency_shows_in_the_list(cli: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["limits", "set-concurrency", "code_generation", "--per-key", "2", *cli]) == Exit.OK
+    assert "at most 2 running per concurrency_key" in capsys.readouterr().out
+    assert main(["limits", "--json", *cli]) == Exit.OK
+    assert json.loads(capsys.readouterr().out)["concurrency_caps"] == {"code_generation": 2}

@@ -10,19 +10,25 @@
 -- KEYS[2]  hash     index: task id -> waiting record (the delayed record's layout, see delayed.lua)
 -- KEYS[3]  zset     ready: waiting tasks scored by rank (see admission.lua)
 -- ARGV[1]  integer  admission window: the most undelivered entries the stream may hold after this call
--- ARGV[2..] string  optional: move exactly these task ids (those still in KEYS[3]; the window is not applied:
---                   the caller took their rate-limit units for them), instead of the best-ranked
+-- KEYS[4..] zset    with ARGV[2..]: the permit sets of the chosen tasks' concurrency keys (P:{C}:permits:<key>)
+-- ARGV[2..] pairs   optional: move exactly these tasks (those still in KEYS[3]; the window is not applied: the
+--                   caller took their rate-limit units and checked their keys' caps), instead of the
+--                   best-ranked; per task: its id, and the slot k of its permit set in KEYS (0 = no key), to
+--                   which its id is added in the same step as it goes onto the stream
 -- Returns: an array of 2 integers: the number of tasks moved, and how many still wait in the ready set
 -- @include entry.lua
 -- @include delayed.lua
 -- @include admission.lua
 if #ARGV > 1 then
   local moved = 0
-  for i = 2, #ARGV do
-    local task_id = ARGV[i]
+  for i = 2, #ARGV, 2 do
+    local task_id, permits = ARGV[i], tonumber(ARGV[i + 1])
     local version, attempt, reclaims, blob = read_delayed(redis.call('HGET', KEYS[2], task_id))
     if redis.call('ZREM', KEYS[3], task_id) == 1 and version then
       redis.call('HSET', KEYS[2], task_id, add_entry(KEYS[1], version, blob, attempt, reclaims))
+      if permits > 0 then
+        redis.call('ZADD', KEYS[permits], 0, task_id)
+      end
       moved = moved + 1
     end
   end
