@@ -5,6 +5,8 @@ settle, and bad input at submit is refused with nothing written."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -12,9 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from apps.faulty import LEDGER_ENV, Ledger
+from conftest import WorkerRunner
 from helpers import keyspace, wait_until
 
-from dispatcher import Dispatcher, InvalidTask, Settings, Task
+from dispatcher import Dispatcher, InvalidTask, KeySpace, Settings, Task
 from dispatcher.fleet import ratelimits
 from dispatcher.store import flow
 from workers import Registry, Worker
@@ -103,3 +107,43 @@ def test_a_concurrency_key_without_a_cap_or_too_long_is_refused(
     with pytest.raises(InvalidTask, match="concurrency_key must be 1-128 printable"):
         dispatcher.submit("nocap", 1, concurrency_key="a b")
     assert not [k for k in keyspace(client, settings.prefix) if "{nocap}" in k]
+
+
+def test_kill_9_of_a_worker_holding_permits_loses_nothing_and_leaks_nothing(
+    client: redis.Redis, dispatcher: Dispatcher, run_worker: WorkerRunner, ledger: Ledger, prefix: str
+) -> None:
+    """Each key's first task hangs on the victim, holding its key's permit (cap 1) and a rate limit's units; the
+    victim is killed; the reaper gives its tasks back and the rescuer runs every task once more to the end."""
+    ratelimits.set_concurrency(dispatcher.gateway, dispatcher.core.keyspace, "faulty.ledger", 1)
+    ratelimits.define(dispatcher.gateway, dispatcher.core.keyspace, "provider", 6000.0, 100)
+    timers = ("--heartbeat-ttl-s", "2", "--reaper-interval-s", "0.5", "--block-ms", "200")
+    env = {LEDGER_ENV: ledger.path}
+    victim = run_worker("-c", "faulty.ledger", "--concurrency", "8", *timers, app="apps.faulty", env=env)
+    wait_until(lambda: client.hlen(KeySpace(prefix).workers) == 1, 30, message="the victim registered")
+    keys = [f"k{i}" for i in range(4)]
+    tasks = [
+        Task(
+            capability="faulty.ledger",
+            payload={"first_sleep_s": 60, "tag": f"{key}-{n}"} if n == 0 else {"tag": f"{key}-{n}"},
+            concurrency_key=key,
+            rate_limits={"provider": 1},
+        )
+        for key in keys
+        for n in range(2)
+    ]
+    handles = dispatcher.submit_many(tasks)
+    first = [h.id for h, t in zip(handles, tasks, strict=True) if t.payload["tag"].endswith("-0")]
+    wait_until(lambda: all(ledger.count("start", t) for t in first), 30, message="each key's first task runs")
+    assert len(ledger.records("start")) == 4, "a key ran two tasks at once"  # the second of each key waits
+    rescuer = run_worker("-c", "faulty.ledger", "--concurrency", "8", *timers, app="apps.faulty", env=env)
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.wait(timeout=10) == -signal.SIGKILL
+    assert sorted(h.result(timeout_s=60) for h in handles) == sorted(t.payload["tag"] for t in tasks)  # 0 lost
+    assert rescuer.poll() is None
+    for key in keys:  # per key, the second task started only once the rerun of the first had ended
+        tags = {r["tag"]: r for r in ledger.records("end") if r["tag"].startswith(f"{key}-")}
+        second = [r for r in ledger.records("start") if r["tag"] == f"{key}-1"]
+        assert second[0]["t"] >= tags[f"{key}-0"]["t"]
+    wait_until(lambda: client.hlen(f"{prefix}:{{faulty.ledger}}:tasks") == 0, 10, message="the index emptied")
+    held = dispatcher.gateway.run(flow.holders(dispatcher.core.keys("faulty.ledger"), keys))
+    assert set(held.values()) == {0}, f"permits leaked: {held}"  # 0 leaked
