@@ -90,6 +90,10 @@ class Task(BaseModel):
             description="0-9, higher first among the waiting tasks of the capability that have one.",
         ),
     ] = None
+    fairness_key: Annotated[
+        str | None,
+        Field(description="The tenant: tenants of a capability share it by weight, whatever their backlogs."),
+    ] = None
     concurrency_key: Annotated[
         str | None,
         Field(description="At most the capability's per-key cap of tasks with this key run at once, fleet-wide."),
@@ -119,11 +123,11 @@ class Task(BaseModel):
     def _capability(cls, value: str) -> str:
         return check_capability(value)
 
-    @field_validator("concurrency_key")
+    @field_validator("concurrency_key", "fairness_key")
     @classmethod
-    def _concurrency_key(cls, value: str | None) -> str | None:
+    def _key(cls, value: str | None) -> str | None:
         if value is not None and not is_key(value):
-            raise ValueError(f"concurrency_key must be 1-{MAX_KEY_LENGTH} printable characters without whitespace")
+            raise ValueError(f"must be 1-{MAX_KEY_LENGTH} printable characters without whitespace")
         return value
 
     @field_validator("rate_limits")

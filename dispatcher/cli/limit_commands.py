@@ -1,5 +1,5 @@
-"""``dispatcher limits [list] [--json]``, ``dispatcher limits set NAME --rate N/min [--burst B]`` and
-``dispatcher limits set-concurrency CAPABILITY --per-key N``."""
+"""``dispatcher limits [list] [--json]``, ``limits set NAME --rate N/min [--burst B]``, ``limits set-concurrency
+CAPABILITY --per-key N`` and ``limits set-weight CAPABILITY TENANT W``."""
 
 from __future__ import annotations
 
@@ -20,11 +20,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "action",
         nargs="?",
-        choices=("list", "set", "set-concurrency"),
+        choices=("list", "set", "set-concurrency", "set-weight"),
         default="list",
         help="list (default), set, set-concurrency",
     )
     p.add_argument("name", nargs="?", metavar="NAME", help="set: the limit; set-concurrency: the capability")
+    p.add_argument("tenant", nargs="?", metavar="TENANT", help="set-weight: the fairness_key")
+    p.add_argument("weight", nargs="?", type=float, metavar="WEIGHT", help="set-weight: its weight (default 1)")
     p.add_argument("--per-key", type=int, help="set-concurrency: the most tasks of one concurrency_key at once")
     p.add_argument("--rate", help="set: units per time, e.g. 500/min, 100/s")
     p.add_argument("--burst", type=int, help="set: the most units taken at once (default: one second of the rate)")
@@ -43,6 +45,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     client = make_client(settings)
     gateway, keyspace = Gateway(client, settings.redis_url), KeySpace(settings.prefix)
     try:
+        if args.action == "set-weight":
+            return _set_weight(args, gateway, keyspace)
         if args.action == "set-concurrency":
             ratelimits.set_concurrency(gateway, keyspace, args.name, args.per_key)
             print(f"capability {args.name!r}: at most {args.per_key} running per concurrency_key")
@@ -58,6 +62,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(_json(view)))
     else:
         print(_table(view))
+    return Exit.OK
+
+
+def _set_weight(args: argparse.Namespace, gateway: Gateway, keyspace: KeySpace) -> int:
+    if not args.name or not args.tenant or args.weight is None:
+        raise UsageError("limits set-weight needs a CAPABILITY, a TENANT and a WEIGHT")
+    ratelimits.set_weight(gateway, keyspace, args.name, args.tenant, args.weight)
+    print(f"capability {args.name!r}: tenant {args.tenant!r} weighs {args.weight:g}")
     return Exit.OK
 
 

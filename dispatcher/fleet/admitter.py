@@ -16,7 +16,7 @@ import time
 from dispatcher.fleet.limiter import LimitGate
 from dispatcher.store import flow, liveness, streams
 from dispatcher.store.gateway import Gateway
-from dispatcher.store.keys import KeySpace
+from dispatcher.store.keys import CapabilityKeys, KeySpace
 
 INTERVAL_S = 0.01
 """How often the lease holder refills the windows while tasks wait: the most a freed window stays empty."""
@@ -70,7 +70,18 @@ class Admitter:
             if step == 0 or left == 0:
                 break
         limited, waiting = self.gate.admit(keys)
-        return moved + limited, left + waiting
+        fair, tenants = self._fair(keys)
+        return moved + limited + fair, left + waiting + tenants
+
+    def _fair(self, every: list[CapabilityKeys]) -> tuple[int, int]:
+        """One pass of the fair admission over the capabilities whose tenants wait."""
+        moved = left = 0
+        for keys, tenants in zip(every, self.gateway.run(flow.fair_tenants(every, self.window)), strict=True):
+            if tenants:
+                step, rest = self.gateway.run(flow.admit_fair(keys, tenants, self.window))
+                moved += step
+                left += rest
+        return moved, left
 
     def release(self) -> None:
         """Give up the lease (if held), so another process takes over at its next try."""

@@ -10,12 +10,13 @@ from dispatcher.errors import ConfigError
 from dispatcher.store import flow, limits, streams
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import KeySpace
-from dispatcher.task import check_capability, check_limit
+from dispatcher.task import MAX_KEY_LENGTH, check_capability, check_limit, is_key
 
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)/(s|sec|second|m|min|minute|h|hour)\Z")
 _PER_MIN = {"s": 60.0, "sec": 60.0, "second": 60.0, "m": 1.0, "min": 1.0, "minute": 1.0, "h": 1 / 60, "hour": 1 / 60}
 MAX_RATE_PER_MIN = 1e12
 MAX_PER_KEY = 1_000_000
+MAX_WEIGHT = 1_000_000
 
 
 def parse_rate(text: str) -> float:
@@ -57,6 +58,19 @@ def set_concurrency(gateway: Gateway, keyspace: KeySpace, capability: str, per_k
         raise ConfigError(f"invalid --per-key {per_key}: it must be from 1 to {MAX_PER_KEY}")
     gateway.run(streams.register_capabilities(keyspace.capabilities, [capability]))
     gateway.run(flow.set_cap(keyspace.capability(capability), per_key))
+
+
+def set_weight(gateway: Gateway, keyspace: KeySpace, capability: str, tenant: str, weight: float) -> None:
+    """Set the fairness weight of ``tenant`` (a ``fairness_key``) in ``capability`` (default 1)."""
+    try:
+        check_capability(capability)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if not is_key(tenant):
+        raise ConfigError(f"invalid tenant {tenant!r}: use 1-{MAX_KEY_LENGTH} printable characters without whitespace")
+    if not 0 < weight <= MAX_WEIGHT:
+        raise ConfigError(f"invalid weight {weight:g}: it must be above 0 and at most {MAX_WEIGHT}")
+    gateway.run(flow.set_weight(keyspace.capability(capability), tenant, weight))
 
 
 @dataclass(frozen=True, slots=True)

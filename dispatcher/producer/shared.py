@@ -69,6 +69,16 @@ def _readable(error: ValidationError) -> str:
     return "invalid task: " + "; ".join(problems)
 
 
+def _check_fair(task: Task) -> None:
+    if task.fairness_key is not None and (
+        task.priority is not None or task.rate_limits is not None or task.concurrency_key is not None or task.not_before
+    ):
+        raise InvalidTask(
+            f"task {task.id}: a fairness_key cannot be combined with priority, rate_limits, concurrency_key or a"
+            " delay yet (docs/flow-control.md)"
+        )
+
+
 class ProducerCore:
     """Settings-bound helpers: key lookup, encoding to ``Enqueue`` items, decoding outcomes."""
 
@@ -101,6 +111,7 @@ class ProducerCore:
             # Sent as a delay, which the script adds to Redis' clock: only the difference of this host's clock
             # readings counts, so a producer whose clock is wrong still delays by what it was asked to.
             delay_ms = max(int((task.not_before - time.time()) * 1000), 0) if task.not_before else 0
+            _check_fair(task)
             if delay_ms and (task.rate_limits is not None or task.concurrency_key is not None):
                 raise InvalidTask(
                     f"task {task.id}: rate_limits or a concurrency_key cannot be combined with a delay yet"
@@ -114,6 +125,7 @@ class ProducerCore:
                 task.store_result,
                 task.priority,
                 task.rate_limits is not None or task.concurrency_key is not None,
+                task.fairness_key,
             )
             groups.setdefault(task.capability, []).append(item)
         return [(self.keys(cap), items) for cap, items in groups.items()]

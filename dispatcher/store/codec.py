@@ -37,6 +37,7 @@ _TASK_DEFAULTS: dict[str, Any] = {
     "priority": None,
     "rate_limits": None,
     "concurrency_key": None,
+    "fairness_key": None,
 }
 _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "max_retries": (int,),
@@ -48,6 +49,7 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "priority": (int,),
     "rate_limits": (dict,),
     "concurrency_key": (str,),
+    "fairness_key": (str,),
 }
 
 
@@ -99,7 +101,7 @@ def _check_value(value: Any, depth: int) -> None:
 
 def version_of(task: Task) -> bytes:
     """The lowest format version that can carry ``task`` (producers write that one, for old readers)."""
-    if task.priority is not None or task.rate_limits is not None or task.concurrency_key is not None:
+    if any(v is not None for v in (task.priority, task.rate_limits, task.concurrency_key, task.fairness_key)):
         return PRIORITY_VERSION
     return FORMAT_VERSION if task.store_result else STORE_RESULT_VERSION
 
@@ -265,7 +267,7 @@ def _optional_fields(body: dict[str, Any], values: dict[str, Any], version: byte
         raise DecodeError(f"unknown task fields {sorted(unknown)}")
     if "store_result" in body and version == FORMAT_VERSION:
         raise DecodeError("'store_result' needs format version 2")
-    for name in ("priority", "rate_limits", "concurrency_key"):
+    for name in ("priority", "rate_limits", "concurrency_key", "fairness_key"):
         if name in body and version != PRIORITY_VERSION:
             raise DecodeError(f"{name!r} needs format version 3")
     for name, types in _OPTIONAL_TYPES.items():
@@ -291,8 +293,8 @@ def _check_range(name: str, value: Any) -> None:
         raise DecodeError(f"{name!r} is not a finite number")
     if name == "priority" and not 0 <= value <= MAX_PRIORITY:
         raise DecodeError(f"'priority' is not from 0 to {MAX_PRIORITY}")
-    if name == "concurrency_key" and not is_key(value):
-        raise DecodeError(f"'concurrency_key' is not 1-{MAX_KEY_LENGTH} printable characters without whitespace")
+    if name in ("concurrency_key", "fairness_key") and not is_key(value):
+        raise DecodeError(f"{name!r} is not 1-{MAX_KEY_LENGTH} printable characters without whitespace")
     if name == "rate_limits" and not _valid_limits(value):
         raise DecodeError(f"'rate_limits' is not a map of 1-{MAX_LIMITS} limit names to units from 1 to {MAX_UNITS}")
     if name == "idempotency_key" and not 1 <= len(value) <= 256:

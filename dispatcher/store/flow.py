@@ -109,3 +109,24 @@ def waiting_for_limit(every: Sequence[CapabilityKeys]) -> Op[list[int]]:
         return []
     replies = yield [("ZCARD", k.limited) for k in every]
     return [int(check(r)) for r in replies]
+
+
+def fair_tenants(every: Sequence[CapabilityKeys], count: int) -> Op[list[list[str]]]:
+    """Per capability, up to ``count`` waiting tenants of lowest virtual time."""
+    if not every:
+        return []
+    replies = yield [("ZRANGE", k.tenants, 0, count - 1) for k in every]
+    return [[text(t) for t in check(r)] for r in replies]
+
+
+def admit_fair(keys: CapabilityKeys, tenants: Sequence[str], window: int) -> Op[tuple[int, int]]:
+    """Admit tasks of ``tenants`` in weighted virtual-time order within the window (``admit_fair.lua``);
+    (tasks moved, tenants still waiting)."""
+    script_keys = [keys.stream, keys.index, keys.tenants, keys.weights, *(keys.fair(t) for t in tenants)]
+    reply = yield [scripts.call("admit_fair", script_keys, [window, *tenants])]
+    return wire.admitted(check(reply[0]))
+
+
+def set_weight(keys: CapabilityKeys, tenant: str, weight: float) -> Op[None]:
+    """Set a tenant's fairness weight."""
+    check((yield [("HSET", keys.weights, tenant, repr(weight))])[0])

@@ -34,11 +34,16 @@ class CapabilityKeys:
     """Hash: a ring of 5 s buckets of completed and failed counts, bumped by the settle, retry and bury scripts."""
     paused: str
     """String: exists while the capability is paused (workers stop reading it; submit still accepts)."""
+    tenants: str
+    """Sorted set: tenants (``fairness_key``) with tasks waiting, scored by virtual time (docs/flow-control.md)."""
+    weights: str
+    """Hash: tenant -> fairness weight (default 1; ``dispatcher limits set-weight``)."""
     caps: str
     """Hash: ``per_key`` -> the most tasks of one ``concurrency_key`` that run at once (``limits set-concurrency``)."""
     result_prefix: str
     idempotency_prefix: str
     permits_prefix: str
+    fair_prefix: str
     heartbeat_prefix: str
     channel_prefix: str
 
@@ -54,6 +59,10 @@ class CapabilityKeys:
         """Sorted set of the task ids that hold a permit of ``concurrency_key`` (a permit is valid while its task is
         in the index: docs/flow-control.md)."""
         return self.permits_prefix + concurrency_key
+
+    def fair(self, tenant: str) -> str:
+        """Sorted set of a tenant's waiting tasks, by rank."""
+        return self.fair_prefix + tenant
 
     def heartbeat(self, consumer: str) -> str:
         """Expiring key that says a consumer of this capability is alive."""
@@ -93,9 +102,12 @@ class KeySpace:
             dead=base + "dead",
             throughput=base + "tput",
             paused=base + "paused",
+            tenants=base + "tenants",
+            weights=base + "weights",
             caps=base + "caps",
             result_prefix=base + "result:",
             permits_prefix=base + "permits:",
+            fair_prefix=base + "fair:",
             idempotency_prefix=base + "idem:",
             heartbeat_prefix=base + "hb:",
             channel_prefix=base + "done:",

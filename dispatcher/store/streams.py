@@ -37,6 +37,8 @@ class Enqueue:
     """A task with a priority waits in the ready set until the admitter (or submit's fast path) lets it in."""
     limited: bool = False
     """The task takes units from rate limits: it always waits for the admitter, in the limited set."""
+    fairness_key: str | None = None
+    """The task's tenant: it waits in its tenant's queue for the fair admitter."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +97,7 @@ def submit_batch(
 
 
 def _submit_call(keys: CapabilityKeys, items: Sequence[Enqueue], ttl_ms: int, window: int) -> Command:
-    script_keys = [keys.stream, keys.index, keys.delayed, keys.ready, keys.limited]
+    script_keys = [keys.stream, keys.index, keys.delayed, keys.ready, keys.limited, keys.tenants]
     args: list[Any] = [ttl_ms, len(items), window]
     for item in items:
         result_slot = idem_slot = 0
@@ -108,6 +110,9 @@ def _submit_call(keys: CapabilityKeys, items: Sequence[Enqueue], ttl_ms: int, wi
         priority: str | int = "" if item.priority is None else item.priority
         if item.limited:
             priority = f"w{item.priority or 0}"
+        if item.fairness_key is not None:
+            script_keys.append(keys.fair(item.fairness_key))
+            priority = f"f{len(script_keys)}:{item.fairness_key}"
         args.extend((item.task_id, item.blob, item.version, item.delay_ms, result_slot, idem_slot, priority))
     return scripts.call("submit", script_keys, args)
 

@@ -102,9 +102,9 @@ def test_a_concurrency_key_without_a_cap_or_too_long_is_refused(
 ) -> None:
     with pytest.raises(InvalidTask, match="has no per-key concurrency cap"):
         dispatcher.submit("nocap", 1, concurrency_key="k")
-    with pytest.raises(InvalidTask, match="concurrency_key must be 1-128 printable"):
+    with pytest.raises(InvalidTask, match=r"concurrency_key.*must be 1-128 printable"):
         dispatcher.submit("nocap", 1, concurrency_key="x" * 129)
-    with pytest.raises(InvalidTask, match="concurrency_key must be 1-128 printable"):
+    with pytest.raises(InvalidTask, match=r"concurrency_key.*must be 1-128 printable"):
         dispatcher.submit("nocap", 1, concurrency_key="a b")
     assert not [k for k in keyspace(client, settings.prefix) if "{nocap}" in k]
 

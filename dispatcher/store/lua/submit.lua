@@ -10,7 +10,8 @@
 -- KEYS[3]  zset     delayed tasks: task id scored by due time (epoch ms)
 -- KEYS[4]  zset     ready: tasks with a priority waiting for admission, scored by rank (see admission.lua)
 -- KEYS[5]  zset     limited: tasks that take units from rate limits, waiting for the admitter, scored by rank
--- KEYS[6..] string  result keys (of the tasks that keep a result) and idempotency keys, referenced by slot below
+-- KEYS[6]  zset     tenants: tenants with waiting tasks, scored by virtual time (see admit_fair.lua)
+-- KEYS[7..] string  result keys (of the tasks that keep a result), idempotency keys and tenant queues (of the tasks that keep a result) and idempotency keys, referenced by slot below
 -- ARGV[1]  integer  idempotency TTL (ms)
 -- ARGV[2]  integer  N, the number of tasks
 -- ARGV[3]  integer  admission window: a task with a priority goes straight onto the stream only while nothing
@@ -19,7 +20,9 @@
 --                   0 = now),
 --                   result key slot (0 = the task keeps no result, k = KEYS[k]), idempotency key slot (0 = none),
 --                   priority ("" = none: the task takes the plain path, and nothing of flow control runs;
---                   "w<priority>": the task takes units from rate limits and always waits in KEYS[5])
+--                   "w<priority>": the task takes units from rate limits and always waits in KEYS[5];
+--                   "f<slot>:<tenant>": the task waits in its tenant's queue KEYS[slot], and a tenant not in
+--                   KEYS[6] joins it at the lowest virtual time there, 0 when it is empty)
 -- Returns: an array of N values: 1 queued, 2 delayed, or a task id (string) when nothing was added because
 --          that task (the same id, or the first task of that idempotency key) already exists
 -- @include entry.lua
@@ -67,6 +70,17 @@ for i = 0, n - 1 do
       delayed[#delayed + 1] = now + delay
       delayed[#delayed + 1] = task_id
       out[i + 1] = 2
+    elseif string.sub(priority, 1, 1) == 'f' then
+      now = now or now_ms()
+      local colon = string.find(priority, ':', 2, true)
+      local queue, tenant = KEYS[tonumber(string.sub(priority, 2, colon - 1))], string.sub(priority, colon + 1)
+      index[#index + 1] = delayed_record(version, 1, 0, blob)
+      redis.call('ZADD', queue, rank(now, 0, i), task_id)
+      if not redis.call('ZSCORE', KEYS[6], tenant) then
+        local lowest = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
+        redis.call('ZADD', KEYS[6], lowest[2] or 0, tenant)
+      end
+      out[i + 1] = 1
     elseif string.sub(priority, 1, 1) == 'w' then
       now = now or now_ms()
       index[#index + 1] = delayed_record(version, 1, 0, blob)
