@@ -59,7 +59,7 @@ class CapabilityStats:
     completed_1m: int = 0
     """Tasks completed over the last minute, fleet-wide."""
     waiting_admission: int = 0
-    """Tasks with a priority waiting in the ready set for the admitter (docs/flow-control.md): not on the stream,
+    """Tasks with a priority or a fairness_key waiting for the admitter (docs/flow-control.md): not on the stream,
     so not in ``waiting`` (the stream's lag, which the admitter keeps at most ``flow_window``), but work that more
     workers would help with: the scaling advice counts it."""
     waiting_limit: int = 0
@@ -212,6 +212,13 @@ def advise(waiting: int, running: int, completed: int, window_s: float, live: in
     return Advice(max(math.ceil(backlog / (per_worker_s * target_age_s) - 1e-9), 1), "measured")
 
 
+def fair_waiting(r: CapabilityReading) -> int:
+    """Tasks waiting in tenants' fair queues: what the index holds beyond the stream, the delayed, ready and
+    limited sets (their sizes are read in the same round trip; a task between two of them in a script is never
+    seen, scripts are atomic). Counted from the index since the queues are one key per tenant."""
+    return max(r.indexed - r.length - r.delayed - r.ready - r.limited, 0)
+
+
 def waiting_count(reading: CapabilityReading) -> int:
     """Entries not yet delivered: the group's ``lag`` when Redis knows it, else XLEN minus pending.
 
@@ -239,7 +246,8 @@ def _capability(
     waiting, running = waiting_count(r), r.group.pending if r.group else 0
     tput = r.throughput
     rate = tput.completed_per_s
-    advice = advise(waiting + r.ready, running, tput.completed, tput.window_s, len(r.live_consumers), target_age_s)
+    admission = r.ready + fair_waiting(r)
+    advice = advise(waiting + admission, running, tput.completed, tput.window_s, len(r.live_consumers), target_age_s)
     return CapabilityStats(
         name=r.name,
         waiting=waiting,
@@ -255,8 +263,8 @@ def _capability(
         completed_1m=tput.completed,
         failed_1m=tput.failed,
         throughput_window_s=tput.window_s,
-        drain_eta_s=(waiting + r.ready) / rate if rate > 0 else None,
-        waiting_admission=r.ready,
+        drain_eta_s=(waiting + admission) / rate if rate > 0 else None,
+        waiting_admission=admission,
         waiting_limit=r.limited,
         workers_needed=advice.workers_needed,
         workers_needed_basis=advice.basis,

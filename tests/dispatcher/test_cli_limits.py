@@ -41,6 +41,8 @@ def test_set_then_list_as_json_and_table(
         (["limits", "set-concurrency", "repo"], "needs a CAPABILITY and --per-key"),
         (["limits", "set-concurrency", "repo", "--per-key", "0"], "invalid --per-key 0"),
         (["limits", "set-concurrency", "Bad Cap", "--per-key", "2"], "invalid capability"),
+        (["limits", "set-weight", "shared", "tenant-42"], "needs a CAPABILITY, a TENANT and a WEIGHT"),
+        (["limits", "set-weight", "shared", "tenant-42", "0"], "invalid weight 0"),
     ],
 )
 def test_mistakes_are_one_line(argv: list[str], said: str, cli: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -55,3 +57,8 @@ def test_set_concurrency_shows_in_the_list(cli: list[str], capsys: pytest.Captur
     assert "at most 2 running per concurrency_key" in capsys.readouterr().out
     assert main(["limits", "--json", *cli]) == Exit.OK
     assert json.loads(capsys.readouterr().out)["concurrency_caps"] == {"code_generation": 2}
+
+
+def test_set_weight(cli: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["limits", "set-weight", "code_generation", "tenant-42", "3", *cli]) == Exit.OK
+    assert "tenant 'tenant-42' weighs 3" in capsys.readouterr().out

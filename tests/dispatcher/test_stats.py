@@ -256,3 +256,14 @@ def test_tasks_waiting_for_a_rate_limit_are_counted_apart(settings: Any, redis_s
     assert cap.workers_needed == 0  # a quota holds them back: more workers would not help
     assert stats_json(stats)["totals"]["waiting_limit"] == 4
     assert "FLOW: quota: 0 waiting for admission (more workers help), 4 waiting for a rate limit" in stats_table(stats)
+
+
+def test_tasks_waiting_in_fair_queues_count_as_waiting_for_admission(
+    settings: Any, redis_server: Any, prefix: str
+) -> None:
+    with Dispatcher(settings) as d:
+        d.submit_many([Task(capability="tenanted", payload=i, fairness_key=f"t{i % 3}") for i in range(7)])
+        d.submit("tenanted", "plain")
+        stats = collect(d.gateway, KeySpace(prefix))
+    (cap,) = stats.capabilities
+    assert (cap.waiting, cap.waiting_admission, cap.waiting_limit) == (1, 7, 0)
