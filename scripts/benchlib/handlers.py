@@ -3,6 +3,7 @@ so the result record carries the handler's start time (submit-to-start latency).
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from dispatcher.task import Task
@@ -19,3 +20,11 @@ async def stamp(task: Task) -> float:
 def stamp_sync(task: Task) -> float:
     """Sync (thread pool): the start time, epoch seconds."""
     return time.time()
+
+
+@handler("bench.span")
+async def span(task: Task) -> list[float]:
+    """Async: sleep 10 ms; the start and end times, epoch seconds (how many ran at once, per key)."""
+    started = time.time()
+    await asyncio.sleep(0.01)
+    return [started, time.time()]

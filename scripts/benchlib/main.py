@@ -420,6 +420,13 @@ def _flow(s: Sizes, n: int) -> int:
         d = flow.drain(server, procs, n, s.timeout_s)
         log(f"flow: {flow.JUMPS} priority-9 tasks behind {n:,} priority-0")
         j = flow.jump(server, procs, n, s.timeout_s)
+        seconds = 30.0 if s is FULL else 3.0
+        log(f"flow: a 100/s limit under a backlog for {seconds:g} s, 4 workers")
+        r = flow.rate(server, procs, 100, seconds, s.timeout_s)
+        log("flow: cap 2 per key, 50 keys x 20 tasks of 10 ms, 4 workers x 16 slots")
+        c = flow.concurrency(server, procs, 50, 2, s.timeout_s)
+        log("flow: tenants weighing 3:2:1")
+        f = flow.fairness(server, procs, n // 3, s.timeout_s)
     finally:
         procs.stop_all()
         server.stop()
@@ -429,6 +436,15 @@ def _flow(s: Sizes, n: int) -> int:
         Row("flow", "Redis commands per task, admit + run + settle", d["run_commands_per_task"], ""),
         Row("flow", f"priority 9 behind {n:,}: backlog starts ahead, p99", j["ahead_p99"], "tasks", None, "", None, j),
         Row("flow", f"priority 9 behind {n:,}: submit to start, p99", j["wait"]["p99"], "ms"),
+        Row("flow", "rate limit 100/s: observed after the burst", r["rate"], "tasks/s", None, "95-100", None, r),
+        Row("flow", "rate limit 100/s: busiest 1 s window", r["busiest_1s"], "starts", None, f"≤ {r['bound']}"),
+        Row(
+            "flow", "cap 2 per key, 50 keys: most running per key", c["most_running_per_key"], "", None, "≤ 2", None, c
+        ),
+        Row("flow", "cap 2 per key, 50 keys: drain time", c["seconds"], "s"),
+        Row("flow", "fairness 3:2:1: share of a", f["a"], "", None, "0.50 ± 10 %", None, f),
+        Row("flow", "fairness 3:2:1: share of b", f["b"], "", None, "0.33 ± 10 %"),
+        Row("flow", "fairness 3:2:1: share of c", f["c"], "", None, "0.17 ± 10 %"),
     ]
     print(table(rows))
     return 0
