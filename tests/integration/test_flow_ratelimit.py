@@ -13,7 +13,7 @@ import pytest
 import redis
 from helpers import keyspace, wait_until
 
-from dispatcher import Dispatcher, InvalidTask, RateLimited, Settings, Task
+from dispatcher import AsyncDispatcher, Dispatcher, InvalidTask, RateLimited, Settings, Task
 from dispatcher.fleet import ratelimits
 from dispatcher.store import limits
 from workers import Registry, Worker
@@ -169,3 +169,21 @@ def test_consume_debits_beyond_the_burst_and_a_refund_gives_back(dispatcher: Dis
         dispatcher.consume("nope", 1)
     with pytest.raises(InvalidTask, match="invalid rate limit name"):
         dispatcher.consume("No Such", 1)
+
+
+def test_the_asyncio_dispatcher_checks_limits_and_consumes_alike(dispatcher: Dispatcher, settings: Settings) -> None:
+    define(dispatcher, "api", "600/min", 10)
+
+    async def scenario() -> None:
+        async with AsyncDispatcher(settings) as d:
+            with pytest.raises(InvalidTask, match="unknown rate limit 'nope'"):
+                await d.submit("llm", 1, rate_limits={"nope": 1})
+            handle = await d.submit("llm", 1, rate_limits={"api": 1})
+            assert await handle.status() == "queued"
+            await d.consume("api", 10)
+            with pytest.raises(InvalidTask, match="unknown rate limit"):
+                await d.consume("nope", 1)
+
+    asyncio.run(scenario())
+    (state,), now_ms = dispatcher.gateway.run(limits.every(dispatcher.core.keyspace))
+    assert state.available(now_ms) == 0
