@@ -325,7 +325,7 @@ def info_of(task_id: str, capability: str, found: Lookup, placed: Placed, core: 
         status,
         attempt=placed.attempt,
         reclaims=placed.reclaims,
-        delayed=isinstance(found.place, Delayed),
+        delayed=isinstance(found.place, Delayed) and placed.due_ms is not None,  # else: waiting for the admitter
         due_at=None if placed.due_ms is None else placed.due_ms / 1000,
         entry_id=found.place if isinstance(found.place, str) else None,
         worker=found.consumer,

@@ -96,3 +96,11 @@ def test_tasks_of_one_priority_run_in_submit_order(
     # Within one ms ties go by task id (time-sortable); allow the window's own reordering by concurrent reads.
     late = sum(1 for a, b in itertools.pairwise(order) if b < a)
     assert late <= 200 // 10, order
+
+
+def test_a_waiting_task_is_queued_not_delayed(flow_settings: Settings) -> None:
+    with Dispatcher(flow_settings) as d:
+        d.submit_many([Task(capability="ranked", payload=i, priority=0) for i in range(WINDOW)])
+        waiting = d.submit("ranked", "w", priority=5)
+        info = waiting.info()
+    assert (info.status, info.delayed, info.due_at, info.entry_id) == ("queued", False, None, None)
