@@ -80,6 +80,7 @@ def _json(view: ratelimits.LimitsView) -> dict[str, object]:
             for v in view.limits
         ],
         "waiting_for_limit": view.waiting_for_limit,
+        "waiting_for_key": view.waiting_for_key,
         "concurrency_caps": view.caps,
     }
 
@@ -91,6 +92,8 @@ def _table(view: ratelimits.LimitsView) -> str:
         lines.append("(no limits: dispatcher limits set NAME --rate N/min)")
     for capability, cap in sorted(view.caps.items()):
         lines.append(f"concurrency cap: {capability}: {cap} per key")
+    for capability, count in sorted(view.waiting_for_key.items()):
+        lines.append(f"waiting for a key's permit: {capability}: {count} task(s)")
     for capability, count in sorted(view.waiting_for_limit.items()):
         lines.append(f"waiting for a limit: {capability}: {count} task(s)")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ ADDED = (
     "workers_needed_basis",
     "waiting_admission",
     "waiting_limit",
+    "waiting_key",
 )
 """Per-capability keys added to the JSON after its first schema (which ``COLUMNS`` and ``open_circuits`` hold)."""
 TOTALS_ADDED = (
@@ -34,6 +35,7 @@ TOTALS_ADDED = (
     "workers_needed",
     "waiting_admission",
     "waiting_limit",
+    "waiting_key",
 )
 
 
@@ -75,7 +77,7 @@ def worker_json(w: WorkerStats) -> dict[str, Any]:
 def _held_back(c: CapabilityStats) -> str:
     return (
         f"FLOW: {c.name}: {c.waiting_admission} waiting for admission (more workers help),"
-        f" {c.waiting_limit} waiting for a rate limit (more workers do not help)"
+        f" {c.waiting_limit} waiting for a rate limit, {c.waiting_key} for a key's permit (more workers do not help)"
     )
 
 
@@ -90,7 +92,7 @@ def stats_table(stats: FleetStats) -> str:
     lines.append(f"need: workers that drain waiting + running within {stats.target_age_s:g} s (docs/stats.md)")
     lines += [unserved_warning(c.name, c.workers, c.waiting) for c in stats.capabilities if c.unserved]
     lines += [f"PAUSED: {c.name}: workers do not read it ({c.waiting} waiting)" for c in stats.capabilities if c.paused]
-    lines += [_held_back(c) for c in stats.capabilities if c.waiting_admission or c.waiting_limit]
+    lines += [_held_back(c) for c in stats.capabilities if c.waiting_admission or c.waiting_limit or c.waiting_key]
     if stats.workers:
         lines.append("")
         lines += workers_table(stats.workers, long=False)

@@ -35,13 +35,14 @@ class LimitGate:
         blocked: set[str] = set()  # limits found without room in this pass: not asked again until the next
         moved = left = 0
         for keys in every:
-            step, rest = self._capability(keys, blocked)
-            moved += step
-            left += rest
+            for waiting in (keys.limited, keys.keyed):
+                step, rest = self._capability(keys, waiting, blocked)
+                moved += step
+                left += rest
         return moved, left
 
-    def _capability(self, keys: CapabilityKeys, blocked: set[str]) -> tuple[int, int]:
-        candidates, unread = self.gateway.run(flow.peek_limited(keys, self.window))
+    def _capability(self, keys: CapabilityKeys, waiting: str, blocked: set[str]) -> tuple[int, int]:
+        candidates, unread = self.gateway.run(flow.peek(keys, waiting, self.window))
         room = self.window - unread
         if not candidates:
             return 0, 0
@@ -61,7 +62,7 @@ class LimitGate:
                     running[key] = running.get(key, 0) + 1
         if not chosen:
             return 0, len(candidates)
-        return self.gateway.run(flow.admit_chosen(keys, chosen))
+        return self.gateway.run(flow.admit_chosen(keys, waiting, chosen))
 
     def _holders(
         self, keys: CapabilityKeys, gated: list[tuple[str, dict[str, int], str | None]]

@@ -90,7 +90,9 @@ class LimitsView:
 
     limits: tuple[LimitView, ...]
     waiting_for_limit: dict[str, int]
-    """Per capability: tasks waiting for a rate limit or for their concurrency key's cap."""
+    """Per capability: tasks waiting for a rate limit (with or without a concurrency key)."""
+    waiting_for_key: dict[str, int]
+    """Per capability: tasks with a concurrency key and no rate limit, waiting for a permit."""
     caps: dict[str, int]
     """Per capability: its per-key concurrency cap, where one is set."""
 
@@ -100,8 +102,10 @@ def describe(gateway: Gateway, keyspace: KeySpace) -> LimitsView:
     states, now_ms = gateway.run(limits.every(keyspace))
     names = gateway.run(streams.known_capabilities(keyspace.capabilities))
     every = [keyspace.capability(n) for n in names]
-    counts = gateway.run(flow.waiting_for_limit(every))
+    counts = gateway.run(flow.waiting_for_limits(every))
     caps = gateway.run(flow.caps(every))
     views = tuple(LimitView(s.name, s.rate_per_min, s.burst, s.available(now_ms)) for s in states)
-    waiting = {n: c for n, c in zip(names, counts, strict=True) if c}
-    return LimitsView(views, waiting, {n: c for n, c in zip(names, caps, strict=True) if c is not None})
+    for_limit = {n: c[0] for n, c in zip(names, counts, strict=True) if c[0]}
+    for_key = {n: c[1] for n, c in zip(names, counts, strict=True) if c[1]}
+    capped = {n: c for n, c in zip(names, caps, strict=True) if c is not None}
+    return LimitsView(views, for_limit, for_key, capped)

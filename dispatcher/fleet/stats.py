@@ -65,6 +65,8 @@ class CapabilityStats:
     waiting_limit: int = 0
     """Tasks waiting for a rate limit (docs/flow-control.md): held back by a quota, so more workers do not help;
     not counted in the scaling advice."""
+    waiting_key: int = 0
+    """Tasks waiting for a permit of their concurrency key (its cap): more workers do not help either."""
     failed_1m: int = 0
     """Failed attempts over the last minute (retried or dead-lettered), fleet-wide."""
     throughput_window_s: float = 0.0
@@ -122,6 +124,8 @@ class Totals:
     """How many capabilities are paused."""
     waiting_limit: int = 0
     """Tasks waiting for a rate limit, over all capabilities."""
+    waiting_key: int = 0
+    """Tasks waiting for a key's permit, over all capabilities."""
     waiting_admission: int = 0
     """Tasks with a priority waiting for admission, over all capabilities."""
     workers_needed: int = 0
@@ -216,7 +220,7 @@ def fair_waiting(r: CapabilityReading) -> int:
     """Tasks waiting in tenants' fair queues: what the index holds beyond the stream, the delayed, ready and
     limited sets (their sizes are read in the same round trip; a task between two of them in a script is never
     seen, scripts are atomic). Counted from the index since the queues are one key per tenant."""
-    return max(r.indexed - r.length - r.delayed - r.ready - r.limited, 0)
+    return max(r.indexed - r.length - r.delayed - r.ready - r.limited - r.keyed, 0)
 
 
 def waiting_count(reading: CapabilityReading) -> int:
@@ -266,6 +270,7 @@ def _capability(
         drain_eta_s=(waiting + admission) / rate if rate > 0 else None,
         waiting_admission=admission,
         waiting_limit=r.limited,
+        waiting_key=r.keyed,
         workers_needed=advice.workers_needed,
         workers_needed_basis=advice.basis,
     )
@@ -292,4 +297,5 @@ def _totals(caps: Sequence[CapabilityStats], live_workers: int) -> Totals:
         workers_needed=sum(c.workers_needed for c in caps),
         waiting_admission=sum(c.waiting_admission for c in caps),
         waiting_limit=sum(c.waiting_limit for c in caps),
+        waiting_key=sum(c.waiting_key for c in caps),
     )

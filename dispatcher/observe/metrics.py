@@ -204,6 +204,11 @@ CAPABILITY_GAUGES: tuple[CapabilityGauge, ...] = (
         "Tasks waiting for a rate limit: held back by a quota, more workers do not help.",
         lambda c: c.waiting_limit,
     ),
+    CapabilityGauge(
+        "dispatcher_tasks_waiting_key",
+        "Tasks waiting for a permit of their concurrency key: held back by its cap, more workers do not help.",
+        lambda c: c.waiting_key,
+    ),
     CapabilityGauge("dispatcher_tasks_running", "Tasks delivered and not yet settled.", lambda c: c.running),
     CapabilityGauge(
         "dispatcher_tasks_delayed", "Tasks scheduled for later (delay_s, retry backoff).", lambda c: c.delayed

@@ -124,8 +124,9 @@ class ProducerCore:
                 codec.version_of(task),
                 task.store_result,
                 task.priority,
-                task.rate_limits is not None or task.concurrency_key is not None,
-                task.fairness_key,
+                limited=task.rate_limits is not None,
+                keyed=task.rate_limits is None and task.concurrency_key is not None,
+                fairness_key=task.fairness_key,
             )
             groups.setdefault(task.capability, []).append(item)
         return [(self.keys(cap), items) for cap, items in groups.items()]

@@ -22,11 +22,11 @@ def admit(every: Sequence[CapabilityKeys], window: int) -> Op[tuple[int, int]]:
     return sum(moved for moved, _ in pairs), sum(left for _, left in pairs)
 
 
-def admit_chosen(keys: CapabilityKeys, chosen: Sequence[tuple[str, str | None]]) -> Op[tuple[int, int]]:
-    """Move exactly the ``chosen`` tasks (task id, concurrency key or None) from the capability's limited set onto
-    its stream, each keyed one taking a permit of its key in the same step; (how many moved, how many still
-    wait in the limited set)."""
-    script_keys = [keys.stream, keys.index, keys.limited]
+def admit_chosen(keys: CapabilityKeys, waiting: str, chosen: Sequence[tuple[str, str | None]]) -> Op[tuple[int, int]]:
+    """Move exactly the ``chosen`` tasks (task id, concurrency key or None) from the capability's ``waiting`` set
+    (limited or keyed) onto its stream, each keyed one taking a permit of its key in the same step; (how many
+    moved, how many still wait in that set)."""
+    script_keys = [keys.stream, keys.index, waiting]
     slots: dict[str, int] = {}
     args: list[Any] = [0]
     for task_id, key in chosen:
@@ -73,11 +73,11 @@ def set_cap(keys: CapabilityKeys, per_key: int) -> Op[None]:
     check((yield [("HSET", keys.caps, "per_key", per_key)])[0])
 
 
-def peek_limited(keys: CapabilityKeys, count: int) -> Op[tuple[list[tuple[str, bytes]], int]]:
-    """The ``count`` best-ranked tasks waiting in the limited set, each with its task blob, and how many entries
-    wait unread on the stream (XLEN minus pending: settled entries are deleted)."""
+def peek(keys: CapabilityKeys, waiting: str, count: int) -> Op[tuple[list[tuple[str, bytes]], int]]:
+    """The ``count`` best-ranked tasks of the capability's ``waiting`` set (limited or keyed), each with its task
+    blob, and how many entries wait unread on the stream (XLEN minus pending: settled entries are deleted)."""
     ranked, length, summary = yield [
-        ("ZRANGE", keys.limited, 0, count - 1),
+        ("ZRANGE", waiting, 0, count - 1),
         ("XLEN", keys.stream),
         ("XPENDING", keys.stream, GROUP),
     ]
@@ -103,12 +103,12 @@ def waiting(every: Sequence[CapabilityKeys]) -> Op[list[int]]:
     return [int(check(r)) for r in replies]
 
 
-def waiting_for_limit(every: Sequence[CapabilityKeys]) -> Op[list[int]]:
-    """How many tasks wait for rate limits in each capability's limited set, in order."""
+def waiting_for_limits(every: Sequence[CapabilityKeys]) -> Op[list[tuple[int, int]]]:
+    """Per capability, in order: tasks waiting for rate limits (limited set) and for their key's cap (keyed set)."""
     if not every:
         return []
-    replies = yield [("ZCARD", k.limited) for k in every]
-    return [int(check(r)) for r in replies]
+    replies = yield [("ZCARD", s) for k in every for s in (k.limited, k.keyed)]
+    return [(int(check(replies[2 * i])), int(check(replies[2 * i + 1]))) for i in range(len(every))]
 
 
 def fair_tenants(every: Sequence[CapabilityKeys], count: int) -> Op[list[list[str]]]:

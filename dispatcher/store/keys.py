@@ -28,6 +28,8 @@ class CapabilityKeys:
     """Sorted set: tasks with a priority waiting to be admitted onto the stream, by rank (docs/flow-control.md)."""
     limited: str
     """Sorted set: tasks that take units from rate limits, waiting for the admitter, by rank."""
+    keyed: str
+    """Sorted set: tasks with a concurrency key (and no rate limit), waiting for a permit of it, by rank."""
     dead: str
     """Stream of dead letters."""
     throughput: str
@@ -99,6 +101,7 @@ class KeySpace:
             delayed=base + "delayed",
             ready=base + "ready",
             limited=base + "limited",
+            keyed=base + "keyed",
             dead=base + "dead",
             throughput=base + "tput",
             paused=base + "paused",

@@ -37,6 +37,8 @@ class Enqueue:
     """A task with a priority waits in the ready set until the admitter (or submit's fast path) lets it in."""
     limited: bool = False
     """The task takes units from rate limits: it always waits for the admitter, in the limited set."""
+    keyed: bool = False
+    """The task has a concurrency key and no rate limit: it always waits for a permit, in the keyed set."""
     fairness_key: str | None = None
     """The task's tenant: it waits in its tenant's queue for the fair admitter."""
 
@@ -97,7 +99,7 @@ def submit_batch(
 
 
 def _submit_call(keys: CapabilityKeys, items: Sequence[Enqueue], ttl_ms: int, window: int) -> Command:
-    script_keys = [keys.stream, keys.index, keys.delayed, keys.ready, keys.limited, keys.tenants]
+    script_keys = [keys.stream, keys.index, keys.delayed, keys.ready, keys.limited, keys.tenants, keys.keyed]
     args: list[Any] = [ttl_ms, len(items), window]
     for item in items:
         result_slot = idem_slot = 0
@@ -110,6 +112,8 @@ def _submit_call(keys: CapabilityKeys, items: Sequence[Enqueue], ttl_ms: int, wi
         priority: str | int = "" if item.priority is None else item.priority
         if item.limited:
             priority = f"w{item.priority or 0}"
+        elif item.keyed:
+            priority = f"k{item.priority or 0}"
         if item.fairness_key is not None:
             script_keys.append(keys.fair(item.fairness_key))
             priority = f"f{len(script_keys)}:{item.fairness_key}"

@@ -255,7 +255,9 @@ def test_tasks_waiting_for_a_rate_limit_are_counted_apart(settings: Any, redis_s
     assert (cap.waiting, cap.waiting_admission, cap.waiting_limit) == (0, 0, 4)
     assert cap.workers_needed == 0  # a quota holds them back: more workers would not help
     assert stats_json(stats)["totals"]["waiting_limit"] == 4
-    assert "FLOW: quota: 0 waiting for admission (more workers help), 4 waiting for a rate limit" in stats_table(stats)
+    assert "FLOW: quota: 0 waiting for admission (more workers help), 4 waiting for a rate limit, 0 for a key's" in (
+        stats_table(stats)
+    )
 
 
 def test_tasks_waiting_in_fair_queues_count_as_waiting_for_admission(
@@ -267,3 +269,15 @@ def test_tasks_waiting_in_fair_queues_count_as_waiting_for_admission(
         stats = collect(d.gateway, KeySpace(prefix))
     (cap,) = stats.capabilities
     assert (cap.waiting, cap.waiting_admission, cap.waiting_limit) == (1, 7, 0)
+
+
+def test_tasks_waiting_for_a_keys_permit_are_counted_apart(settings: Any, redis_server: Any, prefix: str) -> None:
+    with Dispatcher(settings) as d:
+        ratelimits.set_concurrency(d.gateway, KeySpace(prefix), "repo", 2)
+        ratelimits.define(d.gateway, KeySpace(prefix), "api", 60.0, 5)
+        d.submit_many([Task(capability="repo", payload=i, concurrency_key="r1") for i in range(3)])
+        d.submit("repo", "both", concurrency_key="r1", rate_limits={"api": 1})  # counted as waiting for the limit
+        stats = collect(d.gateway, KeySpace(prefix))
+    (cap,) = stats.capabilities
+    assert (cap.waiting_admission, cap.waiting_limit, cap.waiting_key) == (0, 1, 3)
+    assert stats_json(stats)["totals"]["waiting_key"] == 3

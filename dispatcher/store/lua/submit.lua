@@ -11,7 +11,8 @@
 -- KEYS[4]  zset     ready: tasks with a priority waiting for admission, scored by rank (see admission.lua)
 -- KEYS[5]  zset     limited: tasks that take units from rate limits, waiting for the admitter, scored by rank
 -- KEYS[6]  zset     tenants: tenants with waiting tasks, scored by virtual time (see admit_fair.lua)
--- KEYS[7..] string  result keys (of the tasks that keep a result), idempotency keys and tenant queues (of the tasks that keep a result) and idempotency keys, referenced by slot below
+-- KEYS[7]  zset     keyed: tasks with a concurrency key (and no rate limit) waiting for a permit, by rank
+-- KEYS[8..] string  result keys (of the tasks that keep a result), idempotency keys and tenant queues (of the tasks that keep a result) and idempotency keys, referenced by slot below
 -- ARGV[1]  integer  idempotency TTL (ms)
 -- ARGV[2]  integer  N, the number of tasks
 -- ARGV[3]  integer  admission window: a task with a priority goes straight onto the stream only while nothing
@@ -21,6 +22,7 @@
 --                   result key slot (0 = the task keeps no result, k = KEYS[k]), idempotency key slot (0 = none),
 --                   priority ("" = none: the task takes the plain path, and nothing of flow control runs;
 --                   "w<priority>": the task takes units from rate limits and always waits in KEYS[5];
+--                   "k<priority>": the task has a concurrency key and always waits in KEYS[7];
 --                   "f<slot>:<tenant>": the task waits in its tenant's queue KEYS[slot], and a tenant not in
 --                   KEYS[6] joins it at the lowest virtual time there, 0 when it is empty)
 -- Returns: an array of N values: 1 queued, 2 delayed, or a task id (string) when nothing was added because
@@ -81,10 +83,11 @@ for i = 0, n - 1 do
         redis.call('ZADD', KEYS[6], lowest[2] or 0, tenant)
       end
       out[i + 1] = 1
-    elseif string.sub(priority, 1, 1) == 'w' then
+    elseif string.sub(priority, 1, 1) == 'w' or string.sub(priority, 1, 1) == 'k' then
       now = now or now_ms()
       index[#index + 1] = delayed_record(version, 1, 0, blob)
-      redis.call('ZADD', KEYS[5], rank(now, tonumber(string.sub(priority, 2)), i), task_id)
+      local set = string.sub(priority, 1, 1) == 'w' and KEYS[5] or KEYS[7]
+      redis.call('ZADD', set, rank(now, tonumber(string.sub(priority, 2)), i), task_id)
       out[i + 1] = 1
     elseif priority ~= '' and not admit_now(KEYS[1], KEYS[4], tonumber(ARGV[3])) then
       now = now or now_ms()

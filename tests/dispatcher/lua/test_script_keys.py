@@ -63,7 +63,7 @@ def every_script_call() -> list[tuple[Any, ...]]:
     commands += first_commands(streams.submit([(KEYS, [item])], 1000))
     commands += first_commands(streams.promote([KEYS], 10))
     commands += first_commands(flow.admit([KEYS], 10))
-    commands += first_commands(flow.admit_chosen(KEYS, ["t1", "t2"]))
+    commands += first_commands(flow.admit_chosen(KEYS, KEYS.keyed, [("t1", None), ("t2", "repo-17")]))
     commands += first_commands(limits.take(KeySpace("p").limit("openai-rpm"), 1))
     commands += first_commands(flow.admit_fair(KEYS, ["tenant-42", "tenant-7"], 10))
     commands += first_commands(letters.requeue(KEYS, [("1-1", "t")]))
