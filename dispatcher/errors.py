@@ -19,7 +19,8 @@
     └── TaskFailed             the task failed remotely; carries the remote error type, message, traceback
         └── TaskDead           the task ended in the dead-letter stream; carries the reason
 
-Handlers signal intent with two more exceptions that are not errors of ours: ``Retry`` and ``Reject``.
+Handlers signal intent with three more exceptions that are not errors of ours: ``Retry``, ``Reject`` and
+``RateLimited``.
 No module raises a builtin exception type except where ``tests/test_errors.py`` allows it and says why.
 """
 
@@ -139,6 +140,17 @@ class Retry(Exception):
     def __init__(self, delay_s: float | None = None, reason: str = "") -> None:
         super().__init__(reason or "retry requested")
         self.delay_s = delay_s
+
+
+class RateLimited(Exception):
+    """Raised by a handler when a provider refused for quota (HTTP 429): the rate limit ``limit`` is paused
+    fleet-wide for ``retry_after_s`` (no waiting task takes its units meanwhile), and this task waits that long and
+    runs again without spending an attempt (docs/flow-control.md)."""
+
+    def __init__(self, retry_after_s: float, limit: str) -> None:
+        super().__init__(f"rate limited by {limit!r} for {retry_after_s:g} s")
+        self.retry_after_s = min(max(float(retry_after_s), 0.0), 24 * 3600.0)
+        self.limit = limit
 
 
 class Reject(Exception):

@@ -16,6 +16,10 @@ from dispatcher.store import topology
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
+FLOW_WINDOW = 64
+"""The default ``Settings.flow_window``."""
+
+
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """Exponential backoff with jitter: ``min(max_s, base_s * factor ** (attempt - 1))``, then jittered.
@@ -95,6 +99,15 @@ class Settings(BaseModel):
     )
     heartbeat_ttl_s: float = Field(
         10.0, gt=0, description="A worker whose heartbeat is older is dead, in seconds; refreshed every TTL/3."
+    )
+    flow_window: int = Field(
+        FLOW_WINDOW,
+        ge=1,
+        le=100_000,
+        description=(
+            "Admission window of tasks with a priority: the most undelivered entries the admitter keeps on a "
+            "capability's stream, so a high-priority task waits behind at most this many (a count)."
+        ),
     )
     reaper_interval_s: float = Field(5.0, gt=0, description="How often the (one, leased) reaper runs, in seconds.")
     max_deliveries: int = Field(

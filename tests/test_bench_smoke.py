@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -46,3 +47,23 @@ def test_quick_bench_prints_a_table_and_json_lines(tmp_path: Path) -> None:
         assert r["ok"] in (None, True, False)
     memory = next(r for r in results if r["variant"].startswith("after drain"))
     assert memory["extra"]["stream_length"] == 0 and memory["extra"]["pending"] == 0
+
+
+@pytest.mark.timeout(90)
+def test_quick_flow_bench_keeps_the_limits_it_measures() -> None:
+    """``scripts/bench --flow --quick`` (the quick tier of the flow-control workloads): the cap and the rate bound
+    hold even at this size; the shares and the jump are printed, not judged (a few hundred tasks)."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench"), "--flow", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=80,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {}
+    for line in done.stdout.splitlines()[2:]:
+        cells = re.split(r"\s{2,}", line.strip())
+        rows[cells[1]] = float(cells[2].replace(",", ""))
+    assert rows["cap 2 per key, 50 keys: most running per key"] <= 2
+    assert rows["rate limit 100/s: busiest 1 s window"] <= 110

@@ -29,6 +29,10 @@ ALLOWED_RAISES: dict[tuple[str, str, str], str] = {
         "Task's capability validator calls it, so it must raise what pydantic expects; every other caller "
         "converts the ValueError (test_every_check_capability_caller_converts)"
     ),
+    ("dispatcher/task.py", "check_limit", "ValueError"): (
+        "Task's rate_limits validator calls it, so it must raise what pydantic expects; ratelimits.define and "
+        "ProducerCore.limit_keys convert the ValueError"
+    ),
     ("dispatcher/cli/main.py", "_interrupt", "KeyboardInterrupt"): "SIGTERM unwinds the command like Ctrl-C",
     ("workers/demo.py", "_interrupt", "KeyboardInterrupt"): "SIGTERM unwinds the demo like Ctrl-C",
     ("workers/demo_app.py", "flaky", "RuntimeError"): (
@@ -48,6 +52,7 @@ ALLOWED_RAISES: dict[tuple[str, str, str], str] = {
 ALLOWED_CLASSES: dict[tuple[str, str], str] = {
     ("dispatcher/errors.py", "DispatcherError"): "the base of the tree",
     ("dispatcher/errors.py", "Retry"): "a handler's request for another attempt, not an error of ours",
+    ("dispatcher/errors.py", "RateLimited"): "a handler's report of a provider's quota refusal, not an error of ours",
     ("dispatcher/errors.py", "Reject"): "a handler's refusal of its task, not an error of ours",
     ("dispatcher/store/connection.py", "PoolTimeout"): (
         "raised inside redis-py's connection pool, so it is a redis-py ConnectionError as the one it replaces; it "

@@ -22,6 +22,7 @@ DISPATCHER_ALL = {
     "RedisError",
     "RedisFull",
     "RedisUnavailable",
+    "RateLimited",
     "Reject",
     "ResultNotStored",
     "ResultTimeout",
@@ -50,7 +51,7 @@ def test_every_public_name_exists() -> None:
         assert hasattr(dispatcher, name), name
 
 
-WORKERS_ALL = {"REGISTRY", "Handler", "Registry", "Reject", "Retry", "Task", "Worker", "handler"}
+WORKERS_ALL = {"REGISTRY", "Handler", "Registry", "RateLimited", "Reject", "Retry", "Task", "Worker", "handler"}
 
 
 def test_workers_all_is_pinned() -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from dispatcher.errors import DecodeError, HandlerTimeout, Reject
+from dispatcher.errors import DecodeError, HandlerTimeout, RateLimited, Reject
 from dispatcher.errors import Retry as RetrySignal
 from dispatcher.faults import Faults
 from dispatcher.fleet import decide
@@ -249,7 +249,7 @@ class Runner:
             self.slots.stray()  # the thread still runs: it holds a slot of its own until it ends
         handler = self.registry.get(keys.capability)
         input_error = handler is not None and isinstance(error, handler.input_errors)
-        if input_error or isinstance(error, RetrySignal | Reject):
+        if input_error or isinstance(error, RetrySignal | Reject | RateLimited):
             self.breakers[keys.capability].neutral()
         else:
             self._failed(keys.capability, delivery, error)

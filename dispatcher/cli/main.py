@@ -15,7 +15,7 @@ from collections.abc import Callable
 from importlib.metadata import version
 from types import FrameType
 
-from dispatcher.cli import capability_commands, observe_commands
+from dispatcher.cli import capability_commands, limit_commands, observe_commands
 from dispatcher.cli import fleet_commands as cli_ops
 from dispatcher.cli import ops_commands as ops
 from dispatcher.cli import task_commands as tasks
@@ -61,6 +61,11 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
         "list the known capabilities (forget NAME: remove one that nothing uses)",
         capability_commands.configure,
         _with_settings(capability_commands.run),
+    ),
+    "limits": (
+        "list the rate limits and what waits for them (set NAME --rate N/min [--burst B]: define one)",
+        limit_commands.configure,
+        _with_settings(limit_commands.run),
     ),
     "stats": (
         "show waiting/running/delayed/dead tasks, throughput and scaling advice per capability, and the workers",

@@ -20,6 +20,9 @@ ADDED = (
     "drain_eta_s",
     "workers_needed",
     "workers_needed_basis",
+    "waiting_admission",
+    "waiting_limit",
+    "waiting_key",
 )
 """Per-capability keys added to the JSON after its first schema (which ``COLUMNS`` and ``open_circuits`` hold)."""
 TOTALS_ADDED = (
@@ -30,6 +33,9 @@ TOTALS_ADDED = (
     "oldest_running_s",
     "paused",
     "workers_needed",
+    "waiting_admission",
+    "waiting_limit",
+    "waiting_key",
 )
 
 
@@ -68,6 +74,13 @@ def worker_json(w: WorkerStats) -> dict[str, Any]:
     }
 
 
+def _held_back(c: CapabilityStats) -> str:
+    return (
+        f"FLOW: {c.name}: {c.waiting_admission} waiting for admission (more workers help),"
+        f" {c.waiting_limit} waiting for a rate limit, {c.waiting_key} for a key's permit (more workers do not help)"
+    )
+
+
 def stats_table(stats: FleetStats) -> str:
     """A readable table: one row per capability, a totals row, then the workers."""
     header = ["capability", *COLUMNS, "stale", "oldest waiting", "oldest running", "done/1m", "failed/1m"]
@@ -79,6 +92,7 @@ def stats_table(stats: FleetStats) -> str:
     lines.append(f"need: workers that drain waiting + running within {stats.target_age_s:g} s (docs/stats.md)")
     lines += [unserved_warning(c.name, c.workers, c.waiting) for c in stats.capabilities if c.unserved]
     lines += [f"PAUSED: {c.name}: workers do not read it ({c.waiting} waiting)" for c in stats.capabilities if c.paused]
+    lines += [_held_back(c) for c in stats.capabilities if c.waiting_admission or c.waiting_limit or c.waiting_key]
     if stats.workers:
         lines.append("")
         lines += workers_table(stats.workers, long=False)

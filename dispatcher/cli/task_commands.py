@@ -71,6 +71,7 @@ def configure_submit(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-retries", type=int, help=f"retries after handler failures (default {_DEFAULT_RETRIES})")
     p.add_argument("--idempotency-key", help="a second submit with this key returns the first task")
     p.add_argument("--delay-s", type=float, help="run the task no earlier than this many seconds from now")
+    p.add_argument("--priority", type=int, help="0-9, higher first among the waiting tasks that have one")
 
 
 def run_submit(args: argparse.Namespace, settings: Settings) -> int:
@@ -78,7 +79,7 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     payload = read_payload(args.payload)
     options = {
         name: getattr(args, name)
-        for name in ("timeout_s", "max_retries", "idempotency_key")
+        for name in ("timeout_s", "max_retries", "idempotency_key", "priority")
         if getattr(args, name) is not None
     }
     with Dispatcher(settings) as dispatcher:

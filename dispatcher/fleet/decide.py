@@ -7,6 +7,7 @@ record the transitions in batches.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import traceback as tb
 from dataclasses import dataclass, field
@@ -17,8 +18,9 @@ from dispatcher.errors import DecodeError, InvalidTask, Reject
 from dispatcher.settings import Settings
 from dispatcher.store import codec
 from dispatcher.store.codec import Delivery, Outcome
-from dispatcher.store.keys import CapabilityKeys
+from dispatcher.store.keys import CapabilityKeys, KeySpace
 from dispatcher.store.transitions import Bury, Letter, Requeue, Settle, Transition
+from dispatcher.task import LIMIT_PATTERN
 
 RAW_LIMIT = 4096
 """Bytes of an undecodable entry kept in its dead letter."""
@@ -73,6 +75,8 @@ def failed(
     ``Reject`` or a declared ``input_error`` is dead-lettered as ``rejected`` at once (no retry helps bad input)."""
     if input_error or isinstance(error, Reject):
         return dead(ctx, keys, d, "rejected", error)
+    if isinstance(error, errors.RateLimited):
+        return rate_limited(ctx, keys, d, error)
     if d.attempt > d.task.max_retries:
         return dead(ctx, keys, d, "max_retries", error)
     if isinstance(error, errors.Retry) and error.delay_s is not None:
@@ -85,6 +89,15 @@ def failed(
 def retry(ctx: Context, keys: CapabilityKeys, d: Delivery, delay_s: float, attempt: int, reclaims: int) -> Decision:
     """Give the task back to the fleet as a fresh entry, now or ``delay_s`` from now by Redis' clock."""
     return Decision(_requeue(ctx, keys, d, attempt, reclaims, max(int(delay_s * 1000), 0)), "retried")
+
+
+def rate_limited(ctx: Context, keys: CapabilityKeys, d: Delivery, error: errors.RateLimited) -> Decision:
+    """A provider refused for quota: pause the limit fleet-wide and give the task back after ``retry_after_s``,
+    spending no attempt. A limit name that is not valid pauses nothing (the task still waits)."""
+    delay_ms = int(error.retry_after_s * 1000)
+    limit = KeySpace(ctx.settings.prefix).limit(error.limit).state if LIMIT_PATTERN.match(str(error.limit)) else None
+    requeue = _requeue(ctx, keys, d, d.attempt, d.reclaims, delay_ms, failed_attempt=False)
+    return Decision(dataclasses.replace(requeue, pause_limit=limit), "rate_limited", error.limit)
 
 
 def hand_back(ctx: Context, keys: CapabilityKeys, d: Delivery) -> Decision:

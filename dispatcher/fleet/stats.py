@@ -58,6 +58,15 @@ class CapabilityStats:
     """Workers do not read this capability (``dispatcher pause``); submits are still accepted."""
     completed_1m: int = 0
     """Tasks completed over the last minute, fleet-wide."""
+    waiting_admission: int = 0
+    """Tasks with a priority or a fairness_key waiting for the admitter (docs/flow-control.md): not on the stream,
+    so not in ``waiting`` (the stream's lag, which the admitter keeps at most ``flow_window``), but work that more
+    workers would help with: the scaling advice counts it."""
+    waiting_limit: int = 0
+    """Tasks waiting for a rate limit (docs/flow-control.md): held back by a quota, so more workers do not help;
+    not counted in the scaling advice."""
+    waiting_key: int = 0
+    """Tasks waiting for a permit of their concurrency key (its cap): more workers do not help either."""
     failed_1m: int = 0
     """Failed attempts over the last minute (retried or dead-lettered), fleet-wide."""
     throughput_window_s: float = 0.0
@@ -113,6 +122,12 @@ class Totals:
     oldest_running_s: float | None = None
     paused: int = 0
     """How many capabilities are paused."""
+    waiting_limit: int = 0
+    """Tasks waiting for a rate limit, over all capabilities."""
+    waiting_key: int = 0
+    """Tasks waiting for a key's permit, over all capabilities."""
+    waiting_admission: int = 0
+    """Tasks with a priority waiting for admission, over all capabilities."""
     workers_needed: int = 0
     """The sum over capabilities: an upper bound, since one worker may serve several."""
 
@@ -201,6 +216,13 @@ def advise(waiting: int, running: int, completed: int, window_s: float, live: in
     return Advice(max(math.ceil(backlog / (per_worker_s * target_age_s) - 1e-9), 1), "measured")
 
 
+def fair_waiting(r: CapabilityReading) -> int:
+    """Tasks waiting in tenants' fair queues: what the index holds beyond the stream, the delayed, ready and
+    limited sets (their sizes are read in the same round trip; a task between two of them in a script is never
+    seen, scripts are atomic). Counted from the index since the queues are one key per tenant."""
+    return max(r.indexed - r.length - r.delayed - r.ready - r.limited - r.keyed, 0)
+
+
 def waiting_count(reading: CapabilityReading) -> int:
     """Entries not yet delivered: the group's ``lag`` when Redis knows it, else XLEN minus pending.
 
@@ -228,7 +250,8 @@ def _capability(
     waiting, running = waiting_count(r), r.group.pending if r.group else 0
     tput = r.throughput
     rate = tput.completed_per_s
-    advice = advise(waiting, running, tput.completed, tput.window_s, len(r.live_consumers), target_age_s)
+    admission = r.ready + fair_waiting(r)
+    advice = advise(waiting + admission, running, tput.completed, tput.window_s, len(r.live_consumers), target_age_s)
     return CapabilityStats(
         name=r.name,
         waiting=waiting,
@@ -244,7 +267,10 @@ def _capability(
         completed_1m=tput.completed,
         failed_1m=tput.failed,
         throughput_window_s=tput.window_s,
-        drain_eta_s=waiting / rate if rate > 0 else None,
+        drain_eta_s=(waiting + admission) / rate if rate > 0 else None,
+        waiting_admission=admission,
+        waiting_limit=r.limited,
+        waiting_key=r.keyed,
         workers_needed=advice.workers_needed,
         workers_needed_basis=advice.basis,
     )
@@ -269,4 +295,7 @@ def _totals(caps: Sequence[CapabilityStats], live_workers: int) -> Totals:
         oldest_running_s=_most([c.oldest_running_s for c in caps]),
         paused=sum(1 for c in caps if c.paused),
         workers_needed=sum(c.workers_needed for c in caps),
+        waiting_admission=sum(c.waiting_admission for c in caps),
+        waiting_limit=sum(c.waiting_limit for c in caps),
+        waiting_key=sum(c.waiting_key for c in caps),
     )

@@ -1,4 +1,5 @@
-"""Fleet upkeep: the delayed-task mover and the reaper, each on a schedule, thread and connection of its own.
+"""Fleet upkeep: the delayed-task mover, the admitter and the reaper, each on a schedule, thread and connection of
+its own.
 
 Every worker runs both (so no extra process is needed), and ``dispatcher reaper`` runs them standalone; each holds
 a fleet-wide lease, so exactly one mover and one reaper work at a time, whatever the fleet size. Apart, a reaper
@@ -13,7 +14,8 @@ from collections.abc import Callable
 
 from dispatcher.errors import DispatcherError
 from dispatcher.faults import Faults
-from dispatcher.fleet import mover
+from dispatcher.fleet import admitter, mover
+from dispatcher.fleet.admitter import Admitter
 from dispatcher.fleet.mover import Mover
 from dispatcher.fleet.reaper import Reaper
 from dispatcher.settings import Settings
@@ -37,7 +39,11 @@ class Upkeep:
         self.keyspace = KeySpace(settings.prefix)
         self._mover_gateway = Gateway(make_client(settings), settings.redis_url)
         self._reaper_gateway = Gateway(make_client(settings), settings.redis_url)
+        self._admitter_gateway = Gateway(make_client(settings), settings.redis_url)
         self.mover = Mover(self._mover_gateway, self.keyspace, owner)
+        self.admitter = Admitter(
+            self._admitter_gateway, self.keyspace, owner, settings.flow_window, settings.max_payload_bytes
+        )
         self.reaper = Reaper(self._reaper_gateway, settings, faults or Faults())
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -55,9 +61,10 @@ class Upkeep:
         return self.mover.promote()
 
     def start(self) -> None:
-        """Run the mover and the reaper in daemon threads."""
+        """Run the mover, the admitter and the reaper in daemon threads."""
         schedules: list[tuple[str, Callable[[], object], float]] = [
             ("mover", self.mover.tick, mover.INTERVAL_S),
+            ("admitter", self.admitter.tick, admitter.INTERVAL_S),
             ("reaper", self.reap, self.settings.reaper_interval_s),
         ]
         for name, tick, interval_s in schedules:
@@ -68,7 +75,7 @@ class Upkeep:
             thread.start()
 
     def run(self) -> None:
-        """Start both and block until ``stop()`` (or KeyboardInterrupt, which reaches the calling thread)."""
+        """Start them all and block until ``stop()`` (or KeyboardInterrupt, which reaches the calling thread)."""
         self.start()
         while not self._stop.wait(0.5):
             pass
@@ -100,8 +107,10 @@ class Upkeep:
             thread.join(timeout=10)
         try:
             self.mover.release()
+            self.admitter.release()
             self._reaper_gateway.run(liveness.lease(self.keyspace.reaper_lease, self.owner, 0))
         except DispatcherError as e:
             log.warning("lease release failed owner=%s error=%s", self.owner, e)
         self._mover_gateway.client.close()
+        self._admitter_gateway.client.close()
         self._reaper_gateway.client.close()

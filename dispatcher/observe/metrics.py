@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # types only: the worker's hot path need not import the stats
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("succeeded", "retried", "dead")
+OUTCOMES = ("succeeded", "retried", "dead", "rate_limited")
 DURATION_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 """Queue waits: the run-time buckets, and up to an hour (a backlog waits longer than one task runs)."""
@@ -193,6 +193,21 @@ class FleetGauge:
 CAPABILITY_GAUGES: tuple[CapabilityGauge, ...] = (
     CapabilityGauge(
         "dispatcher_tasks_waiting", "Tasks in the stream not yet delivered to a worker.", lambda c: c.waiting
+    ),
+    CapabilityGauge(
+        "dispatcher_tasks_waiting_admission",
+        "Tasks with a priority waiting for admission onto the stream (not in the stream's lag).",
+        lambda c: c.waiting_admission,
+    ),
+    CapabilityGauge(
+        "dispatcher_tasks_waiting_limit",
+        "Tasks waiting for a rate limit: held back by a quota, more workers do not help.",
+        lambda c: c.waiting_limit,
+    ),
+    CapabilityGauge(
+        "dispatcher_tasks_waiting_key",
+        "Tasks waiting for a permit of their concurrency key: held back by its cap, more workers do not help.",
+        lambda c: c.waiting_key,
     ),
     CapabilityGauge("dispatcher_tasks_running", "Tasks delivered and not yet settled.", lambda c: c.running),
     CapabilityGauge(

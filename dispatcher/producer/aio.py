@@ -18,7 +18,7 @@ from dispatcher.producer.shared import (
     value_or_raise,
 )
 from dispatcher.settings import Settings
-from dispatcher.store import streams
+from dispatcher.store import flow, limits, streams
 from dispatcher.store.connection import AsyncClient, make_shared_async_client
 from dispatcher.store.gateway import AsyncGateway
 from dispatcher.task import Status, Task
@@ -107,6 +107,13 @@ class AsyncDispatcher:
             raise ConfigError("wait_replicas on a Redis Cluster is supported by Dispatcher, not yet AsyncDispatcher")
         tasks = list(tasks)
         batches = self.core.prepare(tasks)
+        names, keyed = self.core.limit_names(tasks), self.core.keyed(tasks)
+        if names or keyed:  # only tasks with rate limits or concurrency keys pay this round trip
+            with self.core.round_trip(len(tasks), batch=False):
+                states = await self.gateway.run(limits.exist(self.core.keyspace, names))
+                caps = await self.gateway.run(flow.caps([self.core.keys(c) for c in keyed]))
+            self.core.check_limits(tasks, names, states)
+            self.core.check_caps(keyed, caps)
         new = self.core.unregistered(batches)
         if new:
             with self.core.round_trip(len(tasks), batch=False):
@@ -121,6 +128,11 @@ class AsyncDispatcher:
         if self.listener.wanted():
             await self.listener.hold(self.core.channels(handles))
         return handles
+
+    async def consume(self, limit: str, units: int) -> None:
+        """See ``Dispatcher.consume``."""
+        taken = await self.gateway.run(limits.consume(self.core.limit_keys(limit), units))
+        self.core.check_consume(limit, units, taken)
 
     async def handle(self, task_id: str, capability: str | None = None) -> AsyncTaskHandle:
         """See ``Dispatcher.handle``."""

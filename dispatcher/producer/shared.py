@@ -23,10 +23,11 @@ from dispatcher.settings import Settings
 from dispatcher.store import codec, replication, streams
 from dispatcher.store.connection import mask_url
 from dispatcher.store.gateway import Op, refused_whole, rewrap, wrap_error
-from dispatcher.store.keys import CapabilityKeys, KeySpace
+from dispatcher.store.keys import CapabilityKeys, KeySpace, LimitKeys
+from dispatcher.store.limits import LimitState, Taken
 from dispatcher.store.streams import Enqueue, Lookup, Placed, Submitted
 from dispatcher.store.wire import Delayed, Enqueued
-from dispatcher.task import Status, Task
+from dispatcher.task import Status, Task, check_limit
 
 _RESUBMIT = "submitting the same Task objects again adds none twice"
 
@@ -77,6 +78,16 @@ def _readable(error: ValidationError) -> str:
     return "invalid task: " + "; ".join(problems)
 
 
+def _check_fair(task: Task) -> None:
+    if task.fairness_key is not None and (
+        task.priority is not None or task.rate_limits is not None or task.concurrency_key is not None or task.not_before
+    ):
+        raise InvalidTask(
+            f"task {task.id}: a fairness_key cannot be combined with priority, rate_limits, concurrency_key or a"
+            " delay yet (docs/flow-control.md)"
+        )
+
+
 class ProducerCore:
     """Settings-bound helpers: key lookup, encoding to ``Enqueue`` items, decoding outcomes."""
 
@@ -109,9 +120,77 @@ class ProducerCore:
             # Sent as a delay, which the script adds to Redis' clock: only the difference of this host's clock
             # readings counts, so a producer whose clock is wrong still delays by what it was asked to.
             delay_ms = max(int((task.not_before - time.time()) * 1000), 0) if task.not_before else 0
-            item = Enqueue(task.id, blob, delay_ms, task.idempotency_key, codec.version_of(task), task.store_result)
+            _check_fair(task)
+            if delay_ms and (task.rate_limits is not None or task.concurrency_key is not None):
+                raise InvalidTask(
+                    f"task {task.id}: rate_limits or a concurrency_key cannot be combined with a delay yet"
+                )
+            item = Enqueue(
+                task.id,
+                blob,
+                delay_ms,
+                task.idempotency_key,
+                codec.version_of(task),
+                task.store_result,
+                task.priority,
+                limited=task.rate_limits is not None,
+                keyed=task.rate_limits is None and task.concurrency_key is not None,
+                fairness_key=task.fairness_key,
+            )
             groups.setdefault(task.capability, []).append(item)
         return [(self.keys(cap), items) for cap, items in groups.items()]
+
+    @staticmethod
+    def limit_names(tasks: Sequence[Task]) -> list[str]:
+        """The rate limits ``tasks`` take units from, sorted: each must exist before anything is written."""
+        return sorted({name for t in tasks if t.rate_limits for name in t.rate_limits})
+
+    @staticmethod
+    def keyed(tasks: Sequence[Task]) -> list[str]:
+        """The capabilities of ``tasks`` that have a ``concurrency_key``, sorted: each must have a cap set."""
+        return sorted({t.capability for t in tasks if t.concurrency_key is not None})
+
+    @staticmethod
+    def check_caps(keyed: Sequence[str], caps: Sequence[int | None]) -> None:
+        """Raise ``InvalidTask`` for a capability whose tasks have a ``concurrency_key`` but that has no cap."""
+        for capability, cap in zip(keyed, caps, strict=True):
+            if cap is None:
+                raise InvalidTask(
+                    f"capability {capability!r} has no per-key concurrency cap: set one with"
+                    f" 'dispatcher limits set-concurrency {capability} --per-key N'"
+                )
+
+    @staticmethod
+    def check_limits(tasks: Sequence[Task], names: Sequence[str], states: Sequence[LimitState | None]) -> None:
+        """Raise ``InvalidTask`` for a limit that does not exist, or for more units than a limit's burst (they
+        would never fit): refused, nothing written. Limits are never created on first use: a limit has no rate
+        until ``dispatcher limits set`` gives it one."""
+        found = dict(zip(names, states, strict=True))
+        for task in tasks:
+            for name, units in (task.rate_limits or {}).items():
+                state = found[name]
+                if state is None:
+                    raise InvalidTask(
+                        f"task {task.id}: unknown rate limit {name!r}: create it with"
+                        f" 'dispatcher limits set {name} --rate N/min'"
+                    )
+                if units > state.burst:
+                    raise InvalidTask(
+                        f"task {task.id}: {units} units of {name!r} exceed its burst of {state.burst}: they never fit"
+                    )
+
+    def limit_keys(self, limit: str) -> LimitKeys:
+        """The key of the rate limit ``limit``; raises ``InvalidTask`` for a name that is not valid."""
+        try:
+            return self.keyspace.limit(check_limit(limit))
+        except ValueError as e:
+            raise InvalidTask(str(e)) from None
+
+    @staticmethod
+    def check_consume(limit: str, units: int, taken: Taken) -> None:
+        """Raise ``InvalidTask`` when a ``consume`` found no such limit."""
+        if taken is Taken.UNKNOWN:
+            raise InvalidTask(f"unknown rate limit {limit!r}: nothing consumed")
 
     def unregistered(self, batches: list[tuple[CapabilityKeys, list[Enqueue]]]) -> list[str]:
         """Capabilities of ``batches`` this process has not yet added to the fleet-wide set."""
@@ -153,7 +232,7 @@ class ProducerCore:
         """The submit of ``batches``, followed by ``WAIT`` when replicas must confirm it (``wait_replicas``, by
         default the setting); returns what was submitted and how many replicas confirmed it (0 when not asked)."""
         replicas = self.settings.wait_replicas if wait_replicas is None else wait_replicas
-        op = streams.submit_batch(batches, self.ttl_ms())
+        op = streams.submit_batch(batches, self.ttl_ms(), self.window())
         if replicas <= 0:
             return (yield from op), 0
         timeout_ms = max(int(self.settings.wait_replicas_timeout_s * 1000), 1)
@@ -208,6 +287,10 @@ class ProducerCore:
     def channels(self, handles: Sequence[Handle]) -> list[tuple[Handle, str]]:
         """(handle, result channel) of each handle whose task keeps a result: what the listener may hold."""
         return [(h, self.keys(h.capability).channel(h.id)) for h in handles if h.store_result]
+
+    def window(self) -> int:
+        """Admission window of tasks with a priority (``Settings.flow_window``)."""
+        return self.settings.flow_window
 
     def ttl_ms(self) -> int:
         """Idempotency-key TTL in ms."""
@@ -278,7 +361,7 @@ def info_of(task_id: str, capability: str, found: Lookup, placed: Placed, core: 
         status,
         attempt=placed.attempt,
         reclaims=placed.reclaims,
-        delayed=isinstance(found.place, Delayed),
+        delayed=isinstance(found.place, Delayed) and placed.due_ms is not None,  # else: waiting for the admitter
         due_at=None if placed.due_ms is None else placed.due_ms / 1000,
         entry_id=found.place if isinstance(found.place, str) else None,
         worker=found.consumer,

@@ -19,7 +19,7 @@ from dispatcher.producer.shared import (
     value_or_raise,
 )
 from dispatcher.settings import Settings
-from dispatcher.store import streams
+from dispatcher.store import flow, limits, streams
 from dispatcher.store.connection import SyncClient, make_shared_client
 from dispatcher.store.gateway import Gateway
 from dispatcher.task import Status, Task
@@ -149,6 +149,13 @@ class Dispatcher:
         """
         tasks = list(tasks)
         batches = self.core.prepare(tasks)
+        names, keyed = self.core.limit_names(tasks), self.core.keyed(tasks)
+        if names or keyed:  # only tasks with rate limits or concurrency keys pay this round trip
+            with self.core.round_trip(len(tasks), batch=False):
+                states = self.gateway.run(limits.exist(self.core.keyspace, names))
+                caps = self.gateway.run(flow.caps([self.core.keys(c) for c in keyed]))
+            self.core.check_limits(tasks, names, states)
+            self.core.check_caps(keyed, caps)
         new = self.core.unregistered(batches)
         if new:
             with self.core.round_trip(len(tasks), batch=False):
@@ -174,6 +181,12 @@ class Dispatcher:
                 raise TaskNotFound(f"no capability knows task {task_id}; pass capability= to wait for it")
             capability = found.capability
         return TaskHandle(self, task_id, capability)
+
+    def consume(self, limit: str, units: int) -> None:
+        """Debit ``units`` from the rate limit ``limit`` now (negative: refund), whatever its room: a handler that
+        learns the true cost of a call afterwards corrects the estimate its task was admitted with, e.g.
+        ``consume("openai-tpm", used - estimated)``. Raises ``InvalidTask`` for an unknown limit."""
+        self.core.check_consume(limit, units, self.gateway.run(limits.consume(self.core.limit_keys(limit), units)))
 
     def close(self) -> None:
         """Close the connections this dispatcher opened (and the one ``result()`` listens on)."""

@@ -15,13 +15,16 @@ from typing import Any
 import msgpack
 
 from dispatcher.errors import DecodeError, InvalidTask, PayloadTooLarge
-from dispatcher.task import Task
+from dispatcher.task import LIMIT_PATTERN, MAX_KEY_LENGTH, MAX_LIMITS, MAX_PRIORITY, MAX_UNITS, Task, is_key
 
 FORMAT_VERSION = b"1"
 """The version of a task that uses no option of a later version."""
 STORE_RESULT_VERSION = b"2"
 """Version 2 adds the task key ``store_result`` (a task that keeps no result)."""
-SUPPORTED_VERSIONS = frozenset({FORMAT_VERSION, STORE_RESULT_VERSION})
+PRIORITY_VERSION = b"3"
+"""Version 3 adds the flow-control task keys ``priority`` (an integer from 0 to 9) and ``rate_limits`` (a map of
+limit names to units)."""
+SUPPORTED_VERSIONS = frozenset({FORMAT_VERSION, STORE_RESULT_VERSION, PRIORITY_VERSION})
 _MAX_DEPTH = 64
 _TASK_DEFAULTS: dict[str, Any] = {
     "max_retries": 3,
@@ -31,6 +34,10 @@ _TASK_DEFAULTS: dict[str, Any] = {
     "not_before": None,
     "expires_at": None,
     "store_result": True,
+    "priority": None,
+    "rate_limits": None,
+    "concurrency_key": None,
+    "fairness_key": None,
 }
 _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "max_retries": (int,),
@@ -39,6 +46,10 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "not_before": (int, float),
     "expires_at": (int, float),
     "store_result": (bool,),
+    "priority": (int,),
+    "rate_limits": (dict,),
+    "concurrency_key": (str,),
+    "fairness_key": (str,),
 }
 
 
@@ -90,6 +101,8 @@ def _check_value(value: Any, depth: int) -> None:
 
 def version_of(task: Task) -> bytes:
     """The lowest format version that can carry ``task`` (producers write that one, for old readers)."""
+    if any(v is not None for v in (task.priority, task.rate_limits, task.concurrency_key, task.fairness_key)):
+        return PRIORITY_VERSION
     return FORMAT_VERSION if task.store_result else STORE_RESULT_VERSION
 
 
@@ -254,6 +267,9 @@ def _optional_fields(body: dict[str, Any], values: dict[str, Any], version: byte
         raise DecodeError(f"unknown task fields {sorted(unknown)}")
     if "store_result" in body and version == FORMAT_VERSION:
         raise DecodeError("'store_result' needs format version 2")
+    for name in ("priority", "rate_limits", "concurrency_key", "fairness_key"):
+        if name in body and version != PRIORITY_VERSION:
+            raise DecodeError(f"{name!r} needs format version 3")
     for name, types in _OPTIONAL_TYPES.items():
         value = body.get(name)
         if value is not None:
@@ -275,8 +291,34 @@ def _check_range(name: str, value: Any) -> None:
         raise DecodeError(f"'timeout_s' is not a number of seconds above 0 and at most {MAX_TIMEOUT_S:.0f}")
     if name in ("not_before", "expires_at") and not _finite(value):
         raise DecodeError(f"{name!r} is not a finite number")
+    if name == "priority" and not 0 <= value <= MAX_PRIORITY:
+        raise DecodeError(f"'priority' is not from 0 to {MAX_PRIORITY}")
+    if name in ("concurrency_key", "fairness_key") and not is_key(value):
+        raise DecodeError(f"{name!r} is not 1-{MAX_KEY_LENGTH} printable characters without whitespace")
+    if name == "rate_limits" and not _valid_limits(value):
+        raise DecodeError(f"'rate_limits' is not a map of 1-{MAX_LIMITS} limit names to units from 1 to {MAX_UNITS}")
     if name == "idempotency_key" and not 1 <= len(value) <= 256:
         raise DecodeError("'idempotency_key' is not 1-256 characters")
+
+
+def _valid_limits(value: dict[Any, Any]) -> bool:
+    return 1 <= len(value) <= MAX_LIMITS and all(
+        type(k) is str and LIMIT_PATTERN.match(k) and type(v) is int and 1 <= v <= MAX_UNITS for k, v in value.items()
+    )
+
+
+def gates_of(blob: bytes, max_bytes: int) -> tuple[dict[str, int], str | None]:
+    """The ``rate_limits`` and ``concurrency_key`` of an encoded task (the admitter reads them from a waiting
+    record); ({}, None) for none, or for a blob that does not hold valid ones (the worker dead-letters such a task
+    when it reads it)."""
+    try:
+        body = unpack(blob, max_bytes)
+    except DecodeError:
+        return {}, None
+    if type(body) is not dict:
+        return {}, None
+    value, key = body.get("rate_limits"), body.get("concurrency_key")
+    return (dict(value) if type(value) is dict and _valid_limits(value) else {}), (key if is_key(key) else None)
 
 
 def entry_fields(

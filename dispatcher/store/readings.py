@@ -23,7 +23,7 @@ from dispatcher.store.keys import GROUP, KeySpace
 logger = logging.getLogger(__name__)
 
 NO_THROUGHPUT = throughput.Throughput(0, 0, 0.0)
-PER_CAPABILITY = 8
+PER_CAPABILITY = 12
 """Commands per capability in the second round trip."""
 
 
@@ -58,6 +58,14 @@ class CapabilityReading:
     """Milliseconds since the oldest pending entry was delivered (XPENDING's idle), None when none runs."""
     paused: bool = False
     throughput: throughput.Throughput = NO_THROUGHPUT
+    ready: int = 0
+    """Tasks with a priority waiting for admission in the ready set (not on the stream yet)."""
+    limited: int = 0
+    """Tasks waiting for rate limits in the limited set."""
+    keyed: int = 0
+    """Tasks with a concurrency key waiting for a permit in the keyed set."""
+    indexed: int = 0
+    """HLEN of the index: every task queued, running, delayed or waiting (fair queues included)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +145,15 @@ def _capability_commands(keyspace: KeySpace, name: str) -> list[Command]:
         ("XPENDING", keys.stream, GROUP, "-", "+", 1, {"parse_detail": True}),
         ("EXISTS", keys.paused),
         ("HGETALL", keys.throughput),
+        ("ZCARD", keys.ready),
+        ("ZCARD", keys.limited),
+        ("HLEN", keys.index),
+        ("ZCARD", keys.keyed),
     ]
 
 
 def _reading(name: str, replies: list[Any], beats: Mapping[tuple[str, str], bool], now_s: float) -> CapabilityReading:
-    groups, length, delayed, dead, consumers, oldest, paused, ring = replies
+    groups, length, delayed, dead, consumers, oldest, paused, ring, ready, limited, indexed, keyed = replies
     live = sorted(c for (c, cap), beating in beats.items() if cap == name and beating)
     in_group = _names(consumers)
     # A group consumer the registry does not list is judged in the third round trip (its own EXISTS).
@@ -160,6 +172,10 @@ def _reading(name: str, replies: list[Any], beats: Mapping[tuple[str, str], bool
         oldest_running_idle_ms=int(pending[0]["time_since_delivered"]) if pending else None,
         paused=bool(check(paused)),
         throughput=throughput.window(check(ring), now_s),
+        ready=int(check(ready)),
+        limited=int(check(limited)),
+        indexed=int(check(indexed)),
+        keyed=int(check(keyed)),
     )
 
 

@@ -15,7 +15,20 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-NAMES = ("submit", "settle", "retry", "bury", "promote", "lease", "forget", "requeue", "drop")
+NAMES = (
+    "submit",
+    "settle",
+    "retry",
+    "bury",
+    "promote",
+    "lease",
+    "forget",
+    "requeue",
+    "drop",
+    "admit",
+    "take",
+    "admit_fair",
+)
 _INCLUDE = re.compile(rb"^-- @include ([a-z_]+\.lua)\n", re.MULTILINE)
 
 

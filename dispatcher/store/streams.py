@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dispatcher.errors import UnsupportedRedis
+from dispatcher.settings import FLOW_WINDOW
 from dispatcher.store import scripts, wire
 from dispatcher.store.codec import FORMAT_VERSION, Fields
 from dispatcher.store.gateway import Command, Op, check, is_error, text, wrap_error
@@ -32,6 +33,14 @@ class Enqueue:
     idempotency_key: str | None = None
     version: bytes = FORMAT_VERSION
     store_result: bool = True
+    priority: int | None = None
+    """A task with a priority waits in the ready set until the admitter (or submit's fast path) lets it in."""
+    limited: bool = False
+    """The task takes units from rate limits: it always waits for the admitter, in the limited set."""
+    keyed: bool = False
+    """The task has a concurrency key and no rate limit: it always waits for a permit, in the keyed set."""
+    fairness_key: str | None = None
+    """The task's tenant: it waits in its tenant's queue for the fair admitter."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,23 +64,26 @@ class Submitted:
 
 
 def submit(
-    batches: Sequence[tuple[CapabilityKeys, Sequence[Enqueue]]], idempotency_ttl_ms: int
+    batches: Sequence[tuple[CapabilityKeys, Sequence[Enqueue]]], idempotency_ttl_ms: int, window: int = FLOW_WINDOW
 ) -> Op[list[wire.Enqueued]]:
     """Enqueue tasks of one or more capabilities in one round trip; one ``Enqueued`` per item, in input order
     (an item not added names the task that already exists, by id or idempotency key). Raises the error of the
     first script call that failed: ``submit_batch`` says which items were written then."""
-    return (yield from submit_batch(batches, idempotency_ttl_ms)).every()
+    return (yield from submit_batch(batches, idempotency_ttl_ms, window)).every()
 
 
-def submit_batch(batches: Sequence[tuple[CapabilityKeys, Sequence[Enqueue]]], idempotency_ttl_ms: int) -> Op[Submitted]:
+def submit_batch(
+    batches: Sequence[tuple[CapabilityKeys, Sequence[Enqueue]]], idempotency_ttl_ms: int, window: int = FLOW_WINDOW
+) -> Op[Submitted]:
     """``submit``, saying what each script call did: one call per ``SUBMIT_CHUNK`` items of a capability, each
-    written or failed on its own (``Submitted``)."""
+    written or failed on its own (``Submitted``). ``window`` is the admission window of tasks with a priority
+    (``Settings.flow_window``): one goes straight onto the stream only while fewer entries than that wait there."""
     commands: list[Command] = []
     chunks: list[Sequence[Enqueue]] = []
     for keys, items in batches:
         for start in range(0, len(items), SUBMIT_CHUNK):
             chunks.append(items[start : start + SUBMIT_CHUNK])
-            commands.append(_submit_call(keys, chunks[-1], idempotency_ttl_ms))
+            commands.append(_submit_call(keys, chunks[-1], idempotency_ttl_ms, window))
     replies = yield commands
     out: list[wire.Enqueued | None] = []
     errors: list[Exception] = []
@@ -86,9 +98,9 @@ def submit_batch(batches: Sequence[tuple[CapabilityKeys, Sequence[Enqueue]]], id
     return Submitted(out, errors)
 
 
-def _submit_call(keys: CapabilityKeys, items: Sequence[Enqueue], ttl_ms: int) -> Command:
-    script_keys = [keys.stream, keys.index, keys.delayed]
-    args: list[Any] = [ttl_ms, len(items)]
+def _submit_call(keys: CapabilityKeys, items: Sequence[Enqueue], ttl_ms: int, window: int) -> Command:
+    script_keys = [keys.stream, keys.index, keys.delayed, keys.ready, keys.limited, keys.tenants, keys.keyed]
+    args: list[Any] = [ttl_ms, len(items), window]
     for item in items:
         result_slot = idem_slot = 0
         if item.store_result:
@@ -97,7 +109,15 @@ def _submit_call(keys: CapabilityKeys, items: Sequence[Enqueue], ttl_ms: int) ->
         if item.idempotency_key is not None:
             script_keys.append(keys.idempotency(item.idempotency_key))
             idem_slot = len(script_keys)
-        args.extend((item.task_id, item.blob, item.version, item.delay_ms, result_slot, idem_slot))
+        priority: str | int = "" if item.priority is None else item.priority
+        if item.limited:
+            priority = f"w{item.priority or 0}"
+        elif item.keyed:
+            priority = f"k{item.priority or 0}"
+        if item.fairness_key is not None:
+            script_keys.append(keys.fair(item.fairness_key))
+            priority = f"f{len(script_keys)}:{item.fairness_key}"
+        args.extend((item.task_id, item.blob, item.version, item.delay_ms, result_slot, idem_slot, priority))
     return scripts.call("submit", script_keys, args)
 
 

@@ -54,6 +54,9 @@ class Requeue:
     failed_attempt: bool = True
     """The attempt failed (handler error, dead or hung worker): counted as failed in the throughput buckets.
     False for a hand-back, which is no attempt."""
+    pause_limit: str | None = None
+    """The key of a rate limit to pause for ``delay_ms`` (the handler raised ``RateLimited``): sent in the same
+    round trip, as a step of its own (the limit lives under its own hash tag)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,8 @@ def plan(transitions: Sequence[Transition]) -> tuple[list[Command], list[tuple[i
         if isinstance(t, Settle):
             settles.setdefault((t.keys.stream, t.owner, t.ttl_ms), []).append(i)
         else:
+            if isinstance(t, Requeue) and t.pause_limit is not None:
+                commands.append(scripts.call("take", [t.pause_limit], [0, t.delay_ms]))  # its reply is not read
             spans[i] = (len(commands), None)
             commands.append(_call(t))
     for members in settles.values():

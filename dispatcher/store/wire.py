@@ -116,6 +116,13 @@ def count(reply: Any, script: str) -> int:
     raise unexpected(script, reply)
 
 
+def admitted(reply: Any) -> tuple[int, int]:
+    """An ``admit`` reply: (tasks moved, tasks still waiting in the ready set)."""
+    if isinstance(reply, list) and len(reply) == 2:
+        return count(reply[0], "admit"), count(reply[1], "admit")
+    raise unexpected("admit", reply)
+
+
 def unexpected(script: str, reply: Any) -> RedisError:
     """The error for a reply a script should never give."""
     return RedisError(f"unexpected reply from script {script!r}: {reply!r:.200}")

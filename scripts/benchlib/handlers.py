@@ -3,6 +3,7 @@ so the result record carries the handler's start time (submit-to-start latency).
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from dispatcher.task import Task
@@ -42,3 +43,11 @@ async def shard2(task: Task) -> float:
 async def shard3(task: Task) -> float:
     """Async: the start time, epoch seconds."""
     return time.time()
+
+
+@handler("bench.span")
+async def span(task: Task) -> list[float]:
+    """Async: sleep 10 ms; the start and end times, epoch seconds (how many ran at once, per key)."""
+    started = time.time()
+    await asyncio.sleep(0.01)
+    return [started, time.time()]

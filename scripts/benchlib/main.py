@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import cluster, cost, ours, profile, raw, scale, stats_cost
+from benchlib import cluster, cost, flow, ours, profile, raw, scale, stats_cost
 from benchlib.env import Processes, RedisServer, machine
 from benchlib.report import Row, json_lines, markdown, table
 
@@ -68,6 +68,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--baseline-src",
         metavar="PATH",
         help="with --cluster: also drain with workers whose code comes from PATH (a checkout of another revision)",
+    )
+    p.add_argument(
+        "--flow",
+        action="store_true",
+        help="only the flow-control workloads: tasks with priorities drained, a priority-9 task behind a backlog",
     )
     p.add_argument("--repeat", type=int, default=1, help="run everything N times, report each figure's median")
     p.add_argument("--no-aof", action="store_true", help="skip the drain run on a Redis with AOF everysec")
@@ -378,6 +383,8 @@ def run(args: argparse.Namespace) -> int:
         return _stats_cost(s)
     if args.cluster:
         return _cluster(s, args)
+    if args.flow:
+        return _flow(s, args.tasks or (10_000 if s is FULL else 500))
     if args.tasks:
         s = dataclasses.replace(s, tasks=args.tasks)
     with_peers = args.peers or args.peers_only
@@ -428,6 +435,43 @@ def _stats_cost(s: Sizes) -> int:
     row = Row("scale", what, r["median_ms"], "ms", None, "≤ 100", r["median_ms"] <= 100, r)
     print(table([row]))
     print(f"best {r['best_ms']:.1f} ms, {r['round_trips']} round trips per collect()")
+    return 0
+
+
+def _flow(s: Sizes, n: int) -> int:
+    server, procs = RedisServer().start(), Processes()
+    try:
+        log(f"flow: {n:,} tasks with priorities 0-9, 2 workers")
+        d = flow.drain(server, procs, n, s.timeout_s)
+        log(f"flow: {flow.JUMPS} priority-9 tasks behind {n:,} priority-0")
+        j = flow.jump(server, procs, n, s.timeout_s)
+        seconds = 30.0 if s is FULL else 3.0
+        log(f"flow: a 100/s limit under a backlog for {seconds:g} s, 4 workers")
+        r = flow.rate(server, procs, 100, seconds, s.timeout_s)
+        log("flow: cap 2 per key, 50 keys x 20 tasks of 10 ms, 4 workers x 16 slots")
+        c = flow.concurrency(server, procs, 50, 2, s.timeout_s)
+        log("flow: tenants weighing 3:2:1")
+        f = flow.fairness(server, procs, n // 3, s.timeout_s)
+    finally:
+        procs.stop_all()
+        server.stop()
+    rows = [
+        Row("flow", "drain, priorities 0-9, 2 workers, --concurrency 100", d["rate"], "tasks/s", None, "", None, d),
+        Row("flow", "Redis commands per task at submit (scripts' calls included)", d["submit_commands_per_task"], ""),
+        Row("flow", "Redis commands per task, admit + run + settle", d["run_commands_per_task"], ""),
+        Row("flow", f"priority 9 behind {n:,}: backlog starts ahead, p99", j["ahead_p99"], "tasks", None, "", None, j),
+        Row("flow", f"priority 9 behind {n:,}: submit to start, p99", j["wait"]["p99"], "ms"),
+        Row("flow", "rate limit 100/s: observed after the burst", r["rate"], "tasks/s", None, "95-100", None, r),
+        Row("flow", "rate limit 100/s: busiest 1 s window", r["busiest_1s"], "starts", None, f"≤ {r['bound']}"),
+        Row(
+            "flow", "cap 2 per key, 50 keys: most running per key", c["most_running_per_key"], "", None, "≤ 2", None, c
+        ),
+        Row("flow", "cap 2 per key, 50 keys: drain time", c["seconds"], "s"),
+        Row("flow", "fairness 3:2:1: share of a", f["a"], "", None, "0.50 ± 10 %", None, f),
+        Row("flow", "fairness 3:2:1: share of b", f["b"], "", None, "0.33 ± 10 %"),
+        Row("flow", "fairness 3:2:1: share of c", f["c"], "", None, "0.17 ± 10 %"),
+    ]
+    print(table(rows))
     return 0
 
 

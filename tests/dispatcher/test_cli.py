@@ -121,6 +121,7 @@ def test_every_flag_of_every_subcommand_has_help() -> None:
         "status",
         "result",
         "capabilities",
+        "limits",
         "stats",
         "workers",
         "pending",

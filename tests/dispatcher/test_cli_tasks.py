@@ -16,7 +16,7 @@ from typing import Any
 import msgpack
 import pytest
 import redis
-from helpers import fake_live_worker, one_error_line, read_as, settle, wait_exit, wait_for_worker
+from helpers import fake_live_worker, keyspace, one_error_line, read_as, settle, wait_exit, wait_for_worker
 
 from dispatcher import Dispatcher, KeySpace, Settings
 from dispatcher.cli.exits import Exit
@@ -122,6 +122,26 @@ def test_bad_payload_files_are_one_line(
     assert said in one_error_line(err)
     assert out == ""
     assert client.exists(KeySpace(dispatcher.settings.prefix).capability("echo").stream) == 0  # nothing submitted
+
+
+@pytest.mark.parametrize("priority", ["10", "-1"])
+def test_a_priority_out_of_range_is_one_line_and_nothing_written(
+    priority: str, cli: list[str], dispatcher: Dispatcher, client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["submit", "echo", "1", "--priority", priority, *cli]) == Exit.USAGE
+    out, err = capsys.readouterr()
+    assert "priority" in one_error_line(err)
+    assert out == ""
+    assert not [k for k in keyspace(client, dispatcher.settings.prefix) if "{echo}" in k]
+
+
+def test_submit_with_a_priority_writes_a_version_3_entry(
+    cli: list[str], dispatcher: Dispatcher, client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["submit", "echo", "1", "--priority", "7", *cli]) == Exit.OK
+    ((_, fields),) = client.xrange(KeySpace(dispatcher.settings.prefix).capability("echo").stream)
+    assert fields[b"v"] == b"3"
+    assert msgpack.unpackb(fields[b"task"])["priority"] == 7
 
 
 def test_invalid_json_on_stdin_is_one_line(settings: Settings) -> None:

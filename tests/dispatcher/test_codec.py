@@ -114,6 +114,10 @@ GOOD = {"id": "T1", "payload": None, "submitted_at": 1.0}
         ({b"v": b"9", b"task": msgpack.packb(GOOD)}, "unknown format version b'9'"),
         ({b"v": b"1", b"task": msgpack.packb({**GOOD, "store_result": False})}, "'store_result' needs format v"),
         ({b"v": b"2", b"task": msgpack.packb({**GOOD, "store_result": 0})}, "'store_result' has the wrong type"),
+        ({b"v": b"2", b"task": msgpack.packb({**GOOD, "priority": 5})}, "'priority' needs format version 3"),
+        ({b"v": b"3", b"task": msgpack.packb({**GOOD, "priority": 10})}, "'priority' is not from 0 to 9"),
+        ({b"v": b"3", b"task": msgpack.packb({**GOOD, "priority": "9"})}, "'priority' has the wrong type"),
+        ({b"v": b"3", b"task": msgpack.packb({**GOOD, "priority": True})}, "'priority' has the wrong type"),
         ({b"v": b"1"}, "no 'task' field"),
         ({b"v": b"1", b"task": msgpack.packb(GOOD), b"attempt": b"x"}, "'attempt' is not an integer"),
         ({b"v": b"1", b"task": msgpack.packb(GOOD), b"attempt": b"0"}, "'attempt' is below 1"),
@@ -271,3 +275,20 @@ def test_worker_record_round_trip() -> None:
 def test_bad_worker_records(data: bytes) -> None:
     with pytest.raises(DecodeError):
         codec.decode_worker(data)
+
+
+# ---- format version 3: priority -----------------------------------------------------------------------------
+
+
+def test_a_task_with_a_priority_is_version_3_and_round_trips() -> None:
+    task = Task(capability="echo", payload=1, priority=7, store_result=False)
+    assert codec.version_of(task) == codec.PRIORITY_VERSION == b"3"
+    blob = codec.encode_task(task, LIMIT)
+    got = codec.decode_entry("echo", "1-0", codec.entry_fields(blob, version=b"3"), LIMIT).task
+    assert (got.priority, got.store_result) == (7, False)
+
+
+def test_a_task_without_a_priority_keeps_its_older_version() -> None:
+    assert codec.version_of(Task(capability="echo")) == b"1"
+    assert codec.version_of(Task(capability="echo", store_result=False)) == b"2"
+    assert codec.version_of(Task(capability="echo", priority=0)) == b"3"

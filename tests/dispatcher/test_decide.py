@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dispatcher import RateLimited, Task
 from dispatcher.fleet import decide
 from dispatcher.settings import Settings
 from dispatcher.store import codec
 from dispatcher.store.keys import KeySpace
-from dispatcher.store.transitions import Bury
+from dispatcher.store.transitions import Bury, Requeue
 
 KEYS = KeySpace("p").capability("echo")
 CTX = decide.Context(Settings.build(), "w1")
@@ -38,3 +39,23 @@ def test_describing_an_exception_whose_str_raises_never_raises() -> None:
     assert (name, message) == ("Bad", "<unprintable Bad>")
     long = decide.describe(ValueError("x" * 100_000))[1]
     assert len(long) < decide.MESSAGE_LIMIT + 40 and long.endswith("(100000 characters)")
+
+
+def _delivery(attempt: int) -> codec.Delivery:
+    task = Task(capability="echo", payload=1, max_retries=0)
+    return codec.Delivery("1-0", task, codec.encode_task(task, 1 << 16), attempt, 0, b"1")
+
+
+def test_rate_limited_hands_back_after_the_wait_spending_no_attempt_and_pauses_the_limit() -> None:
+    decision = decide.failed(CTX, KEYS, _delivery(1), RateLimited(retry_after_s=2.5, limit="openai-rpm"))
+    t = decision.transition
+    assert isinstance(t, Requeue)
+    assert (decision.outcome, decision.reason) == ("rate_limited", "openai-rpm")
+    assert (t.attempt, t.delay_ms, t.failed_attempt) == (1, 2500, False)  # max_retries=0 would have buried it
+    assert t.pause_limit == KeySpace(CTX.settings.prefix).limit("openai-rpm").state
+
+
+def test_rate_limited_with_a_bad_limit_name_pauses_nothing_and_still_waits() -> None:
+    t = decide.failed(CTX, KEYS, _delivery(1), RateLimited(retry_after_s=1, limit="Not A Name")).transition
+    assert isinstance(t, Requeue)
+    assert (t.pause_limit, t.delay_ms) == (None, 1000)

@@ -45,9 +45,9 @@ def test_capability_keys_differ_between_capabilities_and_prefixes() -> None:
 
 def test_fleet_keys_are_under_the_prefix_without_a_capability_tag() -> None:
     ks = KeySpace("p1")
-    for name in (ks.capabilities, ks.workers, ks.reaper_lease, ks.promoter_lease):
+    for name in (ks.capabilities, ks.workers, ks.reaper_lease, ks.promoter_lease, ks.admitter_lease, ks.limits):
         assert name.startswith("p1:") and "{" not in name
-    assert len({ks.capabilities, ks.workers, ks.reaper_lease, ks.promoter_lease}) == 4
+    assert len({ks.capabilities, ks.workers, ks.reaper_lease, ks.promoter_lease, ks.admitter_lease, ks.limits}) == 6
 
 
 def test_default_prefix_and_group() -> None:

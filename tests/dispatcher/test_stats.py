@@ -11,6 +11,7 @@ import redis
 
 from dispatcher import Dispatcher, KeySpace, Task
 from dispatcher.cli.render import stats_json, stats_table
+from dispatcher.fleet import ratelimits
 from dispatcher.fleet.stats import Advice, CapabilityStats, FleetStats, Totals, advise, collect
 from dispatcher.store.codec import WorkerRecord, encode_worker
 from dispatcher.store.gateway import Command, Gateway
@@ -230,3 +231,53 @@ def test_advice_from_a_known_rate() -> None:
     assert advise(50, 0, 0, 0.0, 3, 60.0) == Advice(3, "no_rate")  # no rate yet: keep the live workers
     assert advise(50, 0, 0, 0.0, 0, 60.0) == Advice(1, "no_rate")  # and start at least one
     assert advise(50, 0, 40, 30.0, 0, 60.0) == Advice(1, "no_rate")  # completions, but nobody alive now
+
+
+def test_tasks_waiting_for_admission_are_counted_apart_from_the_lag(
+    settings: Any, redis_server: Any, prefix: str
+) -> None:
+    with Dispatcher(settings.model_copy(update={"flow_window": 3})) as d:
+        d.submit_many([Task(capability="ranked", payload=i, priority=1) for i in range(10)])
+        stats = collect(d.gateway, KeySpace(prefix))
+    (cap,) = stats.capabilities
+    assert (cap.waiting, cap.waiting_admission) == (3, 7)
+    doc = stats_json(stats)
+    assert doc["capabilities"][0]["waiting_admission"] == 7
+    assert doc["totals"]["waiting_admission"] == 7
+
+
+def test_tasks_waiting_for_a_rate_limit_are_counted_apart(settings: Any, redis_server: Any, prefix: str) -> None:
+    with Dispatcher(settings) as d:
+        ratelimits.define(d.gateway, KeySpace(prefix), "api", 60.0, 5)
+        d.submit_many([Task(capability="quota", payload=i, rate_limits={"api": 1}) for i in range(4)])
+        stats = collect(d.gateway, KeySpace(prefix))
+    (cap,) = stats.capabilities
+    assert (cap.waiting, cap.waiting_admission, cap.waiting_limit) == (0, 0, 4)
+    assert cap.workers_needed == 0  # a quota holds them back: more workers would not help
+    assert stats_json(stats)["totals"]["waiting_limit"] == 4
+    assert "FLOW: quota: 0 waiting for admission (more workers help), 4 waiting for a rate limit, 0 for a key's" in (
+        stats_table(stats)
+    )
+
+
+def test_tasks_waiting_in_fair_queues_count_as_waiting_for_admission(
+    settings: Any, redis_server: Any, prefix: str
+) -> None:
+    with Dispatcher(settings) as d:
+        d.submit_many([Task(capability="tenanted", payload=i, fairness_key=f"t{i % 3}") for i in range(7)])
+        d.submit("tenanted", "plain")
+        stats = collect(d.gateway, KeySpace(prefix))
+    (cap,) = stats.capabilities
+    assert (cap.waiting, cap.waiting_admission, cap.waiting_limit) == (1, 7, 0)
+
+
+def test_tasks_waiting_for_a_keys_permit_are_counted_apart(settings: Any, redis_server: Any, prefix: str) -> None:
+    with Dispatcher(settings) as d:
+        ratelimits.set_concurrency(d.gateway, KeySpace(prefix), "repo", 2)
+        ratelimits.define(d.gateway, KeySpace(prefix), "api", 60.0, 5)
+        d.submit_many([Task(capability="repo", payload=i, concurrency_key="r1") for i in range(3)])
+        d.submit("repo", "both", concurrency_key="r1", rate_limits={"api": 1})  # counted as waiting for the limit
+        stats = collect(d.gateway, KeySpace(prefix))
+    (cap,) = stats.capabilities
+    assert (cap.waiting_admission, cap.waiting_limit, cap.waiting_key) == (0, 1, 3)
+    assert stats_json(stats)["totals"]["waiting_key"] == 3

@@ -93,3 +93,9 @@ def test_task_is_frozen() -> None:
     task = Task(capability="echo")
     with pytest.raises(ValidationError):
         task.payload = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("priority", [-1, 10, True, "5", 2.0])
+def test_priority_out_of_range_or_not_an_integer_is_refused(priority: object) -> None:
+    with pytest.raises(ValidationError, match="priority"):
+        Task(capability="echo", priority=priority)

@@ -108,8 +108,8 @@ def test_foreign_producer_xadd_and_result(redis_server: Any, prefix: str, run_wo
     # Every key under the prefix is one the document lists.
     documented = re.compile(
         rf"^{re.escape(prefix)}:("
-        r"capabilities|workers|reaper:lease|promoter:lease|"
-        r"\{[a-z0-9_.\-]{1,64}\}:(stream|tasks|delayed|dead|tput|paused|result:.+|idem:.+|hb:.+)"
+        r"capabilities|workers|limits|reaper:lease|promoter:lease|admitter:lease|\{limit\.[a-z0-9_.\-]{1,64}\}|"
+        r"\{[a-z0-9_.\-]{1,64}\}:(stream|tasks|delayed|ready|limited|keyed|tenants|weights|caps|fair:.+|permits:.+|dead|tput|paused|result:.+|idem:.+|hb:.+)"
         r")$"
     )
     undocumented = {k for k in keyspace(client, prefix) if not documented.match(k)}

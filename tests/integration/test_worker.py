@@ -90,7 +90,7 @@ def test_thousand_tasks_on_two_workers_are_all_correct_and_leave_a_clean_keyspac
     assert not client.exists(keys.index)
     results = {keys.result(h.id) for h in handles}
     assert len(results) == 1000
-    fleet_leases = {ks.promoter_lease, ks.reaper_lease}
+    fleet_leases = {ks.promoter_lease, ks.admitter_lease, ks.reaper_lease}
     assert keyspace(client, prefix) == {
         *results,  # one result record per task (expires after result_ttl_s)
         ks.capabilities,  # the set of capabilities that stats and re-attach walk
