@@ -46,6 +46,13 @@ ALLOWED_RAISES: dict[tuple[str, str, str], str] = {
         "redis-py's ConnectionError, raised inside its connection for uvloop's RuntimeError on a closed transport, "
         "so redis-py retries it; the gateway's wrap_error makes it RedisUnavailable"
     ),
+    ("dispatcher/store/topology.py", "__getattr__", "AttributeError"): (
+        "the lazy cluster client's __getattr__: Python's protocol for a missing attribute"
+    ),
+    ("dispatcher/store/topology.py", "__getattr__", "ConnectionError"): (
+        "redis-py's ConnectionError, for a cluster no node of which answers when the lazy client is first used: "
+        "redis-py retries it and the gateway's wrap_error makes it RedisUnavailable, as for one server"
+    ),
 }
 """(module, enclosing function, builtin exception) -> why it may be raised there."""
 
