@@ -3,12 +3,15 @@ task by hand as a worker would, reading a worker's Prometheus metrics."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +150,24 @@ def sample_value(families: dict[str, Metric], family: str, sample: str, **labels
     found = [s.value for s in families[family].samples if s.name == sample and s.labels == labels]
     assert len(found) <= 1, found
     return found[0] if found else 0.0
+
+
+@contextlib.contextmanager
+def workers_in_threads(
+    registry: Any, capabilities: list[str], settings: Settings, *, count: int, concurrency: int
+) -> Iterator[list[Any]]:
+    """``count`` in-process ``Worker``s serving ``capabilities``, each on its own event loop in a thread; stopped
+    (and joined, 30 s at most) on the way out."""
+    from workers import Worker
+
+    workers = [Worker(registry, capabilities, settings, concurrency=concurrency) for _ in range(count)]
+    threads = [threading.Thread(target=lambda w=w: asyncio.run(w.run()), daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        yield workers
+    finally:
+        for w in workers:
+            w.stop()
+        for t in threads:
+            t.join(timeout=30)

@@ -4,7 +4,6 @@ settle, and bad input at submit is refused with nothing written."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import threading
@@ -16,12 +15,12 @@ import pytest
 import redis
 from apps.faulty import LEDGER_ENV, Ledger
 from conftest import WorkerRunner
-from helpers import keyspace, wait_until
+from helpers import keyspace, wait_until, workers_in_threads
 
 from dispatcher import Dispatcher, InvalidTask, KeySpace, Settings, Task
 from dispatcher.fleet import ratelimits
 from dispatcher.store import flow
-from workers import Registry, Worker
+from workers import Registry
 
 CAP = 2
 KEYS = 10
@@ -53,17 +52,8 @@ def running(settings: Settings) -> Iterator[Running]:
     got = Running()
     registry = Registry()
     registry.register("repo", got.handler)
-    workers = [Worker(registry, ["repo"], settings, concurrency=16) for _ in range(2)]
-    threads = [threading.Thread(target=lambda w=w: asyncio.run(w.run()), daemon=True) for w in workers]
-    for t in threads:
-        t.start()
-    try:
+    with workers_in_threads(registry, ["repo"], settings, count=2, concurrency=16):
         yield got
-    finally:
-        for w in workers:
-            w.stop()
-        for t in threads:
-            t.join(timeout=30)
 
 
 def test_never_more_than_the_cap_of_one_key_at_once(

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from helpers import keyspace, wait_until
+from helpers import keyspace, wait_until, workers_in_threads
 
 from dispatcher import AsyncDispatcher, Dispatcher, InvalidTask, RateLimited, Settings, Task
 from dispatcher.fleet import ratelimits
@@ -45,17 +45,8 @@ def starts(settings: Settings) -> Iterator[Starts]:
     got = Starts()
     registry = Registry()
     registry.register("llm", got.handler)
-    workers = [Worker(registry, ["llm"], settings, concurrency=8) for _ in range(2)]
-    threads = [threading.Thread(target=lambda w=w: asyncio.run(w.run()), daemon=True) for w in workers]
-    for t in threads:
-        t.start()
-    try:
+    with workers_in_threads(registry, ["llm"], settings, count=2, concurrency=8):
         yield got
-    finally:
-        for w in workers:
-            w.stop()
-        for t in threads:
-            t.join(timeout=30)
 
 
 def define(dispatcher: Dispatcher, name: str, rate: str, burst: int) -> None:
