@@ -136,14 +136,23 @@ class Reader:
         self._next_reconcile = time.monotonic() + self.reconcile_s
         names = list(self.keys)
         limit = max(self.slots.capacity * 2, 100)
-        found = await self.gateway.run(pending.own([self.keys[c].stream for c in names], self.consumer, limit))
+        self.slots.watch()  # an entry settled while the listing is out is still in it, and is not unknown
+        try:
+            found = await self.gateway.run(pending.own([self.keys[c].stream for c in names], self.consumer, limit))
+            unknown = sum(
+                1
+                for capability, ids in zip(names, found, strict=True)
+                for entry_id in ids or ()
+                if not self.slots.known((capability, entry_id))
+            )
+        finally:
+            self.slots.unwatch()
         held = self.slots.held
-        unknown = lost = 0
+        lost = 0
         for capability, ids in zip(names, found, strict=True):
             if ids is None:  # no group: the next read recreates it
                 continue
             in_redis = set(ids)
-            unknown += sum(1 for entry_id in in_redis if (capability, entry_id) not in held)
             if len(ids) < limit:  # the whole list was read: what is not in it is not held
                 gone = [k for k, slot in held.items() if k[0] == capability and slot.phase is Phase.RUNNING]
                 lost += self.runner.abandon([k for k in gone if k[1] not in in_redis])
@@ -201,15 +210,20 @@ class Reader:
                 return not cursors
             wanted = list(cursors)
             after = [cursors[s] for s in wanted]
-            replies = await self.gateway.run(self._read(wanted, self.slots.free, None, after))
+            # An entry whose outcome is recorded while this read is out may still be in its reply: not run again.
+            self.slots.watch()
+            try:
+                replies = await self.gateway.run(self._read(wanted, self.slots.free, None, after))
+                fresh: Replies = [
+                    (s, [e for e in entries if not self.slots.known((self._by_stream[s].capability, e[0]))])
+                    for s, entries in replies
+                ]
+            finally:
+                self.slots.unwatch()
             seen = {stream for stream, entries in replies if entries}
             for stream, entries in replies:
                 if entries:
                     cursors[stream] = entries[-1][0]
-            fresh: Replies = [
-                (s, [e for e in entries if not self.slots.holds((self._by_stream[s].capability, e[0]))])
-                for s, entries in replies
-            ]
             self._take(fresh)
             cursors = {s: c for s, c in cursors.items() if s in seen}
         return True

@@ -53,6 +53,9 @@ class Slots:
     capacity: int
     held: dict[Held, Slot] = field(default_factory=dict)
     strays: int = 0
+    recent: set[Held] | None = None
+    """While a read of the worker's own pending list is out (``watch``): the entries released meanwhile. That read
+    may still return them (Redis answered it before their outcome was recorded), and they must not run again."""
 
     @property
     def free(self) -> int:
@@ -81,7 +84,22 @@ class Slots:
 
     def release(self, key: Held) -> Slot | None:
         """The entry's outcome is recorded (or given up): free its slot. Returns what was held (None if nothing)."""
-        return self.held.pop(key, None)
+        slot = self.held.pop(key, None)
+        if slot is not None and self.recent is not None:
+            self.recent.add(key)
+        return slot
+
+    def watch(self) -> None:
+        """Start noting released entries (``recent``), before a read of the worker's own pending list is sent."""
+        self.recent = set()
+
+    def known(self, key: Held) -> bool:
+        """Held now, or released since ``watch``: an entry a read of the own pending list must not start."""
+        return key in self.held or (self.recent is not None and key in self.recent)
+
+    def unwatch(self) -> None:
+        """The read's reply is handled: stop noting."""
+        self.recent = None
 
     def stray(self) -> None:
         """A timed-out sync handler's thread runs on after its entry was settled: it keeps a slot."""
