@@ -128,14 +128,36 @@ def reruns(spans: list[ledger.Span], killed: dict[int, float]) -> dict[str, int]
     }
 
 
-def held_at_kills(spans: list[ledger.Span], kills: list[Kill]) -> list[int]:
-    """Per kill: the keyed runs in progress on the victim at that moment (each held its key's permit)."""
+def held_at_kills(spans: list[ledger.Span], kills: list[Kill]) -> list[set[str]]:
+    """Per kill: the tasks of the keyed runs in progress on the victim at that moment (each held its key's
+    permit)."""
     out = []
     for k in kills:
         mine = [s for s in spans if s.pid == k.pid]
         started = {s.task_id for s in mine if s.kind == "start" and s.t <= k.t}
-        out.append(len(started - {s.task_id for s in mine if s.kind == "end" and s.t <= k.t}))
+        out.append(started - {s.task_id for s in mine if s.kind == "end" and s.t <= k.t})
     return out
+
+
+def rerun_after_s(spans: list[ledger.Span], kills: list[Kill], held: list[set[str]]) -> list[float]:
+    """Per kill: seconds until the last of the runs it cut short started again elsewhere (inf: never)."""
+    out = []
+    for k, tasks in zip(kills, held, strict=True):
+        again = {
+            t: min((s.t for s in spans if s.task_id == t and s.kind == "start" and s.t > k.t), default=math.inf)
+            for t in tasks
+        }
+        out.append(max(again.values(), default=k.t) - k.t)
+    return out
+
+
+def first_runs_after(spans: list[ledger.Span], t: float) -> int:
+    """Tasks whose first run started after ``t`` (the backlog left at the last kill)."""
+    first: dict[str, float] = {}
+    for s in spans:
+        if s.kind == "start":
+            first[s.task_id] = min(first.get(s.task_id, math.inf), s.t)
+    return sum(1 for x in first.values() if x > t)
 
 
 def permits_left(w: World, keys: dict[str, list[str]]) -> dict[str, int]:
@@ -220,7 +242,9 @@ def _verdict(
     killed = {k.pid: k.t for k in fleet.kills}
     most = max_concurrent(spans, killed)
     again = reruns(spans, killed)
-    held = held_at_kills(spans, fleet.kills)
+    cut = held_at_kills(spans, fleet.kills)
+    held = [len(tasks) for tasks in cut]
+    rerun_s = rerun_after_s(spans, fleet.kills, cut)
     left = permits_left(w, keys)
     over = {f"{c}/{k}": n for (c, k), n in most.items() if n > CAPS[c]}
     v.tally = tally
@@ -230,6 +254,8 @@ def _verdict(
         "caps": CAPS,
         "keys_per_capability": len(next(iter(keys.values()))),
         "rate_limit": {"name": LIMIT, "per_min": LIMIT_PER_MIN, "burst": LIMIT_BURST},
+        "rerun_after_kill_s": [round(x, 2) for x in rerun_s],
+        "first_runs_after_last_kill": first_runs_after(spans, fleet.kills[-1].t) if fleet.kills else 0,
         "max_concurrent_per_key": {c: max(n for (cc, _), n in most.items() if cc == c) for c in CAPS if most},
         **again,
         "finished_runs_extra": tally.duplicates,
@@ -239,6 +265,7 @@ def _verdict(
     v.check("producers submitted everything", all(p.sent == p.total for p in producers), [p.sent for p in producers])
     v.check("0 lost", tally.lost == 0, f"{tally.lost} e.g. {tally.lost_sample}")
     v.check("kills happened, each holding permits", len(held) >= 3 and min(held) > 0, held)
+    v.check("every run cut by a kill started again", all(math.isfinite(x) for x in rerun_s), rerun_s)
     v.check("extra runs explained by the kills only", again["unexplained"] == 0, again)
     v.check("cap never exceeded (counted in the handlers)", not over and bool(most), over or most)
     v.check("0 permits held once settled", left["held"] == 0 and left["index_entries"] == 0, left)
