@@ -12,10 +12,13 @@ holds a permit and no permit set is left in Redis.
 from __future__ import annotations
 
 import math
+import signal
 import subprocess
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from chaoslib import ledger
@@ -44,7 +47,7 @@ EXTRA = ("--max-deliveries", "10")
 class Kill:
     pid: int
     t: float
-    """Epoch seconds, the spans' clock."""
+    """Epoch seconds (the spans' clock) once the victim was stopped: it ran no further."""
     at: float
     """Monotonic seconds."""
 
@@ -69,19 +72,40 @@ class Fleet:
     def holder(self) -> str | None:
         """A live worker with a keyed run in progress (started, not ended): its task holds its key's permit."""
         pids = {p.pid: name for name, p in self.live.items() if p.poll() is None}
-        running = _open_runs(ledger.spans(self.world.dir / "spans.ledger"))
-        busy = sorted({pids[pid] for _, pid in running if pid in pids})
+        busy = sorted({pids[pid] for _, pid in self.running() if pid in pids})
         return self.world.rng.choice(busy) if busy else None
 
+    def running(self) -> set[tuple[str, int]]:
+        return _open_runs(ledger.spans(self.world.dir / "spans.ledger"))
+
     def kill_one(self, timeout_s: float) -> bool:
-        name = wait_for(self.holder, timeout_s)
-        if not name:
-            return False
-        proc = self.live.pop(name)
-        self.kills.append(Kill(proc.pid, time.time(), time.monotonic()))
-        self.world.procs.kill(proc)
-        self.start(wait=False)
-        return True
+        """``kill -9`` a worker that holds permits at that moment: it is stopped (``SIGSTOP``) first, so that its
+        runs in progress are known, and resumed to try another if it has none left (bounded tries)."""
+        deadline = time.monotonic() + timeout_s
+        for _ in range(50):
+            name = wait_for(self.holder, max(0.0, deadline - time.monotonic()))
+            if not name:
+                return False
+            proc = self.live[name]
+            self.world.procs.signal(proc, signal.SIGSTOP)
+            wait_for(partial(_stopped, proc.pid), 2)
+            stopped_at, at = time.time(), time.monotonic()
+            if any(pid == proc.pid for _, pid in self.running()):
+                del self.live[name]
+                self.world.procs.kill(proc)
+                self.kills.append(Kill(proc.pid, stopped_at, at))
+                self.start(wait=False)
+                return True
+            self.world.procs.signal(proc, signal.SIGCONT)
+        return False
+
+
+def _stopped(pid: int) -> bool:
+    """The process is stopped (state ``T`` in ``/proc/<pid>/stat``)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except (OSError, IndexError):
+        return False
 
 
 def _open_runs(spans: list[ledger.Span]) -> set[tuple[str, int]]:
