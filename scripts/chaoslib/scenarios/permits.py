@@ -280,7 +280,7 @@ def _verdict(
         "rate_limit": {"name": LIMIT, "per_min": LIMIT_PER_MIN, "burst": LIMIT_BURST},
         "rerun_after_kill_s": [round(x, 2) for x in rerun_s],
         "first_runs_after_last_kill": first_runs_after(spans, fleet.kills[-1].t) if fleet.kills else 0,
-        "max_concurrent_per_key": {c: max(n for (cc, _), n in most.items() if cc == c) for c in CAPS if most},
+        "max_concurrent_per_key": {c: max((n for (cc, _), n in most.items() if cc == c), default=0) for c in CAPS},
         **again,
         "finished_runs_extra": tally.duplicates,
         "permits": left,
