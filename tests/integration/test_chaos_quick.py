@@ -76,7 +76,11 @@ def test_permit_checks_count_an_overlap_and_an_unexplained_rerun() -> None:
         Span("end", "t4", "c", "j", 11, 9.5),
         Span("start", "t4", "c", "j", 11, 9.6),  # a second run with no kill behind it
         Span("end", "t4", "c", "j", 11, 9.8),
+        Span("start", "t5", "c", "m", 13, 10.0),  # run twice by a live process that is killed only later
+        Span("end", "t5", "c", "m", 13, 10.5),
+        Span("start", "t5", "c", "m", 13, 10.6),
+        Span("end", "t5", "c", "m", 13, 11.0),
     ]
-    killed = {10: 2.0}
-    assert max_concurrent(spans, killed) == {("c", "k"): 1, ("c", "j"): 2}
-    assert reruns(spans, killed) == {"extra_starts": 2, "tasks_rerun": 2, "unexplained": 1}
+    killed = {10: 2.0, 13: 20.0}
+    assert max_concurrent(spans, killed) == {("c", "k"): 1, ("c", "j"): 2, ("c", "m"): 1}
+    assert reruns(spans, killed) == {"extra_starts": 3, "tasks_rerun": 3, "unexplained": 2}

@@ -15,7 +15,7 @@ import math
 import signal
 import subprocess
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -141,14 +141,27 @@ def max_concurrent(spans: list[ledger.Span], killed: dict[int, float]) -> dict[t
 
 
 def reruns(spans: list[ledger.Span], killed: dict[int, float]) -> dict[str, int]:
-    """Extra starts (beyond one per task), tasks started more than once, and extra starts that no kill explains
-    (a task's extra starts must not outnumber its starts on a killed process)."""
-    starts = Counter(s.task_id for s in spans if s.kind == "start")
-    on_killed = Counter(s.task_id for s in spans if s.kind == "start" and s.pid in killed)
+    """Extra starts (beyond one per task), tasks started more than once, and extra starts that no kill explains:
+    each later start of a task needs an earlier start of it on a process killed before that later start (one
+    cut run explains one rerun); a task run twice by a live process is unexplained, even if it was killed later."""
+    by_task: dict[str, list[ledger.Span]] = defaultdict(list)
+    for s in spans:
+        if s.kind == "start":
+            by_task[s.task_id].append(s)
+    unexplained = 0
+    for runs in by_task.values():
+        runs.sort(key=lambda s: s.t)
+        used = 0
+        for i, later in enumerate(runs[1:], 1):
+            cut = sum(1 for r in runs[:i] if r.pid in killed and killed[r.pid] <= later.t)
+            if cut > used:
+                used += 1
+            else:
+                unexplained += 1
     return {
-        "extra_starts": sum(n - 1 for n in starts.values()),
-        "tasks_rerun": sum(1 for n in starts.values() if n > 1),
-        "unexplained": sum(max(0, n - 1 - on_killed[t]) for t, n in starts.items()),
+        "extra_starts": sum(len(r) - 1 for r in by_task.values()),
+        "tasks_rerun": sum(1 for r in by_task.values() if len(r) > 1),
+        "unexplained": unexplained,
     }
 
 
