@@ -23,7 +23,7 @@ from dispatcher.store.gateway import AsyncGateway, Op
 from dispatcher.store.keys import CapabilityKeys
 from workers.breaker import Breaker
 from workers.runner import Runner
-from workers.slots import Phase, ReadPlanner, Slots
+from workers.slots import Held, Phase, ReadPlanner, Slots
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ class Reader:
         self._next_reconcile = time.monotonic() + self.reconcile_s
         names = list(self.keys)
         limit = max(self.slots.capacity * 2, 100)
+        before = set(self.slots.held)  # held when asked and released since: settled meanwhile, not unknown
         found = await self.gateway.run(pending.own([self.keys[c].stream for c in names], self.consumer, limit))
         held = self.slots.held
         unknown = lost = 0
@@ -143,7 +144,7 @@ class Reader:
             if ids is None:  # no group: the next read recreates it
                 continue
             in_redis = set(ids)
-            unknown += sum(1 for entry_id in in_redis if (capability, entry_id) not in held)
+            unknown += sum(1 for e in in_redis if (capability, e) not in held and (capability, e) not in before)
             if len(ids) < limit:  # the whole list was read: what is not in it is not held
                 gone = [k for k, slot in held.items() if k[0] == capability and slot.phase is Phase.RUNNING]
                 lost += self.runner.abandon([k for k in gone if k[1] not in in_redis])
@@ -201,18 +202,25 @@ class Reader:
                 return not cursors
             wanted = list(cursors)
             after = [cursors[s] for s in wanted]
+            # An entry held when the read was sent may settle before its reply is looked at: it is not to be
+            # run again (it was pending when Redis answered, acknowledged just after).
+            before = set(self.slots.held)
             replies = await self.gateway.run(self._read(wanted, self.slots.free, None, after))
             seen = {stream for stream, entries in replies if entries}
             for stream, entries in replies:
                 if entries:
                     cursors[stream] = entries[-1][0]
             fresh: Replies = [
-                (s, [e for e in entries if not self.slots.holds((self._by_stream[s].capability, e[0]))])
+                (s, [e for e in entries if not self._held((self._by_stream[s].capability, e[0]), before)])
                 for s, entries in replies
             ]
             self._take(fresh)
             cursors = {s: c for s, c in cursors.items() if s in seen}
         return True
+
+    def _held(self, key: Held, before: set[Held]) -> bool:
+        """Held now, or held when the read that returned ``key`` was sent (settled since)."""
+        return key in before or self.slots.holds(key)
 
     def _read(
         self, streams_: list[str], count: int, block_ms: int | None, after: list[str] | None = None
