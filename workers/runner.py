@@ -326,10 +326,10 @@ class Runner:
 
     def settled(self, recorded: Sequence[Transition]) -> None:
         """These entries' outcomes are recorded (or given up): they leave this worker's hands, freeing their slots."""
-        held = self.slots.held
+        release = self.slots.release
         freed = False
         for t in recorded:
-            if held.pop((t.keys.capability, t.entry_id), None) is not None:
+            if release((t.keys.capability, t.entry_id)) is not None:
                 freed = True
         if freed:
             self._on_free()

@@ -20,7 +20,9 @@ EXIT_FAILED = 1
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chaos", description="Chaos and bad-input scenarios of agent-dispatcher.")
-    p.add_argument("--quick", action="store_true", help="the quick tier: scenarios 2 3 10 11 13 15 17 18 and a small 1")
+    p.add_argument(
+        "--quick", action="store_true", help="the quick tier: scenarios 2 3 10 11 13 15 17 18 19 and a small 1"
+    )
     p.add_argument("--scenario", type=int, action="append", choices=sorted(SCENARIOS), help="run only these")
     p.add_argument("--seed", type=int, default=None, help="seed of every random choice (default: time)")
     p.add_argument("--json", type=Path, default=None, help="report path (default chaos-report.json in the cwd)")

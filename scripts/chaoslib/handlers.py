@@ -2,7 +2,8 @@
 
 Each handler first appends ``<task id> <pid> <time>`` to the runs ledger named by ``CHAOS_RUNS`` (when set):
 that line is written when a run *starts*, so runs that kill their process are counted too (the worker's own
-ledger only records runs that finished).
+ledger only records runs that finished). The keyed handlers also write ``start``/``end`` lines with their task's
+concurrency key to the spans ledger named by ``CHAOS_SPANS`` (``chaoslib.ledger.spans``).
 """
 
 from __future__ import annotations
@@ -16,16 +17,25 @@ from typing import Any
 from workers import Task, handler
 
 RUNS_ENV = "CHAOS_RUNS"
+SPANS_ENV = "CHAOS_SPANS"
 
 
-def _started(task: Task) -> None:
-    path = os.environ.get(RUNS_ENV)
+def _append(env: str, line: str) -> None:
+    path = os.environ.get(env)
     if path:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, f"{task.id} {os.getpid()} {time.time():.6f}\n".encode())
+            os.write(fd, f"{line}\n".encode())
         finally:
             os.close(fd)
+
+
+def _started(task: Task) -> None:
+    _append(RUNS_ENV, f"{task.id} {os.getpid()} {time.time():.6f}")
+
+
+def _span(task: Task, kind: str) -> None:
+    _append(SPANS_ENV, f"{kind} {task.id} {task.capability} {task.concurrency_key} {os.getpid()} {time.time():.6f}")
 
 
 def _seconds(task: Task) -> float:
@@ -43,6 +53,18 @@ async def hold(task: Task) -> int:
     _started(task)
     if task.attempt == 1:
         await asyncio.sleep(_seconds(task))
+    return task.attempt
+
+
+@handler("chaos.keyed1")
+@handler("chaos.keyed2")
+async def keyed(task: Task) -> int:
+    """Sleep ``payload["s"]`` seconds between a ``start`` and an ``end`` line of the spans ledger (with the task's
+    concurrency key), so that how many runs of one key overlapped is counted outside Redis. A run killed with
+    ``kill -9`` has a start and no end: its span ends when its process died."""
+    _span(task, "start")
+    await asyncio.sleep(_seconds(task))
+    _span(task, "end")
     return task.attempt
 
 

@@ -39,6 +39,18 @@ class Appender:
         os.close(self._fd)
 
 
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One ``start`` or ``end`` line of a keyed handler run (``chaoslib.handlers.keyed``)."""
+
+    kind: str
+    task_id: str
+    capability: str
+    key: str
+    pid: int
+    t: float
+
+
 def _lines(path: Path) -> list[str]:
     try:
         text = path.read_text(errors="replace")
@@ -66,3 +78,13 @@ def executions(path: Path) -> list[Execution]:
 def runs(path: Path) -> Counter[str]:
     """How many times each task id appears in a plain ledger (e.g. handler starts written by chaoslib.handlers)."""
     return Counter(line.split()[0] for line in _lines(path))
+
+
+def spans(path: Path) -> list[Span]:
+    """Every start and end of a keyed handler run, in ledger order."""
+    out = []
+    for line in _lines(path):
+        parts = line.split()
+        if len(parts) == 6 and parts[0] in ("start", "end"):
+            out.append(Span(parts[0], parts[1], parts[2], parts[3], int(parts[4]), float(parts[5])))
+    return out

@@ -255,6 +255,7 @@ class Producer(threading.Thread):
         deadline_s: float = 300.0,
         url: str | None = None,
         pause_s: float = 0.0,
+        options: Callable[[int], dict[str, Any]] | None = None,
         **settings: Any,
     ) -> None:
         super().__init__(name=f"producer-{capability}", daemon=True)
@@ -263,6 +264,8 @@ class Producer(threading.Thread):
         self.total = total
         self.batch = batch
         self.payload = payload or (lambda i: i)
+        self.options = options or (lambda i: {})
+        """Task options of the ``i``-th task (``concurrency_key``, ``rate_limits``...)."""
         self.deadline = time.monotonic() + deadline_s
         self.pause_s = pause_s
         self.settings = world.settings(url, **settings)
@@ -280,7 +283,7 @@ class Producer(threading.Thread):
             with Dispatcher(self.settings) as d:
                 while self.sent < self.total and not self.stop_event.is_set() and time.monotonic() < self.deadline:
                     n = min(self.batch, self.total - self.sent)
-                    tasks = [Task(capability=self.capability, payload=self.payload(self.sent + i)) for i in range(n)]
+                    tasks = [self._task(self.sent + i) for i in range(n)]
                     t0 = time.monotonic()
                     try:
                         handles = d.submit_many(tasks)
@@ -297,6 +300,9 @@ class Producer(threading.Thread):
         finally:
             out.close()
             self.finished_at = time.monotonic()
+
+    def _task(self, i: int) -> Task:
+        return Task(capability=self.capability, payload=self.payload(i), **self.options(i))
 
     def stop(self) -> None:
         self.stop_event.set()

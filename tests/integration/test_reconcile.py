@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -100,3 +101,41 @@ def test_entries_redis_says_the_consumer_holds_are_run(
         return [h.result(timeout_s=1) for h in handles]
 
     assert serve(settings, registry, "echo", scenario) == [0, 1, 2]
+
+
+def test_entries_settled_while_a_pending_read_is_out_are_not_run_again(
+    settings: Settings, dispatcher: Dispatcher
+) -> None:
+    """Entries settle on the settler's connection while the reader's XPENDING, or its re-read of its own pending
+    entries, is out: an entry settled in between is neither unknown nor run again. The reader is made to look
+    at each reply 20 ms late (as on a busy host), and reconciles every few ms under a stream of short tasks."""
+    runs: Counter[str] = Counter()
+
+    async def quick(task: Task) -> int:
+        runs[task.id] += 1
+        await asyncio.sleep(task.payload * 0.005)
+        return 1
+
+    registry = Registry()
+    registry.register("quick", quick)
+    # 0-45 ms: some run on across a reply's 20 ms, others end within it
+    handles = dispatcher.submit_many([Task(capability="quick", payload=i % 10) for i in range(400)])
+
+    async def scenario(worker: Worker) -> None:
+        reader = worker.reader
+        run = reader.gateway.run
+
+        async def late(op: Any) -> Any:
+            reply = await run(op)
+            await asyncio.sleep(0.02)  # the settler's replies are handled first
+            return reply
+
+        reader.gateway.run = late  # type: ignore[method-assign]
+        reader.reconcile_s = 0.005
+        reader._next_reconcile = 0.0  # from now on, not one heartbeat TTL after the start
+        await until(lambda: len(runs) == len(handles), "every task ran")
+        await until(lambda: not worker.slots.held, "every entry settled")
+
+    serve(settings, registry, "quick", scenario)
+    twice = {t: n for t, n in runs.items() if n > 1}
+    assert not twice, f"{len(twice)} of {len(runs)} tasks run twice by one live worker"

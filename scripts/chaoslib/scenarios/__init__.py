@@ -7,7 +7,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chaoslib.scenarios import bad_input, failover, kills, network, redis_faults, security
+from chaoslib.scenarios import bad_input, failover, kills, network, permits, redis_faults, security
 from chaoslib.scenarios.common import Ctx
 from chaoslib.verdict import Verdict
 
@@ -42,6 +42,7 @@ SCENARIOS: dict[int, Scenario] = {
         Scenario(16, "security: ACL, TLS, no pickle", security.security, quick=False),
         Scenario(17, "cluster primary kill -9 under load", failover.cluster_failover, quick=True),
         Scenario(18, "sentinel primary kill -9 under load", failover.sentinel_failover, quick=True),
+        Scenario(19, "kill -9 of permit holders under load", permits.permit_kills, quick=True),
     )
 }
 
