@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose"
 K8S = COMPOSE / "k8s"
 PROMETHEUS = COMPOSE / "prometheus"
-SCHEMAS = ROOT.parent / "shared" / "schemas"
+SCHEMAS = Path(os.environ.get("DISPATCHER_KEDA_SCHEMAS", ROOT.parent / "shared" / "schemas"))
+"""KEDA's CRD schemas (JSON), kept beside the checkout, not in it: set DISPATCHER_KEDA_SCHEMAS to their folder."""
 TOOL_TIMEOUT_S = 60
 HOSTNET = ["-f", "compose/compose.yaml", "-f", "compose/compose.hostnet.yaml"]
 SCRIPTS = ROOT / "scripts"

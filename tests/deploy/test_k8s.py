@@ -55,7 +55,10 @@ def ids(folders: list[Path]) -> list[str]:
 
 @cache
 def keda_schema(kind: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((SCHEMAS / f"{KEDA_KINDS[kind]}.schema.json").read_text())
+    path = SCHEMAS / f"{KEDA_KINDS[kind]}.schema.json"
+    if not path.is_file():
+        pytest.skip(f"KEDA's CRD schema {path.name} not found in {SCHEMAS}: set DISPATCHER_KEDA_SCHEMAS to its folder")
+    loaded: dict[str, Any] = json.loads(path.read_text())
     return loaded
 
 

@@ -114,8 +114,11 @@ def test_every_metric_is_served_with_its_type_labels_and_counts(
         client.xadd(ks.capability("faulty.ledger").stream, {"v": "1", "task": b"\xc1\xc1garbage", "attempt": "1"})
         wait_until(lambda: client.xlen(ks.capability("faulty.ledger").dead) == 1, DEADLINE_S, message="decode_error")
 
-        # A read error: kill the connection the worker reads on (the only one that sends XREADGROUP).
-        readers = [c for c in client.client_list() if c.get("cmd") == "xreadgroup"]
+        # A read error: kill the connection the worker reads on (the only one that sends XREADGROUP; its last
+        # command is XPENDING for a moment after each reconcile, so wait for it to be reading again).
+        readers = wait_until(
+            lambda: [c for c in client.client_list() if c.get("cmd") == "xreadgroup"], DEADLINE_S, message="a read"
+        )
         assert len(readers) == 1, readers
         client.client_kill_filter(_id=readers[0]["id"])
         wait_until(lambda: "read failed" in worker_log(observed), DEADLINE_S, message="the read error")
