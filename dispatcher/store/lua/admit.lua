@@ -23,9 +23,7 @@ if #ARGV > 1 then
   local moved = 0
   for i = 2, #ARGV, 2 do
     local task_id, permits = ARGV[i], tonumber(ARGV[i + 1])
-    local version, attempt, reclaims, blob = read_delayed(redis.call('HGET', KEYS[2], task_id))
-    if redis.call('ZREM', KEYS[3], task_id) == 1 and version then
-      redis.call('HSET', KEYS[2], task_id, add_entry(KEYS[1], version, blob, attempt, reclaims))
+    if redis.call('ZREM', KEYS[3], task_id) == 1 and onto_stream(KEYS[1], KEYS[2], task_id) then
       if permits > 0 then
         redis.call('ZADD', KEYS[permits], 0, task_id)
       end
@@ -45,11 +43,11 @@ end
 local ids = redis.call('ZRANGE', KEYS[3], 0, room - 1)
 local moved = 0
 for _, task_id in ipairs(ids) do
-  local version, attempt, reclaims, blob = read_delayed(redis.call('HGET', KEYS[2], task_id))
-  if version then
-    redis.call('HSET', KEYS[2], task_id, add_entry(KEYS[1], version, blob, attempt, reclaims))
+  if onto_stream(KEYS[1], KEYS[2], task_id) then
     moved = moved + 1
   end
 end
-redis.call('ZREM', KEYS[3], unpack(ids))
+if #ids > 0 then
+  redis.call('ZREM', KEYS[3], unpack(ids))
+end
 return {moved, waiting - #ids}

@@ -43,9 +43,7 @@ while room > 0 and #tenants > 0 do
   local head = redis.call('ZRANGE', queue, 0, 0)
   if #head == 1 then
     redis.call('ZREM', queue, head[1])
-    local version, attempt, reclaims, blob = read_delayed(redis.call('HGET', KEYS[2], head[1]))
-    if version then
-      redis.call('HSET', KEYS[2], head[1], add_entry(KEYS[1], version, blob, attempt, reclaims))
+    if onto_stream(KEYS[1], KEYS[2], head[1]) then
       moved = moved + 1
       room = room - 1
       vtime[i] = vtime[i] + 1 / weight[i]

@@ -12,9 +12,7 @@
 local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now_ms(), 'LIMIT', 0, ARGV[1])
 local moved = 0
 for _, task_id in ipairs(ids) do
-  local version, attempt, reclaims, blob = read_delayed(redis.call('HGET', KEYS[2], task_id))
-  if version then
-    redis.call('HSET', KEYS[2], task_id, add_entry(KEYS[1], version, blob, attempt, reclaims))
+  if onto_stream(KEYS[1], KEYS[2], task_id) then
     moved = moved + 1
   end
 end

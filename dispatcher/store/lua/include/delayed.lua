@@ -29,3 +29,15 @@ local function read_delayed(record)
   end
   return version, attempt, reclaims, blob
 end
+
+-- Put a task whose index value is a delayed or waiting record onto the work stream, its index field now naming
+-- the new entry (entry.lua's add_entry: include entry.lua first). False, doing nothing, when the value is not such
+-- a record (the task was settled or cancelled elsewhere).
+local function onto_stream(stream, index, task_id)
+  local version, attempt, reclaims, blob = read_delayed(redis.call('HGET', index, task_id))
+  if not version then
+    return false
+  end
+  redis.call('HSET', index, task_id, add_entry(stream, version, blob, attempt, reclaims))
+  return true
+end
