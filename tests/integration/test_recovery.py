@@ -190,7 +190,8 @@ def test_a_live_task_slower_than_the_heartbeat_ttl_is_not_reclaimed(
     assert handle.result(timeout_s=DEADLINE_S) == "slow"
     runs = ledger.records(task_id=handle.id)
     assert [(r["event"], r["pid"], r["attempt"]) for r in runs] == [("start", busy.pid, 1), ("end", busy.pid, 1)]
-    assert runs[1]["t"] - runs[0]["t"] >= slow_s
+    # It ran its whole sleep once (an event loop may fire a timer up to its clock resolution early: 1 ms here).
+    assert runs[1]["t"] - runs[0]["t"] >= slow_s - 0.01
     assert "lease lost" not in worker_log(busy)
     assert busy.poll() is None and idle.poll() is None
 
