@@ -47,6 +47,12 @@ def holders(keys: CapabilityKeys, concurrency_keys: Sequence[str]) -> Op[dict[st
     if not concurrency_keys:
         return {}
     members = yield [("ZRANGE", keys.permits(k), 0, -1) for k in concurrency_keys]
+    return (yield from alive_permits(keys, concurrency_keys, members))
+
+
+def alive_permits(keys: CapabilityKeys, concurrency_keys: Sequence[str], members: Sequence[Any]) -> Op[dict[str, int]]:
+    """``holders`` once the permit sets' ``ZRANGE`` replies (``members``, in the order of ``concurrency_keys``) are
+    in: checks each holder in the index and removes the stale ones."""
     ids = {k: [text(m) for m in check(r)] for k, r in zip(concurrency_keys, members, strict=True)}
     every = [t for k in concurrency_keys for t in ids[k]]
     alive = set(every)
@@ -117,14 +123,6 @@ def fair_tenants(every: Sequence[CapabilityKeys], count: int) -> Op[list[list[st
         return []
     replies = yield [("ZRANGE", k.tenants, 0, count - 1) for k in every]
     return [[text(t) for t in check(r)] for r in replies]
-
-
-def admit_fair(keys: CapabilityKeys, tenants: Sequence[str], window: int) -> Op[tuple[int, int]]:
-    """Admit tasks of ``tenants`` in weighted virtual-time order within the window (``admit_fair.lua``);
-    (tasks moved, tenants still waiting)."""
-    script_keys = [keys.stream, keys.index, keys.tenants, keys.weights, *(keys.fair(t) for t in tenants)]
-    reply = yield [scripts.call("admit_fair", script_keys, [window, *tenants])]
-    return wire.admitted(check(reply[0]))
 
 
 def set_weight(keys: CapabilityKeys, tenant: str, weight: float) -> Op[None]:

@@ -28,6 +28,7 @@ NAMES = (
     "admit",
     "take",
     "admit_fair",
+    "peek_fair",
 )
 _INCLUDE = re.compile(rb"^-- @include ([a-z_]+\.lua)\n", re.MULTILINE)
 

@@ -163,3 +163,33 @@ def place(value: bytes | None) -> str | Delayed | None:
         return Delayed(version, int(attempt), int(reclaims), blob)
     except ValueError:
         raise unexpected("index", value) from None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantPeek:
+    """One tenant as ``peek_fair`` read it: virtual time, weight, queue length, and its best-ranked tasks, each
+    (task id, task blob), the blob None for an id whose index field is not a waiting record any more."""
+
+    tenant: str
+    vtime: float
+    weight: float
+    length: int
+    tasks: list[tuple[str, bytes | None]]
+
+
+def fair_peek(reply: Any) -> tuple[int, list[TenantPeek]]:
+    """A ``peek_fair`` reply: (room left in the window, the tenants still waiting, in the order asked)."""
+    if not isinstance(reply, list) or not reply or not isinstance(reply[0], int):
+        raise unexpected("peek_fair", reply)
+    out = []
+    try:
+        for row in reply[1:]:
+            name, vtime, weight, length, *flat = row
+            tasks: list[tuple[str, bytes | None]] = []
+            for i in range(0, len(flat), 2):
+                found = place(flat[i + 1]) if flat[i + 1] else None
+                tasks.append((flat[i].decode(), found.blob if isinstance(found, Delayed) else None))
+            out.append(TenantPeek(name.decode(), float(vtime), float(weight), int(length), tasks))
+    except (TypeError, ValueError, AttributeError, IndexError):
+        raise unexpected("peek_fair", reply) from None
+    return reply[0], out

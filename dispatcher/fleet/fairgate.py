@@ -1,0 +1,98 @@
+"""The fair gate of the admitter: admits tenants' tasks (``fairness_key``) in weighted virtual-time order, each
+only when its own gates let it go: its concurrency key's cap and its rate limits' units (docs/flow-control.md).
+
+One pass over a capability: read its lowest-virtual-time tenants and their best-ranked tasks (``peek_fair.lua``,
+one round trip), read the limits and permits those tasks name (one round trip, plus one for the permit holders
+when the tasks have keys), choose in weighted virtual-time order (``fairplan``), take each limit's units for all
+the chosen tasks at once (one ``take.lua`` call per limit, on its own slot), then move the chosen tasks
+(``admit_fair.lua``, one call on the capability's slot, which verifies each is still queued). Units are taken
+before the move: a crash between the two under-uses a limit, and never loses a task, which still waits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from dispatcher.fleet import fairplan
+from dispatcher.fleet.fairplan import Candidate, Tenant
+from dispatcher.store import codec, fair, flow, limits
+from dispatcher.store.fair import Gates
+from dispatcher.store.gateway import Gateway
+from dispatcher.store.keys import CapabilityKeys, KeySpace
+from dispatcher.store.limits import Taken
+
+log = logging.getLogger(__name__)
+
+EXTRA = 4
+"""Tasks peeked per tenant beyond its turns in the room left: how deep the gate looks into a tenant's queue for a
+task that may go while the ones ahead of it are held back (and how many a tenant without a turn shows)."""
+SEEN = 8192
+"""Decoded gates kept by task blob (a task waiting several passes is decoded once); cleared when this many."""
+NO_GATES = Gates({}, 0.0, 0, {})
+
+
+class FairGate:
+    """Admits tenants' tasks of capabilities, within the window, while their keys and limits allow."""
+
+    def __init__(self, gateway: Gateway, keyspace: KeySpace, window: int, max_payload_bytes: int) -> None:
+        self.gateway = gateway
+        self.keyspace = keyspace
+        self.window = window
+        self.max_payload_bytes = max_payload_bytes
+        self._seen: dict[bytes, tuple[dict[str, int], str | None]] = {}
+
+    def admit(self, every: Sequence[CapabilityKeys]) -> tuple[int, int]:
+        """One pass over every capability whose tenants wait; (tasks moved, tenants still waiting)."""
+        moved = left = 0
+        for keys, tenants in zip(every, self.gateway.run(flow.fair_tenants(every, self.window)), strict=True):
+            if tenants:
+                step, rest = self._capability(keys, tenants)
+                moved += step
+                left += rest
+        return moved, left
+
+    def _capability(self, keys: CapabilityKeys, names: list[str]) -> tuple[int, int]:
+        room, peeked = self.gateway.run(fair.peek(keys, names, self.window, EXTRA))
+        if room <= 0 or not peeked:
+            return 0, (len(peeked) if room > 0 else len(names))
+        tenants = [Tenant(t.vtime, t.weight, [self._candidate(i, b) for i, b in t.tasks]) for t in peeked]
+        limit_names = sorted({n for t in tenants for c in t.candidates for n in c.units})
+        keyed = sorted({c.key for t in tenants for c in t.candidates if c.key is not None})
+        gates = NO_GATES
+        if limit_names or keyed:
+            gates = self.gateway.run(fair.gates(self.keyspace, keys, limit_names, keyed))
+        plan = fairplan.plan(tenants, room, gates)
+        chosen = self._take(plan)
+        if not chosen:
+            return 0, len(peeked)
+        return self.gateway.run(fair.admit_chosen(keys, [t.tenant for t in peeked], plan.held_back, chosen))
+
+    def _take(self, plan: fairplan.Plan) -> list[fair.Choice]:
+        """Take the plan's units, one call per limit for the sum of its tasks; the choices whose units were all
+        taken. A limit that refuses its sum (a handler's debit or a pause since the read) keeps its tasks waiting,
+        and the units their other limits gave are refunded."""
+        if not plan.units:
+            return plan.chosen
+        names = list(plan.units)
+        outcomes = self.gateway.run(limits.take_many([(self.keyspace.limit(n), plan.units[n]) for n in names]))
+        refused = {n for n, outcome in zip(names, outcomes, strict=True) if outcome is not Taken.TAKEN}
+        if not refused:
+            return plan.chosen
+        for name, outcome in zip(names, outcomes, strict=True):
+            if outcome not in (Taken.TAKEN, Taken.NOT_NOW):
+                log.warning("rate limit refuses waiting tasks limit=%s outcome=%s", name, outcome.name)
+        kept, refund = fairplan.without(plan, refused)
+        if refund:
+            self.gateway.run(limits.take_many([(self.keyspace.limit(n), -u) for n, u in refund.items()]))
+        return kept
+
+    def _candidate(self, task_id: str, blob: bytes | None) -> Candidate:
+        if blob is None:
+            return Candidate(task_id, stale=True)
+        found = self._seen.get(blob)
+        if found is None:
+            if len(self._seen) >= SEEN:
+                self._seen.clear()
+            found = self._seen[blob] = codec.gates_of(blob, self.max_payload_bytes)
+        return Candidate(task_id, found[0], found[1])
