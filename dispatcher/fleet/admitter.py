@@ -85,11 +85,11 @@ class Admitter:
         started = time.monotonic()
         moved = left = 0
         for _ in range(PASSES):
-            step, left = self.gateway.run(flow.admit(keys, self.window))
-            limited, waiting = self.gate.admit(keys)
-            fair, tenants = self.fair.admit(keys)
-            step += limited + fair
-            left += waiting + tenants
+            survey = self.gateway.run(flow.survey(keys, self.window))
+            limited, waiting = self.gate.admit(keys, survey.limited)
+            fair, tenants = self.fair.admit(keys, survey.tenants)
+            step = survey.moved + limited + fair
+            left = survey.ready + waiting + tenants
             moved += step
             if step == 0 or left == 0 or time.monotonic() - started > TICK_S:
                 break

@@ -42,10 +42,13 @@ class FairGate:
         self.max_payload_bytes = max_payload_bytes
         self._seen: dict[bytes, tuple[dict[str, int], str | None]] = {}
 
-    def admit(self, every: Sequence[CapabilityKeys]) -> tuple[int, int]:
-        """One pass over every capability whose tenants wait; (tasks moved, tenants still waiting)."""
+    def admit(self, every: Sequence[CapabilityKeys], tenants_of: Sequence[list[str]] | None = None) -> tuple[int, int]:
+        """One pass over every capability whose tenants wait (``tenants_of``: each one's waiting tenants of lowest
+        virtual time, read now when not given); (tasks moved, tenants still waiting)."""
+        if tenants_of is None:
+            tenants_of = self.gateway.run(flow.fair_tenants(every, self.window))
         moved = left = 0
-        for keys, tenants in zip(every, self.gateway.run(flow.fair_tenants(every, self.window)), strict=True):
+        for keys, tenants in zip(every, tenants_of, strict=True):
             if tenants:
                 step, rest = self._capability(keys, tenants)
                 moved += step

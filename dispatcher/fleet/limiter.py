@@ -30,15 +30,17 @@ class LimitGate:
         self.window = window
         self.max_payload_bytes = max_payload_bytes
 
-    def admit(self, every: Sequence[CapabilityKeys]) -> tuple[int, int]:
-        """One pass over every capability; (tasks moved, tasks still waiting for a limit)."""
+    def admit(self, every: Sequence[CapabilityKeys], counts: Sequence[tuple[int, int]]) -> tuple[int, int]:
+        """One pass over every capability whose limited or keyed set holds tasks (``counts``: how many each holds,
+        in the order of ``every``); (tasks moved, tasks still waiting for a limit)."""
         blocked: set[str] = set()  # limits found without room in this pass: not asked again until the next
         moved = left = 0
-        for keys in every:
-            for waiting in (keys.limited, keys.keyed):
-                step, rest = self._capability(keys, waiting, blocked)
-                moved += step
-                left += rest
+        for keys, sizes in zip(every, counts, strict=True):
+            for waiting, size in zip((keys.limited, keys.keyed), sizes, strict=True):
+                if size:
+                    step, rest = self._capability(keys, waiting, blocked)
+                    moved += step
+                    left += rest
         return moved, left
 
     def _capability(self, keys: CapabilityKeys, waiting: str, blocked: set[str]) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Operations of the fair gate on a capability's tenants: read the tenants and their best-ranked tasks
-(``peek_fair.lua``), read the gates those tasks name (rate limits, key caps and permits), and commit the chosen
-admissions (``admit_fair.lua``) (docs/flow-control.md, "Fairness across tenants")."""
+(``peek_fair.lua``), read the gates those tasks name (rate limits, and key caps and permits: ``count_permits.lua``),
+and commit the chosen admissions (``admit_fair.lua``) (docs/flow-control.md, "Fairness across tenants")."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dispatcher.store import flow, limits, scripts, wire
+from dispatcher.store import limits, scripts, wire
 from dispatcher.store.gateway import Op, check
 from dispatcher.store.keys import CapabilityKeys, KeySpace
 from dispatcher.store.limits import LimitState
@@ -48,22 +48,21 @@ def peek(
 def gates(
     keyspace: KeySpace, keys: CapabilityKeys, limit_names: Sequence[str], concurrency_keys: Sequence[str]
 ) -> Op[Gates]:
-    """The state of ``limit_names`` (with Redis' clock) and the cap and live permits of ``concurrency_keys``: one
-    round trip, plus one to check the permit holders in the index (and one to drop stale ones, when any)."""
+    """The state of ``limit_names`` with Redis' clock, and the cap and live permits of ``concurrency_keys``
+    (``count_permits.lua``), in one round trip."""
     commands: list[Any] = [("HMGET", keyspace.limit(n).state, "rate_per_min", "burst", "tat_ms") for n in limit_names]
     commands.append(("TIME",))
     if concurrency_keys:
-        commands.append(("HGET", keys.caps, "per_key"))
-        commands += [("ZRANGE", keys.permits(k), 0, -1) for k in concurrency_keys]
+        permit_keys = [keys.index, keys.caps, *(keys.permits(k) for k in concurrency_keys)]
+        commands.append(scripts.call("count_permits", permit_keys, []))
     replies = yield commands
     states = {n: limits.state_of(n, check(r)) for n, r in zip(limit_names, replies, strict=False)}
     seconds, micros = check(replies[len(limit_names)])
     now_ms = int(seconds) * 1000 + int(micros) / 1000
     cap, held = 0, {}
     if concurrency_keys:
-        raw = check(replies[len(limit_names) + 1])
-        cap = 0 if raw is None else int(raw)
-        held = yield from flow.alive_permits(keys, concurrency_keys, replies[len(limit_names) + 2 :])
+        counts = wire.permit_counts(check(replies[-1]), len(concurrency_keys))
+        cap, held = counts[0], dict(zip(concurrency_keys, counts[1:], strict=True))
     return Gates(states, now_ms, cap, held)
 
 

@@ -29,6 +29,7 @@ NAMES = (
     "take",
     "admit_fair",
     "peek_fair",
+    "count_permits",
 )
 _INCLUDE = re.compile(rb"^-- @include ([a-z_]+\.lua)\n", re.MULTILINE)
 

@@ -193,3 +193,10 @@ def fair_peek(reply: Any) -> tuple[int, list[TenantPeek]]:
     except (TypeError, ValueError, AttributeError, IndexError):
         raise unexpected("peek_fair", reply) from None
     return reply[0], out
+
+
+def permit_counts(reply: Any, keys: int) -> list[int]:
+    """A ``count_permits`` reply: the cap, then the live permits of each of ``keys`` keys."""
+    if isinstance(reply, list) and len(reply) == keys + 1 and all(type(v) is int and v >= 0 for v in reply):
+        return reply
+    raise unexpected("count_permits", reply)

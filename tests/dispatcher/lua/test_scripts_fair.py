@@ -1,5 +1,6 @@
-"""``peek_fair.lua`` + ``admit_fair.lua`` (through the fair gate) and submit's fair path on fakeredis and Redis: weighted shares under contention (3:2:1 within
-±10 %), work conservation (an idle tenant's share goes to the others), no banked credit, and each return value."""
+"""``peek_fair.lua`` + ``admit_fair.lua`` (through the fair gate) and submit's fair path on fakeredis and Redis:
+weighted shares under contention (3:2:1 within ±10 %), work conservation (an idle tenant's share goes to the
+others), no banked credit, and each return value."""
 
 from __future__ import annotations
 
