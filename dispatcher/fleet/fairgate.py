@@ -11,25 +11,20 @@ before the move: a crash between the two under-uses a limit, and never loses a t
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 from dispatcher.fleet import fairplan
 from dispatcher.fleet.fairplan import Candidate, Tenant
-from dispatcher.store import codec, fair, flow, limits
-from dispatcher.store.fair import Gates
+from dispatcher.fleet.limiter import read_gates, take_units
+from dispatcher.store import codec, fair, flow
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import CapabilityKeys, KeySpace
-from dispatcher.store.limits import Taken
-
-log = logging.getLogger(__name__)
 
 EXTRA = 4
 """Tasks peeked per tenant beyond its turns in the room left: how deep the gate looks into a tenant's queue for a
 task that may go while the ones ahead of it are held back (and how many a tenant without a turn shows)."""
 SEEN = 8192
 """Decoded gates kept by task blob (a task waiting several passes is decoded once); cleared when this many."""
-NO_GATES = Gates({}, 0.0, 0, {})
 
 
 class FairGate:
@@ -60,35 +55,12 @@ class FairGate:
         if room <= 0 or not peeked:
             return 0, (len(peeked) if room > 0 else len(names))
         tenants = [Tenant(t.vtime, t.weight, [self._candidate(i, b) for i, b in t.tasks]) for t in peeked]
-        limit_names = sorted({n for t in tenants for c in t.candidates for n in c.units})
-        keyed = sorted({c.key for t in tenants for c in t.candidates if c.key is not None})
-        gates = NO_GATES
-        if limit_names or keyed:
-            gates = self.gateway.run(fair.gates(self.keyspace, keys, limit_names, keyed))
+        gates = read_gates(self.gateway, self.keyspace, keys, [c for t in tenants for c in t.candidates])
         plan = fairplan.plan(tenants, room, gates)
-        chosen = self._take(plan)
+        chosen = take_units(self.gateway, self.keyspace, plan)
         if not chosen:
             return 0, len(peeked)
         return self.gateway.run(fair.admit_chosen(keys, [t.tenant for t in peeked], plan.held_back, chosen))
-
-    def _take(self, plan: fairplan.Plan) -> list[fair.Choice]:
-        """Take the plan's units, one call per limit for the sum of its tasks; the choices whose units were all
-        taken. A limit that refuses its sum (a handler's debit or a pause since the read) keeps its tasks waiting,
-        and the units their other limits gave are refunded."""
-        if not plan.units:
-            return plan.chosen
-        names = list(plan.units)
-        outcomes = self.gateway.run(limits.take_many([(self.keyspace.limit(n), plan.units[n]) for n in names]))
-        refused = {n for n, outcome in zip(names, outcomes, strict=True) if outcome is not Taken.TAKEN}
-        if not refused:
-            return plan.chosen
-        for name, outcome in zip(names, outcomes, strict=True):
-            if outcome not in (Taken.TAKEN, Taken.NOT_NOW):
-                log.warning("rate limit refuses waiting tasks limit=%s outcome=%s", name, outcome.name)
-        kept, refund = fairplan.without(plan, refused)
-        if refund:
-            self.gateway.run(limits.take_many([(self.keyspace.limit(n), -u) for n, u in refund.items()]))
-        return kept
 
     def _candidate(self, task_id: str, blob: bytes | None) -> Candidate:
         if blob is None:
