@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import cluster, cost, flow, ours, profile, raw, scale, stats_cost
+from benchlib import cluster, cost, fairgate, flow, ours, profile, raw, scale, stats_cost
 from benchlib.env import Processes, RedisServer, machine
 from benchlib.report import Row, json_lines, markdown, table
 
@@ -73,6 +73,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--flow",
         action="store_true",
         help="only the flow-control workloads: tasks with priorities drained, a priority-9 task behind a backlog",
+    )
+    p.add_argument(
+        "--fair-gate",
+        action="store_true",
+        help="only the fair gate's workloads: plain and all-four-options drains (twice each, alternating), the"
+        " many-keys (sybil) flood, a 10-task tenant behind a 100,000-task tenant",
     )
     p.add_argument("--repeat", type=int, default=1, help="run everything N times, report each figure's median")
     p.add_argument("--no-aof", action="store_true", help="skip the drain run on a Redis with AOF everysec")
@@ -379,12 +385,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ncollapsed stacks: {out}")
         return 0
     s = QUICK if args.quick else FULL
-    if args.stats_cost:
-        return _stats_cost(s)
-    if args.cluster:
-        return _cluster(s, args)
-    if args.flow:
-        return _flow(s, args.tasks or (10_000 if s is FULL else 500))
+    only = _only(s, args)
+    if only is not None:
+        return only
     if args.tasks:
         s = dataclasses.replace(s, tasks=args.tasks)
     with_peers = args.peers or args.peers_only
@@ -409,6 +412,19 @@ def run(args: argparse.Namespace) -> int:
     meta["runs"] = len(runs)
     _report(args, rows, meta, len(runs))
     return 0
+
+
+def _only(s: Sizes, args: argparse.Namespace) -> int | None:
+    """Run the one group of workloads a flag asks for (its exit code), or None when no such flag is given."""
+    if args.stats_cost:
+        return _stats_cost(s)
+    if args.cluster:
+        return _cluster(s, args)
+    if args.flow:
+        return _flow(s, args.tasks or (10_000 if s is FULL else 500))
+    if args.fair_gate:
+        return _fair_gate(s, args.tasks or (20_000 if s is FULL else 500))
+    return None
 
 
 def _cluster(s: Sizes, args: argparse.Namespace) -> int:
@@ -455,6 +471,7 @@ def _flow(s: Sizes, n: int) -> int:
     finally:
         procs.stop_all()
         server.stop()
+    rows_fair = _fair_gate_rows(s, n)
     rows = [
         Row("flow", "drain, priorities 0-9, 2 workers, --concurrency 100", d["rate"], "tasks/s", None, "", None, d),
         Row("flow", "Redis commands per task at submit (scripts' calls included)", d["submit_commands_per_task"], ""),
@@ -471,8 +488,78 @@ def _flow(s: Sizes, n: int) -> int:
         Row("flow", "fairness 3:2:1: share of b", f["b"], "", None, "0.33 ± 10 %"),
         Row("flow", "fairness 3:2:1: share of c", f["c"], "", None, "0.17 ± 10 %"),
     ]
-    print(table(rows))
+    print(table(rows + rows_fair))
     return 0
+
+
+def _fair_gate(s: Sizes, n: int) -> int:
+    print(table(_fair_gate_rows(s, n)))
+    return 0
+
+
+def _fair_gate_rows(s: Sizes, n: int) -> list[Row]:
+    """Plain and all-four-options drains of ``n`` tasks, alternating, twice (the run-to-run noise shows in the
+    pairs); the sybil flood of ``n`` tasks; a 10-task tenant behind a flood of 100,000 (5,000 with --quick)."""
+    server, procs = RedisServer().start(), Processes()
+    rows: list[Row] = []
+    try:
+        for run in (1, 2):
+            for kind in ("plain", "all"):
+                log(f"fair gate: drain {n:,} {kind} tasks, 2 workers (run {run} of 2)")
+                d = flow.drain(server, procs, n, s.timeout_s, kind)
+                what = "no option" if kind == "plain" else "all four options"
+                rows += [
+                    Row(
+                        "fairgate",
+                        f"drain, {what}, run {run}",
+                        d["rate"],
+                        "tasks/s",
+                        None,
+                        "≥ 10,000" if kind == "all" else "",
+                        None,
+                        d,
+                    ),
+                    Row("fairgate", f"Redis commands per task, {what}: submit", d["submit_commands_per_task"], ""),
+                    Row(
+                        "fairgate",
+                        f"Redis commands per task, {what}: admit + run + settle",
+                        d["run_commands_per_task"],
+                        "",
+                    ),
+                ]
+        log(f"fair gate: sybil, A floods {n:,}, B submits 200")
+        for name, r in fairgate.sybil(server, procs, n, 200, s.timeout_s).items():
+            rows += [
+                Row("fairgate", f"sybil, {name}: B's share while it waits", r["b_share"], "", None, "", None, r),
+                Row("fairgate", f"sybil, {name}: B's wait, p99", r["b_wait"]["p99"], "ms"),
+                Row(
+                    "fairgate",
+                    f"sybil, {name}: A's starts while B waits",
+                    r["a_started_meanwhile"],
+                    "tasks",
+                    None,
+                    f"≤ {r['a_bound']} (fair)",
+                ),
+            ]
+        flood = 100_000 if s is FULL else 5_000
+        log(f"fair gate: {fairgate.ROUNDS} x {fairgate.SMALL} tasks of a tenant behind {flood:,} of another")
+        r = fairgate.small_behind_flood(server, procs, flood, s.timeout_s)
+        rows += [
+            Row("fairgate", f"10-task tenant behind {flood:,}: wait, p99", r["wait"]["p99"], "ms", None, "", None, r),
+            Row(
+                "fairgate",
+                f"10-task tenant behind {flood:,}: flood starts ahead, max",
+                r["ahead_max"],
+                "tasks",
+                None,
+                f"≤ {r['bound']}",
+                r["ahead_max"] <= r["bound"],
+            ),
+        ]
+    finally:
+        procs.stop_all()
+        server.stop()
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
