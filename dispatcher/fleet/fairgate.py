@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dispatcher.fleet import fairplan
 from dispatcher.fleet.fairplan import Candidate, Tenant
 from dispatcher.fleet.limiter import read_gates, take_units
-from dispatcher.store import codec, fair, flow
+from dispatcher.store import codec, fair, flow, wire
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import CapabilityKeys, KeySpace
 
@@ -24,7 +24,7 @@ EXTRA = 4
 """Tasks peeked per tenant beyond its turns in the room left: how deep the gate looks into a tenant's queue for a
 task that may go while the ones ahead of it are held back (and how many a tenant without a turn shows)."""
 SEEN = 8192
-"""Decoded gates kept by task blob (a task waiting several passes is decoded once); cleared when this many."""
+"""Decoded gates kept by waiting record (a task waiting several passes is decoded once); cleared when this many."""
 
 
 class FairGate:
@@ -62,12 +62,15 @@ class FairGate:
             return 0, len(peeked)
         return self.gateway.run(fair.admit_chosen(keys, [t.tenant for t in peeked], plan.held_back, chosen))
 
-    def _candidate(self, task_id: str, blob: bytes | None) -> Candidate:
-        if blob is None:
+    def _candidate(self, task_id: str, record: bytes | None) -> Candidate:
+        if record is None:
             return Candidate(task_id, stale=True)
-        found = self._seen.get(blob)
+        found = self._seen.get(record)  # a task that waits several passes is decoded once
         if found is None:
+            delayed = wire.delayed_of(record)
+            if delayed is None:
+                return Candidate(task_id, stale=True)
             if len(self._seen) >= SEEN:
                 self._seen.clear()
-            found = self._seen[blob] = codec.gates_of(blob, self.max_payload_bytes)
+            found = self._seen[record] = codec.gates_of(delayed.blob, self.max_payload_bytes)
         return Candidate(task_id, found[0], found[1])

@@ -168,7 +168,8 @@ def place(value: bytes | None) -> str | Delayed | None:
 @dataclass(frozen=True, slots=True)
 class TenantPeek:
     """One tenant as ``peek_fair`` read it: virtual time, weight, queue length, and its best-ranked tasks, each
-    (task id, task blob), the blob None for an id whose index field is not a waiting record any more."""
+    (task id, waiting record), the record None for an id whose index field is not a waiting record any more
+    (``delayed_of`` reads a record)."""
 
     tenant: str
     vtime: float
@@ -185,14 +186,21 @@ def fair_peek(reply: Any) -> tuple[int, list[TenantPeek]]:
     try:
         for row in reply[1:]:
             name, vtime, weight, length, *flat = row
-            tasks: list[tuple[str, bytes | None]] = []
-            for i in range(0, len(flat), 2):
-                found = place(flat[i + 1]) if flat[i + 1] else None
-                tasks.append((flat[i].decode(), found.blob if isinstance(found, Delayed) else None))
+            tasks = [(flat[i].decode(), flat[i + 1] or None) for i in range(0, len(flat), 2)]
             out.append(TenantPeek(name.decode(), float(vtime), float(weight), int(length), tasks))
     except (TypeError, ValueError, AttributeError, IndexError):
         raise unexpected("peek_fair", reply) from None
     return reply[0], out
+
+
+def delayed_of(record: bytes) -> Delayed | None:
+    """The ``Delayed`` a waiting record holds; None when the value is no such record.
+
+    Raises:
+        RedisError: the value is not a valid index value.
+    """
+    found = place(record)
+    return found if isinstance(found, Delayed) else None
 
 
 def permit_counts(reply: Any, keys: int) -> list[int]:
