@@ -6,9 +6,9 @@
   spreading over keys gains A nothing under fairness (and what caps alone give B).
 - *small behind a flood*: a 10-task tenant submitted, round after round, behind a tenant of 100,000 waiting
   tasks: its tasks' submit-to-start wait (p99) and how many of the flood's tasks started between its submit and
-  each of its starts, against the bound of the design: the window's unread entries (already on the stream at
-  its submit) plus one turn of the flood per turn of the small tenant (10), plus as many again for the ties of
-  equal virtual times and a pass that read the tenants just before the submit: window + 2 x 10.
+  each of its starts, against the bound of the design: what was on the stream unread at its submit (the window,
+  64) or read by a worker and not started yet (at most the workers' slots, 200), plus one turn of the flood per
+  turn of the small tenant (10) and as many again for ties of equal virtual times: 64 + 200 + 2 x 10.
 
 Handlers: ``bench.stamp`` (returns its start time), 2 workers of 100 slots, the default window (64).
 """
@@ -56,8 +56,9 @@ def _task(tenant: str, key: str, fair: bool, i: int) -> Task:
 
 
 def sybil(server: RedisServer, procs: Processes, flood: int, small: int, timeout_s: float) -> dict[str, Any]:
-    """B's share of the starts while it waits, its waits, and A's starts meanwhile (against the bound: B's own
-    count, one turn of A per turn of B, plus the window already on the stream) in each variant: A on as many keys
+    """B's share of the starts while it waits, its waits, and A's starts meanwhile (against the bound: one turn
+    of A per turn of B, plus the window already on the stream and what the workers read but did not start yet,
+    at most their slots) in each variant: A on as many keys
     as B (50), A spread over ``flood / 2`` keys, and that spread with caps alone (no ``fairness_key``)."""
     spread = max(flood // 2, SYBIL_KEYS)
     variants = [(f"fair, A on {SYBIL_KEYS} keys", SYBIL_KEYS, True), (f"fair, A on {spread:,} keys", spread, True)]
@@ -101,7 +102,7 @@ def _sybil_run(
         "b_share": small / (small + a_during),
         "b_wait": percentiles_ms(waits),
         "a_started_meanwhile": a_during,
-        "a_bound": small + Settings.build().flow_window,
+        "a_bound": small + Settings.build().flow_window + WORKERS * CONCURRENCY,
     }
 
 
@@ -147,6 +148,6 @@ def small_behind_flood(server: RedisServer, procs: Processes, flood: int, timeou
         "wait": percentiles_ms([s - t for (_, t, _), s in zip(small, small_starts, strict=True)]),
         "ahead_p99": ahead[min(len(ahead) - 1, round(0.99 * (len(ahead) - 1)))],
         "ahead_max": ahead[-1],
-        "bound": window + 2 * SMALL,
+        "bound": window + WORKERS * CONCURRENCY + 2 * SMALL,
         "flood_left_when_done": left_when_done,
     }
