@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import bisect
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
+from benchlib import flow
 from benchlib.common import WORKERS, keys_of, outcomes, percentiles_ms, wait_ready
 from benchlib.env import Processes, RedisServer
+from benchlib.report import Row
 from dispatcher import Dispatcher, Settings, Task
 from dispatcher.fleet import ratelimits
 
@@ -151,3 +154,68 @@ def small_behind_flood(server: RedisServer, procs: Processes, flood: int, timeou
         "bound": window + WORKERS * CONCURRENCY + 2 * SMALL,
         "flood_left_when_done": left_when_done,
     }
+
+
+def rows(n: int, full: bool, timeout_s: float, log: Callable[[str], None]) -> list[Row]:
+    """Plain and all-four-options drains of ``n`` tasks, alternating, twice (the run-to-run noise shows in the
+    pairs); the sybil flood of ``n`` tasks; a 10-task tenant behind a flood of 100,000 (5,000 with --quick)."""
+    server, procs = RedisServer().start(), Processes()
+    rows: list[Row] = []
+    try:
+        for run in (1, 2):
+            for kind in ("plain", "all"):
+                log(f"fair gate: drain {n:,} {kind} tasks, 2 workers (run {run} of 2)")
+                d = flow.drain(server, procs, n, timeout_s, kind)
+                what = "no option" if kind == "plain" else "all four options"
+                rows += [
+                    Row(
+                        "fairgate",
+                        f"drain, {what}, run {run}",
+                        d["rate"],
+                        "tasks/s",
+                        None,
+                        "≥ 10,000" if kind == "all" else "",
+                        None,
+                        d,
+                    ),
+                    Row("fairgate", f"Redis commands per task, {what}: submit", d["submit_commands_per_task"], ""),
+                    Row(
+                        "fairgate",
+                        f"Redis commands per task, {what}: admit + run + settle",
+                        d["run_commands_per_task"],
+                        "",
+                    ),
+                ]
+        log(f"fair gate: sybil, A floods {n:,}, B submits 200")
+        for name, r in sybil(server, procs, n, 200, timeout_s).items():
+            rows += [
+                Row("fairgate", f"sybil, {name}: B's share while it waits", r["b_share"], "", None, "", None, r),
+                Row("fairgate", f"sybil, {name}: B's wait, p99", r["b_wait"]["p99"], "ms"),
+                Row(
+                    "fairgate",
+                    f"sybil, {name}: A's starts while B waits",
+                    r["a_started_meanwhile"],
+                    "tasks",
+                    None,
+                    f"≤ {r['a_bound']} (fair)",
+                ),
+            ]
+        flood = 100_000 if full else 5_000
+        log(f"fair gate: {ROUNDS} x {SMALL} tasks of a tenant behind {flood:,} of another")
+        r = small_behind_flood(server, procs, flood, timeout_s)
+        rows += [
+            Row("fairgate", f"10-task tenant behind {flood:,}: wait, p99", r["wait"]["p99"], "ms", None, "", None, r),
+            Row(
+                "fairgate",
+                f"10-task tenant behind {flood:,}: flood starts ahead, max",
+                r["ahead_max"],
+                "tasks",
+                None,
+                f"≤ {r['bound']}",
+                r["ahead_max"] <= r["bound"],
+            ),
+        ]
+    finally:
+        procs.stop_all()
+        server.stop()
+    return rows

@@ -77,8 +77,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--fair-gate",
         action="store_true",
-        help="only the fair gate's workloads: plain and all-four-options drains (twice each, alternating), the"
-        " many-keys (sybil) flood, a 10-task tenant behind a 100,000-task tenant",
+        help="only the fair gate's workloads: plain and all-options drains, the sybil flood, 10 behind 100,000",
     )
     p.add_argument("--repeat", type=int, default=1, help="run everything N times, report each figure's median")
     p.add_argument("--no-aof", action="store_true", help="skip the drain run on a Redis with AOF everysec")
@@ -471,7 +470,7 @@ def _flow(s: Sizes, n: int) -> int:
     finally:
         procs.stop_all()
         server.stop()
-    rows_fair = _fair_gate_rows(s, n)
+    rows_fair = fairgate.rows(n, s is FULL, s.timeout_s, log)
     rows = [
         Row("flow", "drain, priorities 0-9, 2 workers, --concurrency 100", d["rate"], "tasks/s", None, "", None, d),
         Row("flow", "Redis commands per task at submit (scripts' calls included)", d["submit_commands_per_task"], ""),
@@ -493,73 +492,8 @@ def _flow(s: Sizes, n: int) -> int:
 
 
 def _fair_gate(s: Sizes, n: int) -> int:
-    print(table(_fair_gate_rows(s, n)))
+    print(table(fairgate.rows(n, s is FULL, s.timeout_s, log)))
     return 0
-
-
-def _fair_gate_rows(s: Sizes, n: int) -> list[Row]:
-    """Plain and all-four-options drains of ``n`` tasks, alternating, twice (the run-to-run noise shows in the
-    pairs); the sybil flood of ``n`` tasks; a 10-task tenant behind a flood of 100,000 (5,000 with --quick)."""
-    server, procs = RedisServer().start(), Processes()
-    rows: list[Row] = []
-    try:
-        for run in (1, 2):
-            for kind in ("plain", "all"):
-                log(f"fair gate: drain {n:,} {kind} tasks, 2 workers (run {run} of 2)")
-                d = flow.drain(server, procs, n, s.timeout_s, kind)
-                what = "no option" if kind == "plain" else "all four options"
-                rows += [
-                    Row(
-                        "fairgate",
-                        f"drain, {what}, run {run}",
-                        d["rate"],
-                        "tasks/s",
-                        None,
-                        "≥ 10,000" if kind == "all" else "",
-                        None,
-                        d,
-                    ),
-                    Row("fairgate", f"Redis commands per task, {what}: submit", d["submit_commands_per_task"], ""),
-                    Row(
-                        "fairgate",
-                        f"Redis commands per task, {what}: admit + run + settle",
-                        d["run_commands_per_task"],
-                        "",
-                    ),
-                ]
-        log(f"fair gate: sybil, A floods {n:,}, B submits 200")
-        for name, r in fairgate.sybil(server, procs, n, 200, s.timeout_s).items():
-            rows += [
-                Row("fairgate", f"sybil, {name}: B's share while it waits", r["b_share"], "", None, "", None, r),
-                Row("fairgate", f"sybil, {name}: B's wait, p99", r["b_wait"]["p99"], "ms"),
-                Row(
-                    "fairgate",
-                    f"sybil, {name}: A's starts while B waits",
-                    r["a_started_meanwhile"],
-                    "tasks",
-                    None,
-                    f"≤ {r['a_bound']} (fair)",
-                ),
-            ]
-        flood = 100_000 if s is FULL else 5_000
-        log(f"fair gate: {fairgate.ROUNDS} x {fairgate.SMALL} tasks of a tenant behind {flood:,} of another")
-        r = fairgate.small_behind_flood(server, procs, flood, s.timeout_s)
-        rows += [
-            Row("fairgate", f"10-task tenant behind {flood:,}: wait, p99", r["wait"]["p99"], "ms", None, "", None, r),
-            Row(
-                "fairgate",
-                f"10-task tenant behind {flood:,}: flood starts ahead, max",
-                r["ahead_max"],
-                "tasks",
-                None,
-                f"≤ {r['bound']}",
-                r["ahead_max"] <= r["bound"],
-            ),
-        ]
-    finally:
-        procs.stop_all()
-        server.stop()
-    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
