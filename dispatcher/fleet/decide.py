@@ -104,7 +104,8 @@ def rate_limited(ctx: Context, keys: CapabilityKeys, d: Delivery, error: errors.
 
 def lane_of(task: Task) -> str:
     """Where ``task`` waits again after a retry's backoff (``wire.lane``): a retry goes through the gates again.
-    A reclaim and a hand-back have none: they go straight onto the stream, keeping the permit they hold."""
+    A hand-back has none, nor has a reclaim of a keyed task: they go straight onto the stream, keeping the permit
+    they hold."""
     return wire.lane(
         task.priority, task.rate_limits is not None, task.concurrency_key is not None, task.fairness_key is not None
     )
@@ -120,9 +121,14 @@ def reclaim(ctx: Context, keys: CapabilityKeys, d: Delivery, only_if_owner_dead:
     """Re-add a task whose worker died (or whose handler hung) now, counting the attempt and the reclaim.
 
     ``ctx.consumer`` is the entry's owner, whose hold (and, with ``only_if_owner_dead``, whose missing
-    heartbeat) the script re-checks.
+    heartbeat) the script re-checks. A task with ``rate_limits`` and no ``concurrency_key`` goes through the limit
+    gate again (its rerun calls the provider again); a keyed one goes straight onto the stream, keeping its
+    permit, so that its key never gets a second task beside a worker that may still be alive (a hung handler, a
+    paused worker).
     """
     transition = _requeue(ctx, keys, d, d.attempt + 1, d.reclaims + 1, 0, only_if_owner_dead)
+    if d.task.rate_limits is not None and d.task.concurrency_key is None:
+        transition = dataclasses.replace(transition, lane=lane_of(d.task))
     return Decision(transition, "reclaimed" if only_if_owner_dead else "hung")
 
 

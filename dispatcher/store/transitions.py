@@ -59,7 +59,8 @@ class Requeue:
     round trip, as a step of its own (the limit lives under its own hash tag)."""
     lane: str = ""
     """The lane of a flow-controlled task (``wire.lane``): it goes through the delayed set (due now without a
-    delay) and waits in its waiting set again when due. "" for a plain task, a reclaim and a hand-back."""
+    delay) and waits in its waiting set again when due. "" for a plain task, a hand-back and the reclaim of a
+    keyed task (``decide.reclaim``)."""
 
 
 @dataclass(frozen=True, slots=True)

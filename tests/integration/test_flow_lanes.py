@@ -5,6 +5,8 @@ tasks go their way as before. After each flow nothing of flow control is left in
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -12,9 +14,11 @@ from typing import Any
 
 import pytest
 import redis
+from apps.faulty import LEDGER_ENV, Ledger
+from conftest import WorkerRunner
 from helpers import keyspace, wait_until, workers_in_threads
 
-from dispatcher import Dispatcher, RateLimited, Reject, Retry, Settings, Task
+from dispatcher import Dispatcher, KeySpace, RateLimited, Reject, Retry, Settings, Task
 from dispatcher.fleet import ratelimits
 from dispatcher.fleet.deadletters import DeadLetters
 from dispatcher.store import flow, limits, wire
@@ -152,6 +156,30 @@ def test_a_retried_rate_limited_task_takes_its_units_again(
     assert runs.attempts("twice") == ([1, 2] if how == "retry" else [1, 1])
     assert takes_since(dispatcher, "api", since_ms) == 2, "the second run did not take its unit"
     nothing_left(dispatcher, client, settings, keys)
+
+
+def test_a_reclaimed_rate_limited_task_takes_its_units_again(
+    dispatcher: Dispatcher, client: redis.Redis, run_worker: WorkerRunner, ledger: Ledger, prefix: str
+) -> None:
+    """A task with rate_limits and no concurrency_key, whose worker is killed with kill -9 mid-run: its rerun
+    calls the provider again, so the reaper's reclaim goes through the limit gate (1 unit per minute: counted)."""
+    ratelimits.define(dispatcher.gateway, dispatcher.core.keyspace, "api", 1.0, 5)
+    since_ms = redis_ms(client)
+    timers = ("--heartbeat-ttl-s", "2", "--reaper-interval-s", "0.5", "--block-ms", "200")
+    env = {LEDGER_ENV: ledger.path}
+    victim = run_worker("-c", "faulty.ledger", "--concurrency", "2", *timers, app="apps.faulty", env=env)
+    wait_until(lambda: client.hlen(KeySpace(prefix).workers) == 1, 30, message="the victim registered")
+    handle = dispatcher.submit("faulty.ledger", {"first_sleep_s": 60, "tag": "cut"}, rate_limits={"api": 1})
+    wait_until(lambda: ledger.count("start", handle.id), 30, message="the task runs on the victim")
+    rescuer = run_worker("-c", "faulty.ledger", "--concurrency", "2", *timers, app="apps.faulty", env=env)
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.wait(timeout=10) == -signal.SIGKILL
+    assert handle.result(timeout_s=60) == "cut"
+    assert rescuer.poll() is None
+    assert ledger.count("start", handle.id) == 2
+    assert takes_since(dispatcher, "api", since_ms) == 2, "the reclaimed run did not take its unit"
+    assert handle.info().attempt == 2
+    nothing_left(dispatcher, client, dispatcher.settings, dispatcher.core.keys("faulty.ledger"))
 
 
 def test_a_keyed_task_in_backoff_holds_no_permit(
