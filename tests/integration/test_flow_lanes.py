@@ -23,6 +23,7 @@ from dispatcher.fleet import ratelimits
 from dispatcher.fleet.deadletters import DeadLetters
 from dispatcher.store import flow, limits, wire
 from dispatcher.store.keys import CapabilityKeys
+from workers import Registry
 
 MINUTE_MS = 60_000
 
@@ -47,9 +48,9 @@ class Runs:
             else:
                 self.now[key] -= 1
 
-    def started(self, payload: str, attempt: int | None = None) -> bool:
+    def started(self, payload: str) -> bool:
         with self.lock:
-            return any(p == payload and e == "start" and attempt in (None, a) for p, a, e in self.log)
+            return any(p == payload and e == "start" for p, _, e in self.log)
 
     def position(self, payload: str, attempt: int, event: str) -> int:
         with self.lock:
@@ -63,7 +64,6 @@ class Runs:
 def serve(settings: Settings, runs: Runs, fail: Callable[[Task], BaseException | None]) -> Any:
     """Two in-process workers of capability ``lane``: each run is recorded; ``fail`` says what the run raises
     (None: it succeeds); a payload starting with "hold" runs until ``runs.release`` is set."""
-    from workers import Registry
 
     def handler(task: Task) -> str:
         runs.record(task, "start")

@@ -11,6 +11,7 @@ import redis
 from helpers import keyspace
 
 from dispatcher import Task
+from dispatcher.fleet.deadletters import decode_letter
 from dispatcher.fleet.limiter import LimitGate
 from dispatcher.store import codec, flow, letters, limits, streams, transitions, wire
 from dispatcher.store.gateway import Gateway
@@ -142,7 +143,7 @@ def test_a_record_with_a_lane_of_no_known_set_goes_onto_the_stream(
 # ---- retry.lua: a retry with a lane goes through the delayed set, then its waiting set ---------------------------
 
 
-def running(gw: Gateway, client: redis.Redis, keys: CapabilityKeys, t: Task) -> tuple[bytes, str]:
+def running(gw: Gateway, keys: CapabilityKeys, t: Task) -> tuple[bytes, str]:
     """``t`` on the stream and read by consumer c1 (as the admitter would have put it there)."""
     blob = codec.encode_task(t, LIMIT)
     submit(gw, keys, streams.Enqueue(t.id, blob, version=codec.version_of(t), store_result=t.store_result))
@@ -162,7 +163,7 @@ def test_a_retry_with_a_lane_waits_in_the_delayed_set_then_in_its_set(
     delay_ms: int, gw: Gateway, client: redis.Redis, keys: CapabilityKeys
 ) -> None:
     t = task(rate_limits={"api": 1})
-    blob, entry_id = running(gw, client, keys, t)
+    blob, entry_id = running(gw, keys, t)
     assert gw.run(transitions.record([retry(keys, t, blob, entry_id, delay_ms, "w0")])) == [Applied.DONE]
     assert client.xlen(keys.stream) == 0  # the old entry acked and deleted, no new one
     assert client.hget(keys.index, t.id) == wire.delayed_record(wire.Delayed(b"3", 2, 0, blob, b"w0"))
@@ -176,7 +177,7 @@ def test_a_retry_with_a_lane_waits_in_the_delayed_set_then_in_its_set(
 
 def test_a_retry_without_a_lane_is_unchanged(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
     t = task(rate_limits={"api": 1})
-    blob, entry_id = running(gw, client, keys, t)
+    blob, entry_id = running(gw, keys, t)
     assert gw.run(transitions.record([retry(keys, t, blob, entry_id, 0, "")])) == [Applied.DONE]  # a reclaim's way
     ((new_id, fields),) = client.xrange(keys.stream)
     assert client.hget(keys.index, t.id) == new_id and fields[b"attempt"] == b"2"
@@ -189,7 +190,7 @@ def test_a_promoted_retry_takes_its_units_again_through_the_gate(
     space = KeySpace(prefix)
     client.hset(space.limit("api").state, mapping={"rate_per_min": 60, "burst": 1})  # 1 unit, then 1 per second
     t = task(rate_limits={"api": 1})
-    blob, entry_id = running(gw, client, keys, t)
+    blob, entry_id = running(gw, keys, t)
     gw.run(transitions.record([retry(keys, t, blob, entry_id, 0, "w0")]))
     make_due(client, keys)
     promote(gw, keys)
@@ -228,8 +229,6 @@ def test_requeue_of_a_task_with_a_priority_alone_takes_the_fast_path_under_the_w
 
 
 def test_the_lane_of_a_letter_follows_its_task_s_options() -> None:
-    from dispatcher.fleet.deadletters import decode_letter
-
     def lane(t: Task) -> str:
         return decode_letter("1-0", {b"task": codec.encode_task(t, LIMIT)}, LIMIT).lane
 
