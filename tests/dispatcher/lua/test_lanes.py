@@ -23,11 +23,6 @@ LIMIT = 64 * 1024
 WINDOW = 3
 
 
-@pytest.fixture
-def keys(prefix: str) -> CapabilityKeys:
-    return KeySpace(prefix).capability("echo")
-
-
 def enqueue(task: Task, delay_ms: int = 0) -> streams.Enqueue:
     blob = codec.encode_task(task, LIMIT)
     return streams.Enqueue(

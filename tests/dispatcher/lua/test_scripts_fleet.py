@@ -12,13 +12,8 @@ from dispatcher import Task
 from dispatcher.store import codec, letters, liveness, retire, scripts, streams
 from dispatcher.store import pending as ops
 from dispatcher.store.gateway import Gateway
-from dispatcher.store.keys import GROUP, CapabilityKeys, KeySpace
+from dispatcher.store.keys import GROUP, CapabilityKeys
 from dispatcher.store.wire import Dropped, Requeued
-
-
-@pytest.fixture
-def keys(prefix: str) -> CapabilityKeys:
-    return KeySpace(prefix).capability("echo")
 
 
 def run(gw: Gateway, name: str, script_keys: list[str], args: list[Any]) -> Any:
