@@ -63,6 +63,8 @@ def drain(
         node.flushall()
     _queue(url, capabilities, n_per_cap)
     procs = Processes()
+    for node in nodes:
+        node.config_resetstat()  # commandstats and the read/write event counters count this drain only
     cpu0 = [redis_cpu_s(n) for n in nodes]
     path = f"{source}:{SCRIPTS}" if source else str(SCRIPTS)
     env = {"DISPATCHER_REDIS_URL": url, "DISPATCHER_PREFIX": PREFIX, "PYTHONPATH": path}
@@ -82,7 +84,23 @@ def drain(
         "rate": total / (end - t0),
         "redis_cpu_us_per_task": sum(cpu) / total * 1e6,
         "redis_cpu_us_per_task_per_shard": [round(c / tasks_per_node * 1e6, 2) for c in cpu],
+        "per_task_per_shard": [_per_task(n, tasks_per_node) for n in nodes],
     }
+
+
+def _per_task(node: redis.Redis, tasks: float) -> dict[str, float]:
+    """What one node did per task of its slots since its counters were reset: each command's calls and
+    microseconds (``INFO commandstats``), and its read and write events (``INFO stats``: a pipeline that arrives
+    in one read costs one event, whatever its length)."""
+    out: dict[str, float] = {}
+    for name, stat in node.info("commandstats").items():
+        command = name.removeprefix("cmdstat_")
+        out[f"{command} calls"] = round(stat["calls"] / tasks, 4)
+        out[f"{command} us"] = round(stat["usec"] / tasks, 3)
+    stats = node.info("stats")
+    out["read events"] = round(stats["total_reads_processed"] / tasks, 4)
+    out["write events"] = round(stats["total_writes_processed"] / tasks, 4)
+    return out
 
 
 def run(n_per_cap: int, timeout_s: float, baseline: Path | None, repeat: int) -> list[tuple[str, dict[str, Any]]]:
