@@ -191,6 +191,12 @@ class AsyncGateway:
         self.cluster = isinstance(client, redis.asyncio.RedisCluster)
         """Whether commands go to a Redis Cluster (``store/sharding.py`` sends them there)."""
 
+    def primaries(self) -> frozenset[str]:
+        """A Redis Cluster's primaries as the client's slot map names them now (empty for one server)."""
+        if isinstance(self.client, redis.asyncio.RedisCluster):
+            return sharding.primaries(self.client)
+        return frozenset()
+
     async def run(self, op: Op[T]) -> T:
         """Drive ``op`` to completion, one round trip per list of commands it yields."""
         try:

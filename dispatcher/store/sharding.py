@@ -202,6 +202,12 @@ def _fewest(confirmed: list[Any], wait: tuple[Any, ...]) -> Any:
     return errors[0] if errors else min((int(c) for c in confirmed), default=int(wait[1]))
 
 
+def primaries(client: redis.asyncio.RedisCluster) -> frozenset[str]:
+    """The primaries in the client's slot map as it stands (no round trip): it changes when the client re-read
+    the map after a lost node and found a replica promoted in its place."""
+    return frozenset(node.name for node in client.get_primaries())
+
+
 async def _reread_slots(client: redis.asyncio.RedisCluster) -> None:
     with contextlib.suppress(redis.exceptions.RedisError, RedisClusterException):  # none answers: next failure
         await client.nodes_manager.initialize()
