@@ -101,9 +101,14 @@ def refused_whole(error: Exception) -> bool:
     return isinstance(error, redis.exceptions.RedisError) and error_text(error).startswith(("OOM", *TRANSIENT))
 
 
+EACH_PRIMARY: dict[str, Any] = {"each_primary": True}
+"""The last element of a keyless command to send to every primary of a Redis Cluster (its reply then maps each
+node's ``host:port`` to that node's reply); on one server it means nothing."""
+
+
 def _split(command: Command) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if command and isinstance(command[-1], dict):
-        return command[:-1], command[-1]
+        return command[:-1], {k: v for k, v in command[-1].items() if k != "each_primary"}
     return command, {}
 
 

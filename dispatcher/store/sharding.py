@@ -41,17 +41,18 @@ def split(commands: Sequence[tuple[Any, ...]]) -> tuple[list[int], list[int]]:
 
 def _args(command: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if command and isinstance(command[-1], dict):
-        return command[:-1], command[-1]
+        return command[:-1], dict(command[-1])  # a copy: the caller's dict may be shared (EACH_PRIMARY)
     return command, {}
 
 
 def _keyless(command: tuple[Any, ...], primaries: Any, default: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """A keyless command's arguments and its target nodes: every primary for ``SCRIPT``, else the default node.
+    """A keyless command's arguments and its target nodes: every primary for ``SCRIPT`` and a command marked
+    ``gateway.EACH_PRIMARY``, else the default node.
     Named as nodes, not as redis-py's flags: its routing by flag does not find two-word commands (``CONFIG
     GET``) sent as separate arguments."""
     args, options = _args(command)
-    target = primaries if str(args[0]).upper() == "SCRIPT" else default
-    return args, {**options, "target_nodes": target}
+    every = options.pop("each_primary", False) or str(args[0]).upper() == "SCRIPT"
+    return args, {**options, "target_nodes": primaries if every else default}
 
 
 def send(client: redis.RedisCluster, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
