@@ -81,7 +81,7 @@ def test_a_shard_failover_under_a_running_task_and_a_waiting_result(
             assert after.result(timeout_s=DEADLINE_S) == 0.5, runner.log(worker)
             resumed_s = time.monotonic() - killed_at - takeover_s
             assert worker.poll() is None, "the worker kept running (no restart)"
-            print(f"\ntakeover {takeover_s:.2f} s; waiter: {sorted(outcome)}; resumed {resumed_s:.2f} s after it")
+            print(f"\ntakeover {takeover_s:.2f} s; waiter: {outcome}; resumed {resumed_s:.2f} s after it")
     finally:
         runner.stop_all()
 
