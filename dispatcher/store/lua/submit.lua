@@ -24,13 +24,16 @@
 --                   "w<priority>": the task takes units from rate limits and always waits in KEYS[5];
 --                   "k<priority>": the task has a concurrency key and always waits in KEYS[7];
 --                   "f<slot>:<tenant>": the task waits in its tenant's queue KEYS[slot], and a tenant not in
---                   KEYS[6] joins it at the lowest virtual time there, 0 when it is empty)
+--                   KEYS[6] joins it at the lowest virtual time there, 0 when it is empty); a task with a
+--                   delay and one of the first three waits in the delayed set, its record naming its lane
+--                   (lanes.lua), and the mover puts it into that set when due
 -- Returns: an array of N values: 1 queued, 2 delayed, or a task id (string) when nothing was added because
 --          that task (the same id, or the first task of that idempotency key) already exists
 -- @include entry.lua
 -- @include delayed.lua
 -- @include clock.lua
 -- @include admission.lua
+-- @include lanes.lua
 local n = tonumber(ARGV[2])
 local ids, result_keys = {}, {}
 for i = 0, n - 1 do
@@ -68,7 +71,7 @@ for i = 0, n - 1 do
     index[#index + 1] = task_id
     if delay > 0 then
       now = now or now_ms()
-      index[#index + 1] = delayed_record(version, 1, 0, blob)
+      index[#index + 1] = delayed_record(version, 1, 0, blob, lane_of(priority))
       delayed[#delayed + 1] = now + delay
       delayed[#delayed + 1] = task_id
       out[i + 1] = 2

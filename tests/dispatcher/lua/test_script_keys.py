@@ -66,7 +66,7 @@ def every_script_call() -> list[tuple[Any, ...]]:
     commands += first_commands(flow.admit_chosen(KEYS, KEYS.keyed, [("t1", None), ("t2", "repo-17")]))
     commands += first_commands(limits.take(KeySpace("p").limit("openai-rpm"), 1))
     commands += first_commands(flow.admit_fair(KEYS, ["tenant-42", "tenant-7"], 10))
-    commands += first_commands(letters.requeue(KEYS, [("1-1", "t")]))
+    commands += first_commands(letters.requeue(KEYS, [("1-1", "t", "k0")]))
     commands += first_commands(ops.forget(KEYS, "worker-1"))
     commands += first_commands(retire.drop(KEYS, purge_dead=True))
     commands += first_commands(liveness.lease(KeySpace("p").reaper_lease, "worker-1", 1000))
