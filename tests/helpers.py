@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +171,41 @@ def workers_in_threads(
             w.stop()
         for t in threads:
             t.join(timeout=30)
+
+
+SERVE_DEADLINE_S = 30.0
+
+
+def serve_worker(
+    settings: Settings,
+    registry: Any,
+    capability: str,
+    scenario: Callable[[Any], Awaitable[Any]],
+    *,
+    upkeep: bool,
+    concurrency: int = 4,
+) -> Any:
+    """Run an in-process ``Worker`` of ``capability`` while ``scenario(worker)`` runs (at most 30 s); stop it after
+    and return what the scenario returned."""
+    from workers import Worker
+
+    worker = Worker(registry, [capability], settings, concurrency=concurrency, upkeep=upkeep)
+
+    async def main() -> Any:
+        running = asyncio.create_task(worker.run())
+        try:
+            return await asyncio.wait_for(scenario(worker), SERVE_DEADLINE_S)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(running, SERVE_DEADLINE_S)
+
+    return asyncio.run(main())
+
+
+async def until(check: Callable[[], bool], what: str, timeout_s: float = SERVE_DEADLINE_S) -> float:
+    """Poll ``check`` every 20 ms on the running loop until it holds (failing after ``timeout_s``); the time it held."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting: {what}"
+        await asyncio.sleep(0.02)
+    return time.monotonic()

@@ -21,6 +21,10 @@ from dispatcher.store.wire import Applied
 log = logging.getLogger(__name__)
 
 BATCH = 500
+RETRY_MAX_S = 1.0
+"""Longest pause before sending a batch again that Redis could not take or refused: 50 ms doubling to 1 s, the
+reads' cap too (``reader.OUTAGE_BACKOFF``). A slot is held until its outcome is recorded, so while the settler
+waits a full worker reads nothing: with 2 s, a worker could resume up to 2 s after a Redis came back."""
 MAX_ATTEMPTS = 5
 """Sends of one transition refused by Redis with an error other than unavailable/full, before it is dropped
 (its entry stays pending and is recovered like a dead worker's)."""
@@ -63,12 +67,12 @@ class Settler:
                 if delay_s == 0.05:  # the first failure of an outage; the backoff grows from there
                     log.warning("settle delayed: redis unavailable pending=%d error=%s", len(self._queue), e)
                 await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 2.0)
+                delay_s = min(delay_s * 2, RETRY_MAX_S)
                 continue
             except Exception:  # e.g. MemoryError mid-read: if settling died, the worker would run on, unrecorded
                 log.exception("settle failed unexpectedly, retrying pending=%d", len(self._queue))
                 await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 2.0)
+                delay_s = min(delay_s * 2, RETRY_MAX_S)
                 continue
             del self._queue[: len(batch)]
             if all(reply is Applied.DONE for reply in replies):  # the common case, first
@@ -79,7 +83,7 @@ class Settler:
             requeued = [self._handle(item, reply) for item, reply in zip(batch, replies, strict=True)]
             if any(requeued):  # Redis refused some (full, or a passing error): back off before resending
                 await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 2.0)
+                delay_s = min(delay_s * 2, RETRY_MAX_S)
             else:
                 delay_s = 0.05
 

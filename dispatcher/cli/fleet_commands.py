@@ -39,7 +39,9 @@ def run_dlq(args: argparse.Namespace, settings: Settings) -> int:
     if args.ids and args.all:
         raise UsageError("give --id or --all, not both")
     client = make_client(settings)
-    letters = DeadLetters(Gateway(client, settings.redis_url), KeySpace(settings.prefix), settings.max_payload_bytes)
+    letters = DeadLetters(
+        Gateway(client, settings.redis_url), KeySpace(settings.prefix), settings.max_payload_bytes, settings.flow_window
+    )
     ids = None if args.all else args.ids
     try:
         if args.action == "list":

@@ -50,6 +50,7 @@ def stats_json(stats: FleetStats) -> dict[str, Any]:
         "totals": {col: getattr(stats.totals, col) for col in (*COLUMNS, *TOTALS_ADDED)},
         "workers": [worker_json(w) for w in stats.workers],
         "redis": None if stats.redis is None else dataclasses.asdict(stats.redis),
+        "redis_nodes": [{"node": node, **dataclasses.asdict(info)} for node, info in stats.redis_nodes],
         "target_age_s": stats.target_age_s,
         "collected_at": round(stats.collected_at, 3),
     }

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.errors import ConfigError, DecodeError
-from dispatcher.store import codec
+from dispatcher.settings import FLOW_WINDOW
+from dispatcher.store import codec, wire
 from dispatcher.store import letters as ops
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import CapabilityKeys, KeySpace
 from dispatcher.store.wire import Requeued
-from dispatcher.task import check_capability
+from dispatcher.task import MAX_PRIORITY, check_capability
 
 PAGE = 500
 
@@ -34,6 +35,8 @@ class DeadLetter:
     failed_at_ms: int
     payload: Any
     raw: bytes
+    lane: str = ""
+    """Where a requeue puts its task (``wire.lane``): a flow-controlled task waits for its gates again."""
 
     def summary(self) -> dict[str, Any]:
         """The short form ``dlq list`` shows."""
@@ -61,12 +64,14 @@ def decode_letter(letter_id: str, fields: dict[bytes, bytes], max_bytes: int) ->
 
     error: dict[str, Any] = {}
     payload: Any = None
+    lane = ""
     try:
         decoded = codec.unpack(fields.get(b"error", b"\x80"), max_bytes)
         error = decoded if isinstance(decoded, dict) else {}
         blob = fields.get(b"task", b"")
         body = codec.unpack(blob, max_bytes) if blob else {}
         payload = body.get("payload") if isinstance(body, dict) else None
+        lane = lane_of_body(body)
     except DecodeError:
         pass
     return DeadLetter(
@@ -83,16 +88,34 @@ def decode_letter(letter_id: str, fields: dict[bytes, bytes], max_bytes: int) ->
         failed_at_ms=number(b"failed_at_ms"),
         payload=payload,
         raw=fields.get(b"raw", b""),
+        lane=lane,
+    )
+
+
+def lane_of_body(body: Any) -> str:
+    """The lane of a decoded task map (its flow-control options, ``wire.lane``); "" for anything else (a task
+    that does not decode is not requeued: the script refuses a letter without a task)."""
+    if not isinstance(body, dict):
+        return ""
+    priority = body.get("priority")
+    if type(priority) is not int or not 0 <= priority <= MAX_PRIORITY:
+        priority = None
+    return wire.lane(
+        priority,
+        body.get("rate_limits") is not None,
+        body.get("concurrency_key") is not None,
+        body.get("fairness_key") is not None,
     )
 
 
 class DeadLetters:
     """The dead letters of every capability under one key prefix."""
 
-    def __init__(self, gateway: Gateway, keyspace: KeySpace, max_bytes: int) -> None:
+    def __init__(self, gateway: Gateway, keyspace: KeySpace, max_bytes: int, window: int = FLOW_WINDOW) -> None:
         self.gateway = gateway
         self.keyspace = keyspace
         self.max_bytes = max_bytes
+        self.window = window
 
     def _keys(self, capability: str) -> CapabilityKeys:
         """The keys of ``capability``, after checking its name (an operator typed it)."""
@@ -129,10 +152,12 @@ class DeadLetters:
         return found
 
     def requeue(self, capability: str, ids: Sequence[str] | None) -> tuple[int, list[str]]:
-        """Put letters back on the stream with a fresh attempt count; returns (requeued, problems)."""
+        """Put letters back on the stream with a fresh attempt count (a flow-controlled task into its waiting set:
+        it takes its units and its key's permit again); returns (requeued, problems)."""
         keys = self._keys(capability)
         letters = self.find(capability, ids)
-        replies = self.gateway.run(ops.requeue(keys, [(d.letter_id, d.task_id) for d in letters]))
+        triples = [(d.letter_id, d.task_id, d.lane) for d in letters]
+        replies = self.gateway.run(ops.requeue(keys, triples, self.window))
         problems = [
             f"{d.letter_id}: " + ("already gone" if r is Requeued.GONE else f"holds no task to requeue ({d.reason})")
             for d, r in zip(letters, replies, strict=True)

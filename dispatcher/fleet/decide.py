@@ -16,11 +16,11 @@ from typing import Any
 from dispatcher import errors
 from dispatcher.errors import DecodeError, InvalidTask, Reject
 from dispatcher.settings import Settings
-from dispatcher.store import codec
+from dispatcher.store import codec, wire
 from dispatcher.store.codec import Delivery, Outcome
 from dispatcher.store.keys import CapabilityKeys, KeySpace
 from dispatcher.store.transitions import Bury, Letter, Requeue, Settle, Transition
-from dispatcher.task import LIMIT_PATTERN
+from dispatcher.task import LIMIT_PATTERN, Task
 
 RAW_LIMIT = 4096
 """Bytes of an undecodable entry kept in its dead letter."""
@@ -87,8 +87,10 @@ def failed(
 
 
 def retry(ctx: Context, keys: CapabilityKeys, d: Delivery, delay_s: float, attempt: int, reclaims: int) -> Decision:
-    """Give the task back to the fleet as a fresh entry, now or ``delay_s`` from now by Redis' clock."""
-    return Decision(_requeue(ctx, keys, d, attempt, reclaims, max(int(delay_s * 1000), 0)), "retried")
+    """Give the task back to the fleet as a fresh entry, now or ``delay_s`` from now by Redis' clock; a
+    flow-controlled task into its waiting set when due (its lane), so the retry is admitted again."""
+    requeue = _requeue(ctx, keys, d, attempt, reclaims, max(int(delay_s * 1000), 0))
+    return Decision(dataclasses.replace(requeue, lane=lane_of(d.task)), "retried")
 
 
 def rate_limited(ctx: Context, keys: CapabilityKeys, d: Delivery, error: errors.RateLimited) -> Decision:
@@ -97,7 +99,16 @@ def rate_limited(ctx: Context, keys: CapabilityKeys, d: Delivery, error: errors.
     delay_ms = int(error.retry_after_s * 1000)
     limit = KeySpace(ctx.settings.prefix).limit(error.limit).state if LIMIT_PATTERN.match(str(error.limit)) else None
     requeue = _requeue(ctx, keys, d, d.attempt, d.reclaims, delay_ms, failed_attempt=False)
-    return Decision(dataclasses.replace(requeue, pause_limit=limit), "rate_limited", error.limit)
+    return Decision(dataclasses.replace(requeue, pause_limit=limit, lane=lane_of(d.task)), "rate_limited", error.limit)
+
+
+def lane_of(task: Task) -> str:
+    """Where ``task`` waits again after a retry's backoff (``wire.lane``): a retry goes through the gates again.
+    A hand-back has none, nor has a reclaim of a keyed task: they go straight onto the stream, keeping the permit
+    they hold."""
+    return wire.lane(
+        task.priority, task.rate_limits is not None, task.concurrency_key is not None, task.fairness_key is not None
+    )
 
 
 def hand_back(ctx: Context, keys: CapabilityKeys, d: Delivery) -> Decision:
@@ -110,9 +121,14 @@ def reclaim(ctx: Context, keys: CapabilityKeys, d: Delivery, only_if_owner_dead:
     """Re-add a task whose worker died (or whose handler hung) now, counting the attempt and the reclaim.
 
     ``ctx.consumer`` is the entry's owner, whose hold (and, with ``only_if_owner_dead``, whose missing
-    heartbeat) the script re-checks.
+    heartbeat) the script re-checks. A task with ``rate_limits`` and no ``concurrency_key`` goes through the limit
+    gate again (its rerun calls the provider again); a keyed one goes straight onto the stream, keeping its
+    permit, so that its key never gets a second task beside a worker that may still be alive (a hung handler, a
+    paused worker).
     """
     transition = _requeue(ctx, keys, d, d.attempt + 1, d.reclaims + 1, 0, only_if_owner_dead)
+    if d.task.rate_limits is not None and d.task.concurrency_key is None:
+        transition = dataclasses.replace(transition, lane=lane_of(d.task))
     return Decision(transition, "reclaimed" if only_if_owner_dead else "hung")
 
 

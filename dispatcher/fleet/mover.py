@@ -1,4 +1,5 @@
-"""The delayed-task mover: moves due delayed tasks (retries in backoff, submits with ``delay_s``) onto their streams.
+"""The delayed-task mover: moves due delayed tasks (retries in backoff, submits with ``delay_s``) onto their streams,
+and flow-controlled ones into the waiting sets they wait in at submit (docs/flow-control.md).
 
 One process at a time holds the mover's lease (``P:promoter:lease``); the others' ticks do nothing. It runs on a
 schedule of its own (``dispatcher.fleet.upkeep``), so a long reaper pass never delays a due retry.
@@ -6,6 +7,7 @@ schedule of its own (``dispatcher.fleet.upkeep``), so a long reaper pass never d
 
 from __future__ import annotations
 
+from dispatcher.settings import FLOW_WINDOW
 from dispatcher.store import liveness, streams
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import KeySpace
@@ -20,10 +22,11 @@ LEASE_MS = 2000
 class Mover:
     """Moves due delayed tasks of every known capability while it holds the mover's lease."""
 
-    def __init__(self, gateway: Gateway, keyspace: KeySpace, owner: str) -> None:
+    def __init__(self, gateway: Gateway, keyspace: KeySpace, owner: str, window: int = FLOW_WINDOW) -> None:
         self.gateway = gateway
         self.keyspace = keyspace
         self.owner = owner
+        self.window = window
 
     def tick(self) -> int:
         """Take or renew the lease and, when held, move what is due; returns how many tasks moved."""
@@ -35,7 +38,7 @@ class Mover:
         """Move due delayed tasks of every known capability now (lease or not); returns how many moved."""
         names = self.gateway.run(streams.known_capabilities(self.keyspace.capabilities))
         keys = [self.keyspace.capability(name) for name in names]
-        return self.gateway.run(streams.promote(keys, BATCH))
+        return self.gateway.run(streams.promote(keys, BATCH, self.window))
 
     def release(self) -> None:
         """Give up the lease (if held), so another process takes over at its next tick."""

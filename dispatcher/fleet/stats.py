@@ -142,9 +142,12 @@ class FleetStats:
     collected_at: float
     """Epoch seconds the snapshot describes (``now``, or the server's clock)."""
     redis: RedisInfo | None = None
+    """The server's; on a cluster, the primary that fills first (``FleetReading.redis``)."""
     target_age_s: float = DEFAULT_TARGET_AGE_S
     known: tuple[str, ...] = ()
     """Every capability Redis knows (the snapshot covers fewer when asked for some only)."""
+    redis_nodes: tuple[tuple[str, RedisInfo], ...] = ()
+    """On a cluster, every primary's (``host:port``, info); empty on one server."""
 
 
 def collect(
@@ -196,7 +199,8 @@ def collect(
         for w in reading.workers
     )
     live = sum(1 for w in workers if w.alive)
-    return FleetStats(caps, _totals(caps, live), workers, now_s, reading.redis, target_age_s, reading.known)
+    totals = _totals(caps, live)
+    return FleetStats(caps, totals, workers, now_s, reading.redis, target_age_s, reading.known, reading.redis_nodes)
 
 
 def advise(waiting: int, running: int, completed: int, window_s: float, live: int, target_age_s: float) -> Advice:

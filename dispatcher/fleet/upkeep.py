@@ -40,7 +40,7 @@ class Upkeep:
         self._mover_gateway = Gateway(make_client(settings), settings.redis_url)
         self._reaper_gateway = Gateway(make_client(settings), settings.redis_url)
         self._admitter_gateway = Gateway(make_client(settings), settings.redis_url)
-        self.mover = Mover(self._mover_gateway, self.keyspace, owner)
+        self.mover = Mover(self._mover_gateway, self.keyspace, owner, settings.flow_window)
         self.admitter = Admitter(
             self._admitter_gateway, self.keyspace, owner, settings.flow_window, settings.max_payload_bytes
         )

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from dispatcher.errors import ConfigError, TaskNotFound
+from dispatcher.errors import TaskNotFound
 from dispatcher.producer.aio_listener import AsyncListener
 from dispatcher.producer.shared import (
     ProducerCore,
@@ -102,9 +102,7 @@ class AsyncDispatcher:
         return (await self.submit_many([build_task(task, payload, delay_s, options)], wait_replicas=wait_replicas))[0]
 
     async def submit_many(self, tasks: Iterable[Task], *, wait_replicas: int | None = None) -> list[AsyncTaskHandle]:
-        """See ``Dispatcher.submit_many`` (``wait_replicas`` on a Redis Cluster: ``Dispatcher`` only, for now)."""
-        if self.gateway.cluster and (self.settings.wait_replicas if wait_replicas is None else wait_replicas):
-            raise ConfigError("wait_replicas on a Redis Cluster is supported by Dispatcher, not yet AsyncDispatcher")
+        """See ``Dispatcher.submit_many``."""
         tasks = list(tasks)
         batches = self.core.prepare(tasks)
         names, keyed = self.core.limit_names(tasks), self.core.keyed(tasks)

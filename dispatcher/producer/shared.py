@@ -116,10 +116,6 @@ class ProducerCore:
             # readings counts, so a producer whose clock is wrong still delays by what it was asked to.
             delay_ms = max(int((task.not_before - time.time()) * 1000), 0) if task.not_before else 0
             _check_fair(task)
-            if delay_ms and (task.rate_limits is not None or task.concurrency_key is not None):
-                raise InvalidTask(
-                    f"task {task.id}: rate_limits or a concurrency_key cannot be combined with a delay yet"
-                )
             item = Enqueue(
                 task.id,
                 blob,

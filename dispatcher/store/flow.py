@@ -74,8 +74,12 @@ def admit_chosen(keys: CapabilityKeys, waiting: str, chosen: Sequence[tuple[str,
 
 
 def holders(keys: CapabilityKeys, concurrency_keys: Sequence[str]) -> Op[dict[str, int]]:
-    """How many permits of each key are held by a task still in the index (queued, running or delayed: a settled
-    or buried task's index field is gone, and so is its permit); the stale members are removed."""
+    """How many permits of each key are held by a task on the stream or running (its index value is an entry id);
+    the stale members are removed: a settled or buried task (no index field), and a task in a retry's backoff or
+    waiting again (a delayed or waiting record), which takes a permit again when it is admitted.
+
+    The cost is bounded by the permit sets' sizes: the gate adds a member only after this count found the key
+    under its cap, so a set holds at most the cap's worth of members plus those admitted in the same pass."""
     if not concurrency_keys:
         return {}
     members = yield [("ZRANGE", keys.permits(k), 0, -1) for k in concurrency_keys]
@@ -84,7 +88,7 @@ def holders(keys: CapabilityKeys, concurrency_keys: Sequence[str]) -> Op[dict[st
     alive = set(every)
     if every:
         found = check((yield [("HMGET", keys.index, *every)])[0])
-        alive = {t for t, v in zip(every, found, strict=True) if v is not None}
+        alive = {t for t, v in zip(every, found, strict=True) if v is not None and v[:1] != b"d"}
     stale = [(k, gone) for k in concurrency_keys if (gone := [t for t in ids[k] if t not in alive])]
     if stale:
         for reply in (yield [("ZREM", keys.permits(k), *gone) for k, gone in stale]):

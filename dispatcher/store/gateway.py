@@ -101,9 +101,14 @@ def refused_whole(error: Exception) -> bool:
     return isinstance(error, redis.exceptions.RedisError) and error_text(error).startswith(("OOM", *TRANSIENT))
 
 
+EACH_PRIMARY: dict[str, Any] = {"each_primary": True}
+"""The last element of a keyless command to send to every primary of a Redis Cluster (its reply then maps each
+node's ``host:port`` to that node's reply); on one server it means nothing."""
+
+
 def _split(command: Command) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if command and isinstance(command[-1], dict):
-        return command[:-1], command[-1]
+        return command[:-1], {k: v for k, v in command[-1].items() if k != "each_primary"}
     return command, {}
 
 
@@ -190,6 +195,12 @@ class AsyncGateway:
         self.url = url
         self.cluster = isinstance(client, redis.asyncio.RedisCluster)
         """Whether commands go to a Redis Cluster (``store/sharding.py`` sends them there)."""
+
+    def primaries(self) -> frozenset[str]:
+        """A Redis Cluster's primaries as the client's slot map names them now (empty for one server)."""
+        if isinstance(self.client, redis.asyncio.RedisCluster):
+            return sharding.primaries(self.client)
+        return frozenset()
 
     async def run(self, op: Op[T]) -> T:
         """Drive ``op`` to completion, one round trip per list of commands it yields."""

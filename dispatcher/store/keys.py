@@ -59,7 +59,7 @@ class CapabilityKeys:
 
     def permits(self, concurrency_key: str) -> str:
         """Sorted set of the task ids that hold a permit of ``concurrency_key`` (a permit is valid while its task is
-        in the index: docs/flow-control.md)."""
+        on the stream or running, its index value an entry id: docs/flow-control.md)."""
         return self.permits_prefix + concurrency_key
 
     def fair(self, tenant: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dispatcher.settings import FLOW_WINDOW
 from dispatcher.store import scripts
 from dispatcher.store.gateway import Op, check, text
 from dispatcher.store.keys import CapabilityKeys
@@ -24,13 +25,21 @@ def length(keys: CapabilityKeys) -> Op[int]:
     return int(check((yield [("XLEN", keys.dead)])[0]))
 
 
-def requeue(keys: CapabilityKeys, letters: Sequence[tuple[str, str]]) -> Op[list[Requeued]]:
-    """Requeue (letter id, task id) pairs with a fresh attempt count; what became of each."""
+def requeue(
+    keys: CapabilityKeys, letters: Sequence[tuple[str, str, str]], window: int = FLOW_WINDOW
+) -> Op[list[Requeued]]:
+    """Requeue (letter id, task id, lane) triples with a fresh attempt count; what became of each. A task with a
+    lane (``wire.lane``) waits in its waiting set again (``window``: the admission window of a task with a
+    priority alone); "" puts it straight onto the stream."""
     if not letters:
         return []
     replies = yield [
-        scripts.call("requeue", [keys.stream, keys.index, keys.dead, keys.result(task_id)], [letter_id, task_id])
-        for letter_id, task_id in letters
+        scripts.call(
+            "requeue",
+            [keys.stream, keys.index, keys.dead, keys.result(task_id), keys.ready, keys.limited, keys.keyed],
+            [letter_id, task_id, lane, window],
+        )
+        for letter_id, task_id, lane in letters
     ]
     return [requeued(check(r)) for r in replies]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from dispatcher.errors import DecodeError
 from dispatcher.store import codec, throughput
-from dispatcher.store.gateway import Command, Op, check, is_error
+from dispatcher.store.gateway import EACH_PRIMARY, Command, Op, check, is_error
 from dispatcher.store.keys import GROUP, KeySpace
 
 logger = logging.getLogger(__name__)
@@ -90,8 +90,12 @@ class FleetReading:
     alive: Mapping[str, bool]
     """Per registry consumer: whether any of its heartbeat keys exists."""
     redis: RedisInfo | None = None
+    """The server's; on a Redis Cluster, the primary nearest its ``maxmemory`` (or using the most memory when
+    none has a limit): the one that fills first."""
     known: tuple[str, ...] = ()
     """Every capability of the capability set (the readings may cover fewer, when asked for some only)."""
+    redis_nodes: tuple[tuple[str, RedisInfo], ...] = ()
+    """On a Redis Cluster, every primary's (``host:port``, info), sorted by node; empty on one server."""
 
 
 def read_fleet(keyspace: KeySpace, only: Sequence[str] | None = None) -> Op[FleetReading]:
@@ -105,7 +109,7 @@ def read_fleet(keyspace: KeySpace, only: Sequence[str] | None = None) -> Op[Flee
         ("SMEMBERS", keyspace.capabilities),
         ("HGETALL", keyspace.workers),
         ("TIME",),
-        ("INFO", "server", "memory"),
+        ("INFO", "server", "memory", EACH_PRIMARY),
     ]
     known = tuple(sorted(m.decode() if isinstance(m, bytes) else str(m) for m in check(members)))
     names = [n for n in known if only is None or n in only]
@@ -131,7 +135,9 @@ def read_fleet(keyspace: KeySpace, only: Sequence[str] | None = None) -> Op[Flee
         for i, name in enumerate(names)
     ]
     readings = yield from _third_trip(keyspace, readings, beats)
-    return FleetReading(now_ms, tuple(readings), tuple(workers), alive, _redis_info(check(info)), known)
+    nodes = _node_infos(check(info))
+    fullest = max((i for _, i in nodes), key=_fullness) if nodes else _redis_info(check(info))
+    return FleetReading(now_ms, tuple(readings), tuple(workers), alive, fullest, known, nodes)
 
 
 def _capability_commands(keyspace: KeySpace, name: str) -> list[Command]:
@@ -226,6 +232,18 @@ def _third_trip(
         )
         for r in readings
     ]
+
+
+def _node_infos(reply: Any) -> tuple[tuple[str, RedisInfo], ...]:
+    """Every primary's info from an ``EACH_PRIMARY`` INFO on a cluster (a map of node to INFO), or () for the
+    INFO of one server."""
+    if not isinstance(reply, Mapping) or "redis_version" in reply:
+        return ()
+    return tuple(sorted((str(node), _redis_info(info)) for node, info in reply.items() if isinstance(info, Mapping)))
+
+
+def _fullness(info: RedisInfo) -> tuple[float, int]:
+    return (info.used_memory / info.maxmemory if info.maxmemory else 0.0), info.used_memory
 
 
 def _redis_info(info: Mapping[str, Any]) -> RedisInfo:

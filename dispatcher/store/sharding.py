@@ -9,13 +9,15 @@ Replies come back in the batch's order, failed ones as exception instances, as `
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import redis
 import redis.asyncio
-from redis.exceptions import RedisClusterException
+from redis.asyncio.cluster import PipelineCommand
+from redis.exceptions import AskError, RedisClusterException
 
 from dispatcher.store import scripts
 
@@ -39,17 +41,18 @@ def split(commands: Sequence[tuple[Any, ...]]) -> tuple[list[int], list[int]]:
 
 def _args(command: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if command and isinstance(command[-1], dict):
-        return command[:-1], command[-1]
+        return command[:-1], dict(command[-1])  # a copy: the caller's dict may be shared (EACH_PRIMARY)
     return command, {}
 
 
 def _keyless(command: tuple[Any, ...], primaries: Any, default: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """A keyless command's arguments and its target nodes: every primary for ``SCRIPT``, else the default node.
+    """A keyless command's arguments and its target nodes: every primary for ``SCRIPT`` and a command marked
+    ``gateway.EACH_PRIMARY``, else the default node.
     Named as nodes, not as redis-py's flags: its routing by flag does not find two-word commands (``CONFIG
     GET``) sent as separate arguments."""
     args, options = _args(command)
-    target = primaries if str(args[0]).upper() == "SCRIPT" else default
-    return args, {**options, "target_nodes": target}
+    every = options.pop("each_primary", False) or str(args[0]).upper() == "SCRIPT"
+    return args, {**options, "target_nodes": primaries if every else default}
 
 
 def send(client: redis.RedisCluster, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -82,6 +85,8 @@ def send(client: redis.RedisCluster, commands: Sequence[tuple[Any, ...]]) -> lis
 
 async def send_async(client: redis.asyncio.RedisCluster, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """The asyncio twin of ``send``."""
+    if commands and str(commands[-1][0]).upper() == "WAIT":
+        return await send_then_wait_async(client, commands)
     keyed, keyless = split(commands)
     replies: list[Any] = [None] * len(commands)
     if keyed:
@@ -112,20 +117,19 @@ async def send_async(client: redis.asyncio.RedisCluster, commands: Sequence[tupl
 def send_then_wait(client: redis.RedisCluster, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """Send keyed ``commands`` whose last one is ``WAIT``: each node's share and a ``WAIT`` through one connection
     to that node (WAIT counts the writes of its own connection only); the reply of the ``WAIT`` is the fewest
-    replicas any node confirmed. A node that answers MOVED (a failover or resharding since the slot map was read)
-    makes the client read the map again before its next command."""
+    replicas any node confirmed. A node that answers MOVED or ASK (a failover or resharding since the slot map was
+    read) makes the client read the map again before its next command."""
     *body, wait = commands
-    by_node: dict[str, list[int]] = {}
     nodes: dict[str, Any] = {}
+    by_node: dict[str, list[int]] = {}
     for i, command in enumerate(body):
-        args, _ = _args(command)
-        slot = client.determine_slot(*args)
-        assert slot is not None, f"{args[0]} names a key"
+        slot = client.determine_slot(*_args(command)[0])
+        assert slot is not None, f"{command[0]} names a key"
         node = client.nodes_manager.get_node_from_slot(slot)
-        by_node.setdefault(node.name, []).append(i)
         nodes[node.name] = node
+        by_node.setdefault(node.name, []).append(i)
     replies: list[Any] = [None] * len(commands)
-    confirmed: list[int | Exception] = []
+    confirmed: list[Any] = []
     for name, positions in by_node.items():
         pipe = nodes[name].redis_connection.pipeline(transaction=False)
         for i in positions:
@@ -137,15 +141,72 @@ def send_then_wait(client: redis.RedisCluster, commands: Sequence[tuple[Any, ...
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
             _reread_slots_sync(client)
             raise
-        for i, reply in zip(positions, got, strict=False):
-            replies[i] = reply
-            if isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith(("MOVED", "ASK")):
-                client.nodes_manager.initialize()
-        confirmed.append(got[-1] if isinstance(got[-1], Exception) else int(got[-1]))
-    errors = [c for c in confirmed if isinstance(c, Exception)]
-    counts = [c for c in confirmed if not isinstance(c, Exception)]
-    replies[-1] = errors[0] if errors else min(counts, default=int(wait[1]))
+        if _place(replies, positions, got):
+            _reread_slots_sync(client)
+        confirmed.append(got[-1])
+    replies[-1] = _fewest(confirmed, wait)
     return replies
+
+
+async def send_then_wait_async(client: redis.asyncio.RedisCluster, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """The asyncio twin of ``send_then_wait``: the nodes' shares are sent concurrently, each with its ``WAIT`` on
+    one connection of that node."""
+    await client.initialize()  # the slot map (a no-op once initialized)
+    *body, wait = commands
+    nodes: dict[str, Any] = {}
+    by_node: dict[str, list[int]] = {}
+    for i, command in enumerate(body):
+        args, _ = _args(command)
+        node = client.nodes_manager.get_node_from_slot(await client._determine_slot(*args))
+        nodes[node.name] = node
+        by_node.setdefault(node.name, []).append(i)
+
+    async def one_node(name: str) -> list[Any]:
+        calls = [PipelineCommand(i, *_args(body[i])[0], **_args(body[i])[1]) for i in by_node[name]]
+        calls.append(PipelineCommand(len(body), *wait))
+        await nodes[name].execute_pipeline(calls)
+        return [c.result for c in calls]
+
+    try:
+        results = await asyncio.gather(*(one_node(name) for name in by_node))
+        lost = next((r for got in results for r in got if isinstance(r, LOST_CONNECTION)), None)
+        if lost is not None:  # a reply lost with its connection is no reply: the submit may or may not be written
+            raise lost
+    except LOST_CONNECTION:
+        await _reread_slots(client)
+        raise
+    replies: list[Any] = [None] * len(commands)
+    moved = False
+    for positions, got in zip(by_node.values(), results, strict=True):
+        moved = _place(replies, positions, got) or moved
+    if moved:
+        await _reread_slots(client)
+    replies[-1] = _fewest([got[-1] for got in results], wait)
+    return replies
+
+
+LOST_CONNECTION = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def _place(replies: list[Any], positions: list[int], got: list[Any]) -> bool:
+    """Put one node's replies (its ``WAIT``'s last) at their positions; True when one was MOVED or ASK."""
+    moved = False
+    for i, reply in zip(positions, got, strict=False):
+        replies[i] = reply
+        moved = moved or isinstance(reply, AskError)  # MovedError is an AskError
+    return moved
+
+
+def _fewest(confirmed: list[Any], wait: tuple[Any, ...]) -> Any:
+    """The reply of a batch's ``WAIT``: the first node's error, else the fewest replicas a node confirmed."""
+    errors = [c for c in confirmed if isinstance(c, Exception)]
+    return errors[0] if errors else min((int(c) for c in confirmed), default=int(wait[1]))
+
+
+def primaries(client: redis.asyncio.RedisCluster) -> frozenset[str]:
+    """The primaries in the client's slot map as it stands (no round trip): it changes when the client re-read
+    the map after a lost node and found a replica promoted in its place."""
+    return frozenset(node.name for node in client.get_primaries())
 
 
 async def _reread_slots(client: redis.asyncio.RedisCluster) -> None:

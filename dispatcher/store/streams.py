@@ -256,13 +256,17 @@ def read_reply(reply: Any) -> list[tuple[str, list[tuple[str, Fields | None]]]]:
     return [(text(stream), [(text(entry_id), fields) for entry_id, fields in entries]) for stream, entries in reply]
 
 
-def promote(keys: CapabilityKeys | Sequence[CapabilityKeys], limit: int) -> Op[int]:
-    """Move up to ``limit`` delayed tasks of each capability that are due by Redis' clock onto its stream, all
-    capabilities in one round trip; returns how many moved."""
+def promote(keys: CapabilityKeys | Sequence[CapabilityKeys], limit: int, window: int = FLOW_WINDOW) -> Op[int]:
+    """Move up to ``limit`` delayed tasks of each capability that are due by Redis' clock onto its stream (a
+    flow-controlled one into its waiting set: ``promote.lua``; ``window`` is the admission window of a task with a
+    priority alone), all capabilities in one round trip; returns how many moved."""
     every = [keys] if isinstance(keys, CapabilityKeys) else list(keys)
     if not every:
         return 0
-    replies = yield [scripts.call("promote", [k.stream, k.index, k.delayed], [limit]) for k in every]
+    replies = yield [
+        scripts.call("promote", [k.stream, k.index, k.delayed, k.ready, k.limited, k.keyed], [limit, window])
+        for k in every
+    ]
     return sum(wire.count(check(r), "promote") for r in replies)
 
 

@@ -57,6 +57,10 @@ class Requeue:
     pause_limit: str | None = None
     """The key of a rate limit to pause for ``delay_ms`` (the handler raised ``RateLimited``): sent in the same
     round trip, as a step of its own (the limit lives under its own hash tag)."""
+    lane: str = ""
+    """The lane of a flow-controlled task (``wire.lane``): it goes through the delayed set (due now without a
+    delay) and waits in its waiting set again when due. "" for a plain task, a hand-back and the reclaim of a
+    keyed task (``decide.reclaim``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +180,8 @@ def _call(t: Requeue | Bury | Release) -> Command:
             script_keys.append(keys.heartbeat(t.owner))
         args: list[Any] = [GROUP, t.entry_id, t.owner, t.task_id, t.blob, t.attempt, t.reclaims, t.delay_ms, t.version]
         args.append(1 if t.failed_attempt else 0)
+        if t.lane:
+            args.append(t.lane)
         return scripts.call("retry", script_keys, args)
     script_keys = [keys.stream, keys.index, keys.dead, keys.result(t.task_id or "-"), keys.throughput]
     if t.only_if_owner_dead:

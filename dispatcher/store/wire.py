@@ -17,6 +17,7 @@ from dispatcher.errors import RedisError
 _Code = TypeVar("_Code", bound=Enum)
 
 DIGITS = frozenset(b"0123456789")
+LETTERS = frozenset(b"abcdefghijklmnopqrstuvwxyz")
 
 
 class Applied(Enum):
@@ -130,18 +131,38 @@ def unexpected(script: str, reply: Any) -> RedisError:
 
 @dataclass(frozen=True, slots=True)
 class Delayed:
-    """A delayed task's index value: where the mover finds what to XADD when it is due."""
+    """A delayed task's index value: where the mover finds what to XADD when it is due (or, with a ``lane``, which
+    waiting set it puts the task into: ``lane``); a waiting task's index value has the same layout."""
 
     version: bytes
     attempt: int
     reclaims: int
     blob: bytes
+    lane: bytes = b""
+    """Where a flow-controlled task waits again when due (``lane``); empty: straight onto the stream."""
+
+
+def lane(priority: int | None, limited: bool, keyed: bool, fair: bool) -> str:
+    """The lane of a task with these options (``lua/include/lanes.lua``): where it waits again when it comes back
+    from a delay, a retry's backoff or the dead letters. ``w<p>`` the limited set (``rate_limits``), ``k<p>`` the
+    keyed set (a ``concurrency_key`` alone), ``r<p>`` the ready set (a ``priority`` alone); "" the plain path,
+    and for a task with a ``fairness_key``, which has no lane yet (docs/flow-control.md, "Not yet")."""
+    if fair:
+        return ""
+    if limited:
+        return f"w{priority or 0}"
+    if keyed:
+        return f"k{priority or 0}"
+    return "" if priority is None else f"r{priority}"
 
 
 def delayed_record(d: Delayed) -> bytes:
-    """The index value of a delayed task: ``d<attempt>:<reclaims>:<blob>`` (version 1) or
-    ``d<attempt>:<reclaims>:<version>:<blob>`` (later versions; a blob never starts with a digit)."""
+    """The index value of a delayed task: ``d<attempt>:<reclaims>:<blob>`` (version 1),
+    ``d<attempt>:<reclaims>:<version>:<blob>`` (later versions; a blob never starts with a digit), or
+    ``d<attempt>:<reclaims>:<version>:<lane>:<blob>`` with a lane (a blob never starts with a letter either)."""
     head = b"d%d:%d:" % (d.attempt, d.reclaims)
+    if d.lane:
+        return head + d.version + b":" + d.lane + b":" + d.blob
     return head + d.blob if d.version == b"1" else head + d.version + b":" + d.blob
 
 
@@ -157,10 +178,12 @@ def place(value: bytes | None) -> str | Delayed | None:
         return value.decode()
     try:
         attempt, reclaims, blob = value[1:].split(b":", 2)
-        version = b"1"
+        version, lane_ = b"1", b""
         if blob[:1] and blob[0] in DIGITS:
             version, blob = blob.split(b":", 1)
-        return Delayed(version, int(attempt), int(reclaims), blob)
+            if blob[:1] and blob[0] in LETTERS:
+                lane_, blob = blob.split(b":", 1)
+        return Delayed(version, int(attempt), int(reclaims), blob, lane_)
     except ValueError:
         raise unexpected("index", value) from None
 

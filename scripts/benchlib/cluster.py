@@ -3,7 +3,11 @@ and the plain single-server drain of this tree against a baseline tree (``--base
 
 On a 2-core machine the wall-clock gain of more shards is capped by the CPU the workers need; the figure that
 shows scale-out is Redis CPU per task per shard (each shard's own ``used_cpu_*`` over the tasks of its slots):
-it must not grow with shards. Every process is started here and stopped by PID.
+it must not grow with shards. One capability drained on the 3-primary cluster (one shard busy, two idle) tells
+what cluster mode costs a shard from what three busy shards on two cores cost each other. With
+``--baseline-src`` the 3-primary drain also runs with the baseline's workers. Each node's commands and read
+events per task (``INFO commandstats``, ``INFO stats``, reset before each drain) are reported beside the CPU.
+Every process is started here and stopped by PID.
 """
 
 from __future__ import annotations
@@ -55,14 +59,18 @@ def drain(
     n_per_cap: int,
     timeout_s: float,
     source: Path | None = None,
+    busy: int | None = None,
 ) -> dict[str, Any]:
     """Queue ``n_per_cap`` tasks per capability, then drain them with 2 workers serving all of them (their code
     from ``source`` when given): tasks/s from the workers' spawn, and Redis CPU per task (in all, and per node
-    over the tasks of the capabilities it owns)."""
+    over the tasks of the capabilities it owns: each node one capability's; with ``busy``, only node ``busy``,
+    which owns them all)."""
     for node in nodes:
         node.flushall()
     _queue(url, capabilities, n_per_cap)
     procs = Processes()
+    for node in nodes:
+        node.config_resetstat()  # commandstats and the read/write event counters count this drain only
     cpu0 = [redis_cpu_s(n) for n in nodes]
     path = f"{source}:{SCRIPTS}" if source else str(SCRIPTS)
     env = {"DISPATCHER_REDIS_URL": url, "DISPATCHER_PREFIX": PREFIX, "PYTHONPATH": path}
@@ -76,13 +84,32 @@ def drain(
         procs.stop_all()
     cpu = [redis_cpu_s(n) - c for n, c in zip(nodes, cpu0, strict=True)]
     total = n_per_cap * len(capabilities)
-    tasks_per_node = total / len(nodes)  # one capability per primary on the cluster; all on the single server
+    tasks_per_node = [total / len(nodes)] * len(nodes)  # one capability per primary; all on one server
+    shards = list(range(len(nodes)))
+    if busy is not None:  # the per-shard figures of the busy node only (the idle ones' CPU counts in the total)
+        tasks_per_node, shards = [float(total)] * len(nodes), [busy]
     return {
         "tasks": total,
         "rate": total / (end - t0),
         "redis_cpu_us_per_task": sum(cpu) / total * 1e6,
-        "redis_cpu_us_per_task_per_shard": [round(c / tasks_per_node * 1e6, 2) for c in cpu],
+        "redis_cpu_us_per_task_per_shard": [round(cpu[i] / tasks_per_node[i] * 1e6, 2) for i in shards],
+        "per_task_per_shard": [_per_task(nodes[i], tasks_per_node[i]) for i in shards],
     }
+
+
+def _per_task(node: redis.Redis, tasks: float) -> dict[str, float]:
+    """What one node did per task of its slots since its counters were reset: each command's calls and
+    microseconds (``INFO commandstats``), and its read and write events (``INFO stats``: a pipeline that arrives
+    in one read costs one event, whatever its length)."""
+    out: dict[str, float] = {}
+    for name, stat in node.info("commandstats").items():
+        command = name.removeprefix("cmdstat_")
+        out[f"{command} calls"] = round(stat["calls"] / tasks, 4)
+        out[f"{command} us"] = round(stat["usec"] / tasks, 3)
+    stats = node.info("stats")
+    out["read events"] = round(stats["total_reads_processed"] / tasks, 4)
+    out["write events"] = round(stats["total_writes_processed"] / tasks, 4)
+    return out
 
 
 def run(n_per_cap: int, timeout_s: float, baseline: Path | None, repeat: int) -> list[tuple[str, dict[str, Any]]]:
@@ -109,6 +136,13 @@ def run(n_per_cap: int, timeout_s: float, baseline: Path | None, repeat: int) ->
             runs.setdefault("3 capabilities, 3-primary cluster", []).append(
                 drain(cluster.url, cluster_client, primaries, SHARDED, n_per_cap, timeout_s)
             )
+            runs.setdefault("1 capability, 3-primary cluster (one shard busy)", []).append(
+                drain(cluster.url, cluster_client, primaries, SHARDED[:1], n_per_cap * 3, timeout_s, busy=0)
+            )
+            if baseline is not None:
+                runs.setdefault(f"3 capabilities, 3-primary cluster, baseline {baseline}", []).append(
+                    drain(cluster.url, cluster_client, primaries, SHARDED, n_per_cap, timeout_s, source=baseline)
+                )
             runs.setdefault("plain drain (1 capability, one Redis), this tree", []).append(
                 drain(server.url, single, [single], SHARDED[:1], n_per_cap * 3, timeout_s)
             )
@@ -132,8 +166,27 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["redis_cpu_us_per_task_per_shard"] = [
         round(statistics.median(r["redis_cpu_us_per_task_per_shard"][i] for r in runs), 2) for i in range(shards)
     ]
+    out["per_task_per_shard"] = []
+    for i in range(shards):
+        names = sorted(set().union(*(r["per_task_per_shard"][i] for r in runs)))
+        out["per_task_per_shard"].append(
+            {k: round(statistics.median(r["per_task_per_shard"][i].get(k, 0.0) for r in runs), 4) for k in names}
+        )
     out["tasks"] = runs[0]["tasks"]
     return out
+
+
+COUNTED = (
+    ("EVALSHA", "evalsha calls"),
+    ("EVALSHA µs", "evalsha us"),
+    ("SET", "set calls"),
+    ("(S)PUBLISH", "spublish calls", "publish calls"),
+    ("XREADGROUP", "xreadgroup calls"),
+    ("COMMAND µs", "command us"),
+    ("GETKEYS", "command|getkeys calls"),
+    ("read events", "read events"),
+)
+"""The columns of the per-shard table: a label, then the ``_per_task`` figures it adds up."""
 
 
 def report(rows: list[tuple[str, dict[str, Any]]]) -> str:
@@ -141,4 +194,10 @@ def report(rows: list[tuple[str, dict[str, Any]]]) -> str:
     for label, f in rows:
         shards = ", ".join(f"{x:.1f}" for x in f["redis_cpu_us_per_task_per_shard"])
         lines.append(f"| {label} | {f['tasks']:,} | {f['rate']:,.0f} | {f['redis_cpu_us_per_task']:.1f} | {shards} |")
+    lines += ["", "Per task of its slots, on each node (calls, or µs where named; INFO commandstats, INFO stats):", ""]
+    lines += ["| drain | node | " + " | ".join(c[0] for c in COUNTED) + " |", "| --- " * (len(COUNTED) + 2) + "|"]
+    for label, f in rows:
+        for i, per in enumerate(f["per_task_per_shard"]):
+            cells = [f"{sum(per.get(k, 0.0) for k in c[1:]):.3f}" for c in COUNTED]
+            lines.append(f"| {label} | {i} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

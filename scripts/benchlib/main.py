@@ -62,7 +62,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--cluster",
         action="store_true",
-        help="only drain 3 capabilities on one Redis vs a 3-primary cluster (Redis CPU per task per shard)",
+        help="only drain 3 capabilities on one Redis vs a 3-primary cluster (Redis CPU, commands per task per shard)",
     )
     p.add_argument(
         "--baseline-src",

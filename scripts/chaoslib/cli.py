@@ -1,4 +1,5 @@
-"""``scripts/chaos [--quick] [--scenario N ...] [--seed S] [--json PATH] [--keep]``: run, print verdicts, write JSON."""
+"""``scripts/chaos [--quick] [--scenario N ...] [--seed S] [--json PATH] [--keep] [--topology single|cluster]``: run,
+print verdicts, write JSON."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from chaoslib.scenarios import SCENARIOS, run
 from chaoslib.scenarios.common import Ctx
+from chaoslib.topology_world import KINDS
 from chaoslib.verdict import table, write_json
 from chaoslib.world import FULL, QUICK
 
@@ -27,6 +29,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed of every random choice (default: time)")
     p.add_argument("--json", type=Path, default=None, help="report path (default chaos-report.json in the cwd)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, ledgers, AOF files)")
+    p.add_argument(
+        "--topology",
+        choices=KINDS,
+        default="single",
+        help="run each scenario on a private redis-server (default) or a private 3-primary Redis Cluster; on a "
+        "cluster, the scenarios that need one server (or build their own topology) are skipped",
+    )
     return p
 
 
@@ -40,11 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         numbers = sorted(SCENARIOS)
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
-    ctx = Ctx(workdir=workdir, timers=QUICK if args.quick else FULL, quick=args.quick, seed=seed)
-    print(f"chaos: seed={seed} tier={'quick' if args.quick else 'full'} scenarios={numbers} workdir={workdir}")
+    timers = QUICK if args.quick else FULL
+    ctx = Ctx(workdir=workdir, timers=timers, quick=args.quick, seed=seed, topology=args.topology)
+    tier = "quick" if args.quick else "full"
+    print(f"chaos: seed={seed} tier={tier} topology={args.topology} scenarios={numbers} workdir={workdir}")
     verdicts = []
     for number in numbers:
         if args.quick and SCENARIOS[number].full_only:
+            continue
+        if args.topology == "cluster" and not SCENARIOS[number].on_cluster:
+            print(f"-- scenario {number}: {SCENARIOS[number].title}: skipped, not run on a cluster", flush=True)
             continue
         print(f"-- scenario {number}: {SCENARIOS[number].title} ...", flush=True)
         verdict = run(number, ctx)

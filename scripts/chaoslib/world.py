@@ -127,6 +127,10 @@ class World:
         self._clients.append(c)
         return c
 
+    def uptime_s(self) -> float:
+        """How long the Redis has been up (a fresh one makes the reaper wait on purpose)."""
+        return float(self.client().info("server")["uptime_in_seconds"])
+
     def settings(self, url: str | None = None, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "redis_url": url or self.url,

@@ -24,6 +24,17 @@ def cluster() -> Iterator[Cluster]:
         c.stop()
 
 
+@pytest.fixture(scope="module")
+def replicated_cluster() -> Iterator[Cluster]:
+    """A 3-primary Redis Cluster with one replica per primary, for the tests of one module (a failover test may
+    leave it with a promoted replica and no replica of its own)."""
+    c = Cluster(primaries=3, replicas_per_primary=1).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
 @pytest.fixture(scope="session")
 def sentinel_set() -> Iterator[SentinelSet]:
     """A primary, a replica and three Sentinels for the session."""

@@ -134,3 +134,26 @@ def test_stats_and_exporter_read_every_primary(
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def test_stats_redis_block_comes_from_every_primary(
+    cluster: Cluster, cluster_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The primaries' memory differs once one holds more: the fullest is the top-level block.
+    ballast = f"{cluster_settings.prefix}:ballast"
+    owner_port = cluster.owner_port(ballast)
+    client = redis.RedisCluster(host="127.0.0.1", port=owner_port, socket_timeout=5)
+    try:
+        client.set(ballast, b"x" * 4_000_000)
+        capsys.readouterr()
+        assert main(["stats", "--json", "--redis-url", cluster.url, "--prefix", cluster_settings.prefix]) == 0
+        stats = json.loads(capsys.readouterr().out)
+    finally:
+        client.delete(ballast)
+        client.close()
+    nodes = stats["redis_nodes"]
+    assert sorted(n["node"] for n in nodes) == sorted(f"127.0.0.1:{n.port}" for n in cluster.nodes)
+    assert all(set(n) == {"node", "version", "used_memory", "maxmemory", "maxmemory_policy"} for n in nodes)
+    fullest = max(nodes, key=lambda n: n["used_memory"])
+    assert fullest["node"] == f"127.0.0.1:{owner_port}", "the primary holding the ballast uses the most memory"
+    assert stats["redis"] == {k: v for k, v in fullest.items() if k != "node"}, "the top-level block is the fullest"

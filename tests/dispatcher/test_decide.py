@@ -59,3 +59,27 @@ def test_rate_limited_with_a_bad_limit_name_pauses_nothing_and_still_waits() -> 
     t = decide.failed(CTX, KEYS, _delivery(1), RateLimited(retry_after_s=1, limit="Not A Name")).transition
     assert isinstance(t, Requeue)
     assert (t.pause_limit, t.delay_ms) == (None, 1000)
+
+
+def _flow_delivery(**options: object) -> codec.Delivery:
+    task = Task(capability="echo", payload=1, **options)  # type: ignore[arg-type]
+    return codec.Delivery("1-0", task, codec.encode_task(task, 1 << 16), 1, 0, codec.version_of(task))
+
+
+def test_a_retry_of_a_flow_controlled_task_names_its_lane_a_hand_back_and_a_keyed_reclaim_none() -> None:
+    limited = _flow_delivery(rate_limits={"api": 1}, priority=3)
+    keyed = _flow_delivery(concurrency_key="repo-1")
+    retried = decide.failed(CTX, KEYS, limited, ValueError("x")).transition
+    assert isinstance(retried, Requeue) and (retried.lane, retried.attempt) == ("w3", 2)
+    assert getattr(decide.failed(CTX, KEYS, keyed, ValueError("x")).transition, "lane", None) == "k0"
+    back = decide.failed(CTX, KEYS, limited, RateLimited(retry_after_s=1, limit="api")).transition
+    assert isinstance(back, Requeue) and (back.lane, back.attempt, back.failed_attempt) == ("w3", 1, False)
+    for decision in (decide.reclaim(CTX, KEYS, keyed, True), decide.hand_back(CTX, KEYS, keyed)):
+        assert getattr(decision.transition, "lane", None) == ""  # on the stream at once: the permit it holds stays
+    both = _flow_delivery(rate_limits={"api": 1}, concurrency_key="repo-1")
+    assert getattr(decide.reclaim(CTX, KEYS, both, True).transition, "lane", None) == ""  # keeps its permit
+    reclaimed = decide.reclaim(CTX, KEYS, limited, False).transition  # no key: its rerun takes its units again
+    assert isinstance(reclaimed, Requeue) and (reclaimed.lane, reclaimed.attempt, reclaimed.reclaims) == ("w3", 2, 1)
+    assert decide.hand_back(CTX, KEYS, limited).transition.lane == ""  # type: ignore[union-attr]
+    plain = decide.failed(CTX, KEYS, _flow_delivery(), ValueError("x")).transition
+    assert getattr(plain, "lane", None) == ""

@@ -83,9 +83,10 @@ def test_the_document_holds_every_vector_this_test_checks() -> None:
         *(("json", n) for n in ("task-v1", "task-v2", "result-succeeded", "result-dead", "letter-error")),
         ("json", "worker-record"),
         *(("hex", n) for n in ("task-v1", "task-v2", "result-succeeded", "result-dead", "delayed-v1", "delayed-v2")),
+        ("hex", "delayed-lane"),
         ("hex", "letter-error"),
         ("hex", "worker-record"),
-        *(("text", n) for n in ("entry-v2", "delayed-v1", "delayed-v2", "letter-expired")),
+        *(("text", n) for n in ("entry-v2", "delayed-v1", "delayed-v2", "delayed-lane", "letter-expired")),
     }
     assert names == expected
 
@@ -160,30 +161,32 @@ def test_dead_result_record() -> None:
     assert record["attempt"] == values("task-v1")["max_retries"] + 1
 
 
-@pytest.mark.parametrize("name", ["delayed-v1", "delayed-v2"])
+@pytest.mark.parametrize("name", ["delayed-v1", "delayed-v2", "delayed-lane"])
 def test_delayed_record(name: str) -> None:
     got = dict(fields(name))
-    delayed = wire.Delayed(got["version"], int(got["attempt"]), int(got["reclaims"]), got["task"])
+    lane = got.get("lane", b"")
+    delayed = wire.Delayed(got["version"], int(got["attempt"]), int(got["reclaims"]), got["task"], lane)
     assert wire.delayed_record(delayed) == hexbytes(name)
     assert wire.place(hexbytes(name)) == delayed
 
 
-@pytest.mark.parametrize("name", ["delayed-v1", "delayed-v2"])
+@pytest.mark.parametrize("name", ["delayed-v1", "delayed-v2", "delayed-lane"])
 def test_delayed_record_of_the_lua_twin(name: str) -> None:
     """lua/include/delayed.lua writes and reads the same bytes as wire.py."""
     got = dict(fields(name))
+    lane = got.get("lane", b"")
     source = scripts.expand(
         b"-- @include delayed.lua\n"
-        b"local record = delayed_record(ARGV[1], ARGV[2], ARGV[3], ARGV[4])\n"
-        b"local version, attempt, reclaims, blob = read_delayed(record)\n"
-        b"return {record, version, attempt, reclaims, blob}\n"
+        b"local record = delayed_record(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])\n"
+        b"local version, attempt, reclaims, blob, lane = read_delayed(record)\n"
+        b"return {record, version, attempt, reclaims, blob, lane}\n"
     )
     client = fakeredis.FakeRedis()
     try:
-        reply = client.eval(source, 0, got["version"], got["attempt"], got["reclaims"], got["task"])
+        reply = client.eval(source, 0, got["version"], got["attempt"], got["reclaims"], got["task"], lane)
     finally:
         client.close()
-    assert reply == [hexbytes(name), got["version"], got["attempt"], got["reclaims"], got["task"]]
+    assert reply == [hexbytes(name), got["version"], got["attempt"], got["reclaims"], got["task"], lane]
 
 
 def test_dead_letter(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis
+from helpers import serve_worker, until
 
 from dispatcher import Dispatcher, Settings, Task
 from dispatcher.cli.render import stats_table
@@ -17,28 +18,9 @@ from dispatcher.fleet.stats import CapabilityStats, collect
 from dispatcher.store.keys import KeySpace
 from workers import Registry, Reject, Worker
 
-DEADLINE_S = 30.0
-
 
 def serve(settings: Settings, registry: Registry, capability: str, scenario: Callable[[Worker], Awaitable[Any]]) -> Any:
-    worker = Worker(registry, [capability], settings, concurrency=4, upkeep=True)
-
-    async def main() -> Any:
-        running = asyncio.create_task(worker.run())
-        try:
-            return await asyncio.wait_for(scenario(worker), DEADLINE_S)
-        finally:
-            worker.stop()
-            await asyncio.wait_for(running, DEADLINE_S)
-
-    return asyncio.run(main())
-
-
-async def until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting: {what}"
-        await asyncio.sleep(0.02)
+    return serve_worker(settings, registry, capability, scenario, upkeep=True)
 
 
 @pytest.mark.parametrize("bad_input", ["reject", "declared"])

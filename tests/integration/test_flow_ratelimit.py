@@ -103,8 +103,6 @@ def test_bad_rate_limits_at_submit_write_nothing(
     define(dispatcher, "api", "600/min", 10)
     with pytest.raises(InvalidTask, match=said):
         dispatcher.submit("llm", 1, rate_limits=wanted)
-    with pytest.raises(InvalidTask, match="cannot be combined with a delay"):
-        dispatcher.submit("llm", 1, rate_limits={"api": 1}, delay_s=5)
     assert not [k for k in keyspace(client, settings.prefix) if "{llm}" in k]
 
 

@@ -13,36 +13,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
+from helpers import serve_worker, until
 
 from dispatcher import Dispatcher, Settings, Task
 from dispatcher.store import codec
 from dispatcher.store.keys import GROUP, KeySpace
 from workers import Registry, Worker
 
-DEADLINE_S = 30.0
-
 
 def serve(settings: Settings, registry: Registry, capability: str, scenario: Callable[[Worker], Awaitable[Any]]) -> Any:
-    """Run a worker (concurrency 4, no upkeep) while ``scenario`` runs; stop it after."""
-    worker = Worker(registry, [capability], settings, concurrency=4, upkeep=False)
-
-    async def main() -> Any:
-        running = asyncio.create_task(worker.run())
-        try:
-            return await asyncio.wait_for(scenario(worker), DEADLINE_S)
-        finally:
-            worker.stop()
-            await asyncio.wait_for(running, DEADLINE_S)
-
-    return asyncio.run(main())
-
-
-async def until(check: Callable[[], bool], what: str) -> float:
-    deadline = time.monotonic() + DEADLINE_S
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting: {what}"
-        await asyncio.sleep(0.02)
-    return time.monotonic()
+    return serve_worker(settings, registry, capability, scenario, upkeep=False)
 
 
 def test_running_slots_redis_no_longer_holds_are_freed(

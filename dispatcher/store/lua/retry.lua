@@ -22,6 +22,11 @@
 -- ARGV[9]  string   format version of the task entry
 -- ARGV[10] string   "1" when the attempt failed (a handler error, a worker that died or hung): counted as failed
 --                   in the throughput buckets; "0" for a hand-back, which is no attempt
+-- ARGV[11] string   optional: the task's lane (lanes.lua; "" or absent: none). A task with a lane always goes
+--                   through the delayed set, even with no delay (then due now): when due, the mover puts it
+--                   into its waiting set, so a retry takes its rate limits' units and its key's permit again.
+--                   The caller gives no lane for a reclaim or a hand-back: those go straight onto the stream
+--                   and keep the permit they hold
 -- Returns: 1 given back (re-added now or delayed), 0 lease lost, 2 owner alive (KEYS[5] exists)
 -- @include held.lua
 -- @include entry.lua
@@ -34,8 +39,9 @@ end
 if not held_by(KEYS[1], ARGV[1], ARGV[3], ARGV[2], ARGV[2])[ARGV[2]] then
   return 0
 end
-if tonumber(ARGV[8]) > 0 then
-  redis.call('HSET', KEYS[2], ARGV[4], delayed_record(ARGV[9], ARGV[6], ARGV[7], ARGV[5]))
+local lane = ARGV[11] or ''
+if tonumber(ARGV[8]) > 0 or lane ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[4], delayed_record(ARGV[9], ARGV[6], ARGV[7], ARGV[5], lane))
   redis.call('ZADD', KEYS[3], now_ms() + tonumber(ARGV[8]), ARGV[4])
 else
   redis.call('HSET', KEYS[2], ARGV[4], add_entry(KEYS[1], ARGV[9], ARGV[5], ARGV[6], ARGV[7]))

@@ -26,13 +26,15 @@
 --                   "f<slot>:<priority>:<tenant>": the task waits in its tenant's queue KEYS[slot], ranked by
 --                   its priority (0 when it has none; its rate limits and concurrency key, if any, are checked
 --                   by the fair gate), and a tenant not in KEYS[6] joins it at the lowest virtual time there,
---                   0 when it is empty)
+--                   0 when it is empty); a task with a delay and one of the first three waits in the delayed
+--                   set, its record naming its lane (lanes.lua), and the mover puts it into that set when due
 -- Returns: an array of N values: 1 queued, 2 delayed, or a task id (string) when nothing was added because
 --          that task (the same id, or the first task of that idempotency key) already exists
 -- @include entry.lua
 -- @include delayed.lua
 -- @include clock.lua
 -- @include admission.lua
+-- @include lanes.lua
 local n = tonumber(ARGV[2])
 local ids, result_keys = {}, {}
 for i = 0, n - 1 do
@@ -70,7 +72,7 @@ for i = 0, n - 1 do
     index[#index + 1] = task_id
     if delay > 0 then
       now = now or now_ms()
-      index[#index + 1] = delayed_record(version, 1, 0, blob)
+      index[#index + 1] = delayed_record(version, 1, 0, blob, lane_of(priority))
       delayed[#delayed + 1] = now + delay
       delayed[#delayed + 1] = task_id
       out[i + 1] = 2

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chaoslib.topology_world import TopologyWorld
 from chaoslib.world import Timers, World
 
 
@@ -20,9 +21,16 @@ class Ctx:
     timers: Timers
     quick: bool
     seed: int
+    topology: str = "single"
+    """``single`` (a private redis-server) or ``cluster`` (a private 3-primary Redis Cluster, no replicas)."""
 
     def world(self, name: str, **kwargs: Any) -> World:
-        return World(name, self.workdir, kwargs.pop("timers", self.timers), self.seed, **kwargs)
+        timers = kwargs.pop("timers", self.timers)
+        if self.topology == "cluster":
+            if kwargs:  # AOF, server flags: one server's options (such scenarios are not marked on_cluster)
+                raise ValueError(f"a cluster world takes none of {sorted(kwargs)}")
+            return TopologyWorld(name, self.workdir, timers, self.seed, "cluster", replicas=0)
+        return World(name, self.workdir, timers, self.seed, **kwargs)
 
     def scale(self, quick: int, full: int) -> int:
         return quick if self.quick else full

@@ -7,7 +7,6 @@ dead-lettered), duplicate runs, producer errors, the time until a replica took o
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -15,34 +14,13 @@ import redis
 from chaoslib import ledger
 from chaoslib.scenarios.common import Ctx, tracebacks, wait_for
 from chaoslib.scenarios.redis_faults import _reclaims_after
-from chaoslib.topologies import ClusterProcs, SentinelProcs
+from chaoslib.topologies import ClusterProcs
+from chaoslib.topology_world import TopologyWorld
 from chaoslib.verdict import Verdict
-from chaoslib.world import Producer, Tally, Timers, World
+from chaoslib.world import Producer, Tally
 
 CAPABILITIES = ["echo", "noop"]
 """Builtin handlers whose slots live on different primaries of a 3-primary cluster (14438 and 10577)."""
-
-
-class TopologyWorld(World):
-    """A ``World`` whose Redis is a replicated topology (cluster or Sentinel) instead of one server."""
-
-    def __init__(self, name: str, workdir: Path, timers: Timers, seed: int, kind: str) -> None:
-        super().__init__(name, workdir, timers, seed)
-        self.kind = kind
-        self.topology: ClusterProcs | SentinelProcs = (
-            ClusterProcs(self.procs, self.dir) if kind == "cluster" else SentinelProcs(self.procs, self.dir)
-        )
-
-    def __enter__(self) -> TopologyWorld:
-        self.topology.start()
-        self.url = self.topology.url
-        return self
-
-    def client(self) -> Any:
-        """A client of the topology as it is now (the cluster's slot map, the Sentinels' current primary)."""
-        c = self.topology.client()
-        self._clients.append(c)
-        return c
 
 
 def _victim_and_takeover(w: TopologyWorld) -> tuple[Any, Any]:
@@ -90,6 +68,7 @@ def _round(ctx: Ctx, kind: str, wait_replicas: int, tag: str) -> tuple[Tally, di
         over = wait_for(took_over, 60, interval_s=0.1)
         takeover_s = time.monotonic() - killed_at
         back_at = time.time()
+        shard_resumed_s = _shard_resumed_s(w, back_at) if kind == "cluster" and over else None
         resumed = wait_for(lambda: min((e.t for e in ledger.executions(w.exec_path) if e.t > back_at), default=0.0), 30)
         time.sleep(load_s)
         for p in producers:
@@ -102,6 +81,7 @@ def _round(ctx: Ctx, kind: str, wait_replicas: int, tag: str) -> tuple[Tally, di
             "producer_errors": {k: v for p in producers for k, v in p.errors.items()},
             "takeover_s": round(takeover_s, 2),
             "work_resumed_after_takeover_s": round(resumed - back_at, 2) if resumed else None,
+            "killed_shard_read_again_after_takeover_s": shard_resumed_s,
             "drain_s": round(drain_s, 2),
             "reclaimed_after_kill": _reclaims_after(w, killed_epoch),
             "lost": tally.lost,
@@ -115,6 +95,25 @@ def _round(ctx: Ctx, kind: str, wait_replicas: int, tag: str) -> tuple[Tally, di
             "drained": w.drained(CAPABILITIES),
         }
         return tally, figures, flags
+
+
+def _shard_resumed_s(w: TopologyWorld, since: float) -> float | None:
+    """Seconds from ``since`` until the workers read from the killed primary's capability again (its group's
+    ``entries-read`` grows on the promoted replica), or None within 30 s. Any capability's first run after the
+    takeover (``work_resumed_after_takeover_s``) may come from a shard that never went down."""
+    c = w.client()  # made after the takeover: its slot map names the promoted replica
+    stream = w.keys(CAPABILITIES[0]).stream
+    seen: list[int] = []
+
+    def read_more() -> bool:
+        try:
+            groups = c.xinfo_groups(stream)
+        except redis.RedisError:
+            return False
+        seen.append(int(groups[0].get("entries-read") or 0) if groups else 0)
+        return seen[-1] > seen[0]
+
+    return round(time.time() - since, 2) if wait_for(read_more, 30, interval_s=0.02) else None
 
 
 def _p50_ms(producers: list[Producer]) -> float | None:

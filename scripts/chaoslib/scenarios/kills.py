@@ -111,7 +111,7 @@ def redelivery(ctx: Ctx, v: Verdict) -> None:
             # Started only now, so that the victim holds every task (a blocked reader would take some).
             rescuer = w.start_worker(f"rescuer{r}", [HOLD], concurrency=held_n, app=APP)
             # A fresh Redis makes the reaper wait 1.5 TTL on purpose (no reclaim storm after a restart).
-            wait_for(lambda: w.client().info("server")["uptime_in_seconds"] >= ctx.timers.heartbeat_ttl_s * 2, 10)
+            wait_for(lambda: w.uptime_s() >= ctx.timers.heartbeat_ttl_s * 2, 10)
             killed_at = time.time()
             w.procs.kill(victim)
             tally, _ = w.wait_settled([HOLD], bound_s + 30, ids)

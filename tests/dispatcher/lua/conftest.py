@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from dispatcher.store.gateway import Gateway
+from dispatcher.store.keys import CapabilityKeys, KeySpace
 
 
 @pytest.fixture(params=["fakeredis", "redis"])
@@ -26,3 +27,9 @@ def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
 @pytest.fixture
 def gw(client: redis.Redis) -> Gateway:
     return Gateway(client, "redis://test")
+
+
+@pytest.fixture
+def keys(prefix: str) -> CapabilityKeys:
+    """The keys of capability ``echo`` under the test's prefix."""
+    return KeySpace(prefix).capability("echo")

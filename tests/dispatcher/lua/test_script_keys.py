@@ -69,7 +69,7 @@ def every_script_call() -> list[tuple[Any, ...]]:
     commands += first_commands(fair.gates(KeySpace("p"), KEYS, [], ["repo-17", "repo-18"]))[-1:]
     chosen = [fair.Choice(0, "t1", "repo-17"), fair.Choice(1, "t2", None)]
     commands += first_commands(fair.admit_chosen(KEYS, ["tenant-42", "tenant-7"], [False, True], chosen))
-    commands += first_commands(letters.requeue(KEYS, [("1-1", "t")]))
+    commands += first_commands(letters.requeue(KEYS, [("1-1", "t", "k0")]))
     commands += first_commands(ops.forget(KEYS, "worker-1"))
     commands += first_commands(retire.drop(KEYS, purge_dead=True))
     commands += first_commands(liveness.lease(KeySpace("p").reaper_lease, "worker-1", 1000))

@@ -12,13 +12,8 @@ from dispatcher import Task
 from dispatcher.store import codec, letters, liveness, retire, scripts, streams
 from dispatcher.store import pending as ops
 from dispatcher.store.gateway import Gateway
-from dispatcher.store.keys import GROUP, CapabilityKeys, KeySpace
+from dispatcher.store.keys import GROUP, CapabilityKeys
 from dispatcher.store.wire import Dropped, Requeued
-
-
-@pytest.fixture
-def keys(prefix: str) -> CapabilityKeys:
-    return KeySpace(prefix).capability("echo")
 
 
 def run(gw: Gateway, name: str, script_keys: list[str], args: list[Any]) -> Any:
@@ -109,7 +104,7 @@ def test_requeue_adds_a_fresh_entry_and_removes_the_letter(
     blob = codec.encode_task(task, 1 << 16)
     letter_id = _letter(client, keys, task.id, blob)
     client.set(keys.result(task.id), b"old dead result")
-    assert gw.run(letters.requeue(keys, [(letter_id, task.id)])) == [Requeued.REQUEUED]
+    assert gw.run(letters.requeue(keys, [(letter_id, task.id, "")])) == [Requeued.REQUEUED]
     ((found_id, fields),) = client.xrange(keys.stream)
     assert fields == {b"v": b"1", b"task": blob, b"attempt": b"1", b"reclaims": b"0"}
     assert client.hget(keys.index, task.id) == found_id
@@ -118,7 +113,7 @@ def test_requeue_adds_a_fresh_entry_and_removes_the_letter(
 
 
 def test_requeue_of_a_letter_already_gone_returns_0(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:
-    assert gw.run(letters.requeue(keys, [("1-1", "some-task")])) == [Requeued.GONE]
+    assert gw.run(letters.requeue(keys, [("1-1", "some-task", "")])) == [Requeued.GONE]
     assert client.exists(keys.stream) == 0
 
 
@@ -126,9 +121,9 @@ def test_requeue_of_a_letter_without_a_task_returns_minus_1(
     gw: Gateway, client: redis.Redis, keys: CapabilityKeys
 ) -> None:
     letter_id = _letter(client, keys, "", b"")  # a decode_error letter: nothing to run
-    assert gw.run(letters.requeue(keys, [(letter_id, "")])) == [Requeued.NO_TASK]
+    assert gw.run(letters.requeue(keys, [(letter_id, "", "")])) == [Requeued.NO_TASK]
     other = _letter(client, keys, "real-id", b"\x80")
-    assert gw.run(letters.requeue(keys, [(other, "another-id")])) == [Requeued.NO_TASK]  # holds another task
+    assert gw.run(letters.requeue(keys, [(other, "another-id", "")])) == [Requeued.NO_TASK]  # holds another task
     assert client.xlen(keys.dead) == 2 and client.exists(keys.stream) == 0
 
 
@@ -138,7 +133,7 @@ def test_requeue_keeps_the_format_version_the_letter_records(
     task = Task(capability="echo", payload="again", store_result=False)
     blob = codec.encode_task(task, 1 << 16)
     letter_id = client.xadd(keys.dead, {"v": "2", "task_id": task.id, "task": blob, "reason": "max_retries"})
-    assert gw.run(letters.requeue(keys, [(letter_id.decode(), task.id)])) == [Requeued.REQUEUED]
+    assert gw.run(letters.requeue(keys, [(letter_id.decode(), task.id, "")])) == [Requeued.REQUEUED]
     ((_, fields),) = client.xrange(keys.stream)
     assert fields[b"v"] == b"2"
 

@@ -5,23 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import redis
 from helpers import keyspace
 
 from dispatcher import Task
 from dispatcher.store import codec, flow, streams, wire
 from dispatcher.store.gateway import Gateway
-from dispatcher.store.keys import CapabilityKeys, KeySpace
+from dispatcher.store.keys import CapabilityKeys
 from dispatcher.store.wire import Enqueued
 
 LIMIT = 64 * 1024
 WINDOW = 3
-
-
-@pytest.fixture
-def keys(prefix: str) -> CapabilityKeys:
-    return KeySpace(prefix).capability("echo")
 
 
 def item(priority: int | None = None, **options: Any) -> streams.Enqueue:
