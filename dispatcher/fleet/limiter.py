@@ -37,9 +37,13 @@ class LimitGate:
         self.window = window
         self.max_payload_bytes = max_payload_bytes
 
-    def admit(self, every: Sequence[CapabilityKeys], counts: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    def admit(
+        self, every: Sequence[CapabilityKeys], counts: Sequence[tuple[int, int]] | None = None
+    ) -> tuple[int, int]:
         """One pass over every capability whose limited or keyed set holds tasks (``counts``: how many each holds,
-        in the order of ``every``); (tasks moved, tasks still waiting for a limit)."""
+        in the order of ``every``, read now when not given); (tasks moved, tasks still waiting for a limit)."""
+        if counts is None:
+            counts = self.gateway.run(flow.waiting_for_limits(every))
         moved = left = 0
         for keys, sizes in zip(every, counts, strict=True):
             for waiting, size in zip((keys.limited, keys.keyed), sizes, strict=True):
