@@ -36,6 +36,8 @@ class FairGate:
         self.window = window
         self.max_payload_bytes = max_payload_bytes
         self._seen: dict[bytes, tuple[dict[str, int], str | None]] = {}
+        # Per capability, the tenants held back in its last pass: the next peek gives their turns to the others.
+        self._held: dict[str, set[str]] = {}
 
     def admit(self, every: Sequence[CapabilityKeys], tenants_of: Sequence[list[str]] | None = None) -> tuple[int, int]:
         """One pass over every capability whose tenants wait (``tenants_of``: each one's waiting tenants of lowest
@@ -51,12 +53,14 @@ class FairGate:
         return moved, left
 
     def _capability(self, keys: CapabilityKeys, names: list[str]) -> tuple[int, int]:
-        room, peeked = self.gateway.run(fair.peek(keys, names, self.window, EXTRA))
+        held = self._held.get(keys.capability, set())
+        room, peeked = self.gateway.run(fair.peek(keys, names, self.window, EXTRA, held))
         if room <= 0 or not peeked:
             return 0, (len(peeked) if room > 0 else len(names))
         tenants = [Tenant(t.vtime, t.weight, [self._candidate(i, b) for i, b in t.tasks]) for t in peeked]
         gates = read_gates(self.gateway, self.keyspace, keys, [c for t in tenants for c in t.candidates])
         plan = fairplan.plan(tenants, room, gates)
+        self._held[keys.capability] = {t.tenant for t, h in zip(peeked, plan.held_back, strict=True) if h}
         chosen = take_units(self.gateway, self.keyspace, plan)
         if not chosen:
             return 0, len(peeked)

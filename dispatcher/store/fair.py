@@ -4,7 +4,7 @@ and commit the chosen admissions (``admit_fair.lua``) (docs/flow-control.md, "Fa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,12 +36,14 @@ class Choice:
 
 
 def peek(
-    keys: CapabilityKeys, tenants: Sequence[str], window: int, extra: int
+    keys: CapabilityKeys, tenants: Sequence[str], window: int, extra: int, held_back: Collection[str] = ()
 ) -> Op[tuple[int, list[wire.TenantPeek]]]:
     """The room left in the capability's window and, per tenant still waiting, its virtual time, weight, queue
-    length and best-ranked tasks (its turns in that room plus ``extra``), in one call."""
+    length and best-ranked tasks (its turns in that room plus ``extra``; the tenants ``held_back`` in the last
+    pass get no turns, so the others' cover the room), in one call."""
     script_keys = [keys.stream, keys.index, keys.tenants, keys.weights, *(keys.fair(t) for t in tenants)]
-    reply = yield [scripts.call("peek_fair", script_keys, [window, extra, *tenants])]
+    flags = [1 if t in held_back else 0 for t in tenants]
+    reply = yield [scripts.call("peek_fair", script_keys, [window, extra, len(tenants), *tenants, *flags])]
     return wire.fair_peek(check(reply[0]))
 
 

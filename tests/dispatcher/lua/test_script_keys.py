@@ -65,7 +65,7 @@ def every_script_call() -> list[tuple[Any, ...]]:
     commands += first_commands(flow.admit([KEYS], 10))
     commands += first_commands(flow.admit_chosen(KEYS, KEYS.keyed, [("t1", None), ("t2", "repo-17")]))
     commands += first_commands(limits.take(KeySpace("p").limit("openai-rpm"), 1))
-    commands += first_commands(fair.peek(KEYS, ["tenant-42", "tenant-7"], 10, 4))
+    commands += first_commands(fair.peek(KEYS, ["tenant-42", "tenant-7"], 10, 4, {"tenant-7"}))
     commands += first_commands(fair.gates(KeySpace("p"), KEYS, [], ["repo-17", "repo-18"]))[-1:]
     chosen = [fair.Choice(0, "t1", "repo-17"), fair.Choice(1, "t2", None)]
     commands += first_commands(fair.admit_chosen(KEYS, ["tenant-42", "tenant-7"], [False, True], chosen))

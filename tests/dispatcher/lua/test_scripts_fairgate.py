@@ -74,6 +74,10 @@ def test_peek_gives_each_tenant_its_turns_plus_extra(gw: Gateway, keys: Capabili
     assert [i for i, _ in peeked[0].tasks] == a[:8]
     assert [i for i, _ in peeked[1].tasks] == b[:4]
     assert all(blob is not None for t in peeked for _, blob in t.tasks)
+    # a held back in the last pass: its turns go to b (8 + 2), it shows its 2 extra to tell whether it may go.
+    _, peeked = gw.run(fair.peek(keys, ["a", "b"], 8, 2, {"a"}))
+    assert [i for i, _ in peeked[0].tasks] == a[:2]
+    assert [i for i, _ in peeked[1].tasks] == b[:10]
 
 
 def test_peek_marks_a_task_no_longer_waiting_as_stale(gw: Gateway, keys: CapabilityKeys) -> None:
@@ -152,3 +156,32 @@ def test_take_many_takes_a_sum_at_once_and_refunds(gw: Gateway, space: KeySpace)
     assert gw.run(limits.take_many([(tpm, -100)])) == [Taken.TAKEN]
     assert gw.run(limits.take_many([(api, 1), (space.limit("nope"), 1)])) == [Taken.TAKEN, Taken.UNKNOWN]
     assert gw.run(limits.take_many([])) == []
+
+
+def test_a_tenant_held_back_by_its_key_banks_no_credit(
+    gw: Gateway, client: redis.Redis, space: KeySpace, keys: CapabilityKeys
+) -> None:
+    from dispatcher.fleet.fairgate import FairGate
+
+    client.hset(keys.caps, "per_key", 1)
+    client.hset(keys.index, "holder", "1-0")  # a task of key k runs: k is at its cap
+    client.zadd(keys.permits("k"), {"holder": 0})
+    submit(gw, keys, "a", 40, concurrency_key="k")
+    submit(gw, keys, "b", 60)
+    gate = FairGate(gw, space, 8, LIMIT)
+
+    def admitted() -> list[str]:
+        out = []
+        for entry_id, fields in client.xrange(keys.stream):
+            out.append(str(codec.decode_entry("fair", "0-0", fields, LIMIT).task.fairness_key))
+            client.xdel(keys.stream, entry_id)
+        return out
+
+    for _ in range(5):
+        gate.admit([keys])
+        assert admitted() == ["b"] * 8  # a is held back: b takes every turn (no head-of-line blocking)
+    client.hset(keys.caps, "per_key", 100)  # k has room again
+    gate.admit([keys])
+    shares = admitted()
+    # a rejoins where b is: one turn each, not 40 turns of banked credit in a row.
+    assert sorted(shares) == ["a"] * 4 + ["b"] * 4, shares
