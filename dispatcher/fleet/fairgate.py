@@ -36,7 +36,8 @@ class FairGate:
         self.window = window
         self.max_payload_bytes = max_payload_bytes
         self._seen: dict[bytes, tuple[dict[str, int], str | None]] = {}
-        # Per capability, the tenants held back in its last pass: the next peek gives their turns to the others.
+        # Per capability, the tenants held back in its last pass: the next peek shows the others enough tasks to
+        # take their turns too.
         self._held: dict[str, set[str]] = {}
 
     def admit(self, every: Sequence[CapabilityKeys], tenants_of: Sequence[list[str]] | None = None) -> tuple[int, int]:

@@ -39,8 +39,8 @@ def peek(
     keys: CapabilityKeys, tenants: Sequence[str], window: int, extra: int, held_back: Collection[str] = ()
 ) -> Op[tuple[int, list[wire.TenantPeek]]]:
     """The room left in the capability's window and, per tenant still waiting, its virtual time, weight, queue
-    length and best-ranked tasks (its turns in that room plus ``extra``; the tenants ``held_back`` in the last
-    pass get no turns, so the others' cover the room), in one call."""
+    length and best-ranked tasks (its turns in that room plus ``extra``; the others count theirs as if the tenants
+    ``held_back`` in the last pass were absent too, so their tasks cover the room), in one call."""
     script_keys = [keys.stream, keys.index, keys.tenants, keys.weights, *(keys.fair(t) for t in tenants)]
     flags = [1 if t in held_back else 0 for t in tenants]
     reply = yield [scripts.call("peek_fair", script_keys, [window, extra, len(tenants), *tenants, *flags])]

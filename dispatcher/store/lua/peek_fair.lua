@@ -6,9 +6,9 @@
 -- give them if no task were held back by a key's cap or a rate limit (so a tenant of weight 3 gets 3 times the
 -- tasks of one of weight 1), plus ARGV[2] more, so that a tenant whose first tasks are held back still shows
 -- tasks that may go. Every tenant shows at least ARGV[2] tasks (when it has that many): one whose turn is taken
--- by a held-back tenant can fill it. A tenant the caller names as held back in its last pass gets no turns here
--- (the others get them, so the room can be filled without it) and shows ARGV[2] tasks, to tell whether it may go
--- again.
+-- by a held-back tenant can fill it. For a tenant the caller names as held back in its last pass, the others
+-- count their turns as if it were absent too (and show the more of the two counts), so that the room can be
+-- filled without it, while it shows its own turns (it may go again) plus ARGV[2].
 --
 -- KEYS[1]  stream   work stream of the capability
 -- KEYS[2]  hash     index: task id -> waiting record (the delayed record's layout, see delayed.lua)
@@ -19,7 +19,7 @@
 -- ARGV[2]  integer  extra tasks shown per tenant beyond its turns
 -- ARGV[3]  integer  T, the number of tenants
 -- ARGV[4..3+T] string  tenants (the caller passes those of lowest virtual time)
--- ARGV[4+T..3+2T] integer  per tenant: 1 held back in the caller's last pass (no turns in the count), 0 not
+-- ARGV[4+T..3+2T] integer  per tenant: 1 held back in the caller's last pass, 0 not
 -- Returns: an array whose first value is the room left in the window (an integer, <= 0 when full: nothing
 --          else follows then), followed by one array per tenant named that is still in the tenants set, in
 --          that order: {tenant, virtual time (string), weight (string), queue length, task id, waiting record, ...}
@@ -38,27 +38,37 @@ for j = 1, t do
   if score then
     local weight = redis.call('HGET', KEYS[4], ARGV[i]) or '1'
     found[#found + 1] = {i = i, key = KEYS[4 + j], score = score, vtime = tonumber(score), weight = weight,
-                         step = 1 / tonumber(weight), length = redis.call('ZCARD', KEYS[4 + j]), turns = 0,
+                         step = 1 / tonumber(weight), length = redis.call('ZCARD', KEYS[4 + j]),
                          held = ARGV[3 + t + j] == '1'}
   end
 end
-for _ = 1, room do
-  local best = nil
-  for _, f in ipairs(found) do
-    if not f.held and f.turns < f.length and (best == nil or f.vtime < best.vtime) then
-      best = f
+-- turns[k]: the turns of found[k] in the room, in virtual-time order, among every tenant or (skip_held) among
+-- those not held back.
+local function count_turns(skip_held)
+  local turns, vtime = {}, {}
+  for k, f in ipairs(found) do
+    turns[k], vtime[k] = 0, f.vtime
+  end
+  for _ = 1, room do
+    local best = nil
+    for k, f in ipairs(found) do
+      if not (skip_held and f.held) and turns[k] < f.length and (best == nil or vtime[k] < vtime[best]) then
+        best = k
+      end
     end
+    if best == nil then
+      break
+    end
+    turns[best] = turns[best] + 1
+    vtime[best] = vtime[best] + found[best].step
   end
-  if best == nil then
-    break
-  end
-  best.turns = best.turns + 1
-  best.vtime = best.vtime + best.step
+  return turns
 end
+local with_all, without_held = count_turns(false), count_turns(true)
 local out = {room}
-for _, f in ipairs(found) do
+for k, f in ipairs(found) do
   local tenant = {ARGV[f.i], f.score, f.weight, f.length}
-  local count = math.min(f.length, f.turns + extra)
+  local count = math.min(f.length, math.max(with_all[k], without_held[k]) + extra)
   if count > 0 then
     local ids = redis.call('ZRANGE', f.key, 0, count - 1)
     local records = redis.call('HMGET', KEYS[2], unpack(ids))

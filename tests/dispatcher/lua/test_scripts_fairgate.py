@@ -74,9 +74,9 @@ def test_peek_gives_each_tenant_its_turns_plus_extra(gw: Gateway, keys: Capabili
     assert [i for i, _ in peeked[0].tasks] == a[:8]
     assert [i for i, _ in peeked[1].tasks] == b[:4]
     assert all(blob is not None for t in peeked for _, blob in t.tasks)
-    # a held back in the last pass: its turns go to b (8 + 2), it shows its 2 extra to tell whether it may go.
+    # a held back in the last pass: b counts its turns as if a were absent (8, + 2), a still shows its own (6 + 2).
     _, peeked = gw.run(fair.peek(keys, ["a", "b"], 8, 2, {"a"}))
-    assert [i for i, _ in peeked[0].tasks] == a[:2]
+    assert [i for i, _ in peeked[0].tasks] == a[:8]
     assert [i for i, _ in peeked[1].tasks] == b[:10]
 
 
@@ -183,5 +183,5 @@ def test_a_tenant_held_back_by_its_key_banks_no_credit(
     client.hset(keys.caps, "per_key", 100)  # k has room again
     gate.admit([keys])
     shares = admitted()
-    # a rejoins where b is: one turn each, not 40 turns of banked credit in a row.
-    assert sorted(shares) == ["a"] * 4 + ["b"] * 4, shares
+    # a rejoins at b's last start (one turn ahead at most), then one turn each: not 40 turns of banked credit.
+    assert 4 <= shares.count("a") <= 5, shares
