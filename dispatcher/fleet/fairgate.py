@@ -2,8 +2,8 @@
 only when its own gates let it go: its concurrency key's cap and its rate limits' units (docs/flow-control.md).
 
 One pass over a capability: read its lowest-virtual-time tenants and their best-ranked tasks (``peek_fair.lua``,
-one round trip), read the limits and permits those tasks name (one round trip, plus one for the permit holders
-when the tasks have keys), choose in weighted virtual-time order (``fairplan``), take each limit's units for all
+one round trip), read the limits and permits those tasks name (one round trip: the limits' hashes, ``TIME`` and
+``count_permits.lua``), choose in weighted virtual-time order (``fairplan``), take each limit's units for all
 the chosen tasks at once (one ``take.lua`` call per limit, on its own slot), then move the chosen tasks
 (``admit_fair.lua``, one call on the capability's slot, which verifies each is still queued). Units are taken
 before the move: a crash between the two under-uses a limit, and never loses a task, which still waits.
