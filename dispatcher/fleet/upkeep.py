@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from dispatcher.errors import DispatcherError
 from dispatcher.faults import Faults
-from dispatcher.fleet import admitter, mover
+from dispatcher.fleet import mover
 from dispatcher.fleet.admitter import Admitter
 from dispatcher.fleet.mover import Mover
 from dispatcher.fleet.reaper import Reaper
@@ -62,10 +62,10 @@ class Upkeep:
 
     def start(self) -> None:
         """Run the mover, the admitter and the reaper in daemon threads."""
-        schedules: list[tuple[str, Callable[[], object], float]] = [
-            ("mover", self.mover.tick, mover.INTERVAL_S),
-            ("admitter", self.admitter.tick, admitter.INTERVAL_S),
-            ("reaper", self.reap, self.settings.reaper_interval_s),
+        schedules: list[tuple[str, Callable[[], object], Callable[[], float]]] = [
+            ("mover", self.mover.tick, lambda: mover.INTERVAL_S),
+            ("admitter", self.admitter.tick, self.admitter.pause_s),
+            ("reaper", self.reap, lambda: self.settings.reaper_interval_s),
         ]
         for name, tick, interval_s in schedules:
             thread = threading.Thread(
@@ -80,7 +80,7 @@ class Upkeep:
         while not self._stop.wait(0.5):
             pass
 
-    def _loop(self, name: str, tick: Callable[[], object], interval_s: float) -> None:
+    def _loop(self, name: str, tick: Callable[[], object], interval_s: Callable[[], float]) -> None:
         failing = False
         while not self._stop.is_set():
             try:
@@ -97,7 +97,7 @@ class Upkeep:
                 log.exception("upkeep crashed, retrying part=%s owner=%s", name, self.owner)
                 failing = True
                 self._stop.wait(RETRY_S)
-            self._stop.wait(interval_s)
+            self._stop.wait(interval_s())
 
     def stop(self) -> None:
         """Stop, wait for the threads, and release the leases this process holds, so that another process takes

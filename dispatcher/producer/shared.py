@@ -79,13 +79,8 @@ def _readable(error: ValidationError) -> str:
 
 
 def _check_fair(task: Task) -> None:
-    if task.fairness_key is not None and (
-        task.priority is not None or task.rate_limits is not None or task.concurrency_key is not None or task.not_before
-    ):
-        raise InvalidTask(
-            f"task {task.id}: a fairness_key cannot be combined with priority, rate_limits, concurrency_key or a"
-            " delay yet (docs/flow-control.md)"
-        )
+    if task.fairness_key is not None and task.not_before:
+        raise InvalidTask(f"task {task.id}: a fairness_key cannot be combined with a delay yet (docs/flow-control.md)")
 
 
 class ProducerCore:

@@ -4,6 +4,7 @@ counting what waits for admission (docs/flow-control.md)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.store import scripts, wire
@@ -20,6 +21,37 @@ def admit(every: Sequence[CapabilityKeys], window: int) -> Op[tuple[int, int]]:
     replies = yield [scripts.call("admit", [k.stream, k.index, k.ready], [window]) for k in every]
     pairs = [wire.admitted(check(r)) for r in replies]
     return sum(moved for moved, _ in pairs), sum(left for _, left in pairs)
+
+
+@dataclass(frozen=True, slots=True)
+class Survey:
+    """One admission pass's first round trip: tasks with a priority moved (``admit``) and still waiting in the
+    ready sets, and per capability, in order, the tasks waiting in its limited and keyed sets and its waiting
+    tenants of lowest virtual time."""
+
+    moved: int
+    ready: int
+    limited: list[tuple[int, int]]
+    tenants: list[list[str]]
+
+
+def survey(every: Sequence[CapabilityKeys], window: int) -> Op[Survey]:
+    """``admit`` for every capability, and what waits for the limit gate and the fair gate, in one round trip (so
+    a pass costs one round trip while only the plain and priority paths have work)."""
+    if not every:
+        return Survey(0, 0, [], [])
+    commands: list[Any] = [scripts.call("admit", [k.stream, k.index, k.ready], [window]) for k in every]
+    for k in every:
+        commands += [("ZCARD", k.limited), ("ZCARD", k.keyed), ("ZRANGE", k.tenants, 0, window - 1)]
+    replies = yield commands
+    pairs = [wire.admitted(check(r)) for r in replies[: len(every)]]
+    rest = replies[len(every) :]
+    return Survey(
+        sum(moved for moved, _ in pairs),
+        sum(left for _, left in pairs),
+        [(int(check(rest[3 * i])), int(check(rest[3 * i + 1]))) for i in range(len(every))],
+        [[text(t) for t in check(rest[3 * i + 2])] for i in range(len(every))],
+    )
 
 
 def admit_chosen(keys: CapabilityKeys, waiting: str, chosen: Sequence[tuple[str, str | None]]) -> Op[tuple[int, int]]:
@@ -121,14 +153,6 @@ def fair_tenants(every: Sequence[CapabilityKeys], count: int) -> Op[list[list[st
         return []
     replies = yield [("ZRANGE", k.tenants, 0, count - 1) for k in every]
     return [[text(t) for t in check(r)] for r in replies]
-
-
-def admit_fair(keys: CapabilityKeys, tenants: Sequence[str], window: int) -> Op[tuple[int, int]]:
-    """Admit tasks of ``tenants`` in weighted virtual-time order within the window (``admit_fair.lua``);
-    (tasks moved, tenants still waiting)."""
-    script_keys = [keys.stream, keys.index, keys.tenants, keys.weights, *(keys.fair(t) for t in tenants)]
-    reply = yield [scripts.call("admit_fair", script_keys, [window, *tenants])]
-    return wire.admitted(check(reply[0]))
 
 
 def set_weight(keys: CapabilityKeys, tenant: str, weight: float) -> Op[None]:

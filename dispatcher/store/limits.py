@@ -57,6 +57,16 @@ def take(keys: LimitKeys, units: int) -> Op[tuple[Taken, int]]:
     return _taken(reply)
 
 
+def take_many(wanted: Sequence[tuple[LimitKeys, int]]) -> Op[list[Taken]]:
+    """Take (negative: refund) units from several limits in one round trip, one ``take.lua`` call each (each on its
+    limit's own slot). Taking the sum of several tasks' units in one call is taking them one after another: GCRA
+    lets the sum in exactly when the last of them would fit."""
+    if not wanted:
+        return []
+    replies = yield [scripts.call("take", [keys.state], [units]) for keys, units in wanted]
+    return [_taken(check(r))[0] for r in replies]
+
+
 def consume(keys: LimitKeys, units: int) -> Op[Taken]:
     """Debit ``units`` (negative: refund) whatever the room: a handler reporting the true cost after the call."""
     reply = check((yield [scripts.call("take", [keys.state], [units, "", "force"])])[0])
@@ -82,10 +92,11 @@ def exist(keyspace: KeySpace, names: Sequence[str]) -> Op[list[LimitState | None
     if not names:
         return []
     replies = yield [("HMGET", keyspace.limit(n).state, "rate_per_min", "burst", "tat_ms") for n in names]
-    return [_state(n, check(r)) for n, r in zip(names, replies, strict=True)]
+    return [state_of(n, check(r)) for n, r in zip(names, replies, strict=True)]
 
 
-def _state(name: str, values: list[Any]) -> LimitState | None:
+def state_of(name: str, values: list[Any]) -> LimitState | None:
+    """A limit's state from the ``HMGET`` of its rate, burst and arrival time; None when it is not defined."""
     rate, burst, tat = values
     if rate is None or burst is None:
         return None

@@ -28,6 +28,8 @@ NAMES = (
     "admit",
     "take",
     "admit_fair",
+    "peek_fair",
+    "count_permits",
 )
 _INCLUDE = re.compile(rb"^-- @include ([a-z_]+\.lua)\n", re.MULTILINE)
 

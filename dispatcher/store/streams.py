@@ -40,7 +40,8 @@ class Enqueue:
     keyed: bool = False
     """The task has a concurrency key and no rate limit: it always waits for a permit, in the keyed set."""
     fairness_key: str | None = None
-    """The task's tenant: it waits in its tenant's queue for the fair admitter."""
+    """The task's tenant: it waits in its tenant's queue (ranked by its priority, 0 when it has none) for the fair
+    gate, whatever else it has (its rate limits and concurrency key are checked there)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,7 @@ def _submit_call(keys: CapabilityKeys, items: Sequence[Enqueue], ttl_ms: int, wi
             priority = f"k{item.priority or 0}"
         if item.fairness_key is not None:
             script_keys.append(keys.fair(item.fairness_key))
-            priority = f"f{len(script_keys)}:{item.fairness_key}"
+            priority = f"f{len(script_keys)}:{item.priority or 0}:{item.fairness_key}"
         args.extend((item.task_id, item.blob, item.version, item.delay_ms, result_slot, idem_slot, priority))
     return scripts.call("submit", script_keys, args)
 

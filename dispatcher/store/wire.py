@@ -186,3 +186,48 @@ def place(value: bytes | None) -> str | Delayed | None:
         return Delayed(version, int(attempt), int(reclaims), blob, lane_)
     except ValueError:
         raise unexpected("index", value) from None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantPeek:
+    """One tenant as ``peek_fair`` read it: virtual time, weight, queue length, and its best-ranked tasks, each
+    (task id, waiting record), the record None for an id whose index field is not a waiting record any more
+    (``delayed_of`` reads a record)."""
+
+    tenant: str
+    vtime: float
+    weight: float
+    length: int
+    tasks: list[tuple[str, bytes | None]]
+
+
+def fair_peek(reply: Any) -> tuple[int, list[TenantPeek]]:
+    """A ``peek_fair`` reply: (room left in the window, the tenants still waiting, in the order asked)."""
+    if not isinstance(reply, list) or not reply or not isinstance(reply[0], int):
+        raise unexpected("peek_fair", reply)
+    out = []
+    try:
+        for row in reply[1:]:
+            name, vtime, weight, length, *flat = row
+            tasks = [(flat[i].decode(), flat[i + 1] or None) for i in range(0, len(flat), 2)]
+            out.append(TenantPeek(name.decode(), float(vtime), float(weight), int(length), tasks))
+    except (TypeError, ValueError, AttributeError, IndexError):
+        raise unexpected("peek_fair", reply) from None
+    return reply[0], out
+
+
+def delayed_of(record: bytes) -> Delayed | None:
+    """The ``Delayed`` a waiting record holds; None when the value is no such record.
+
+    Raises:
+        RedisError: the value is not a valid index value.
+    """
+    found = place(record)
+    return found if isinstance(found, Delayed) else None
+
+
+def permit_counts(reply: Any, keys: int) -> list[int]:
+    """A ``count_permits`` reply: the cap, then the live permits of each of ``keys`` keys."""
+    if isinstance(reply, list) and len(reply) == keys + 1 and all(type(v) is int and v >= 0 for v in reply):
+        return reply
+    raise unexpected("count_permits", reply)

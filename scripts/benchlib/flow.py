@@ -40,19 +40,25 @@ def _wait_drained(client: redis.Redis, prefix: str, capability: str, timeout_s: 
     return time.time()
 
 
-def drain(server: RedisServer, procs: Processes, n: int, timeout_s: float) -> dict[str, Any]:
-    """``n`` tasks with priorities 0-9 queued, then 2 workers: tasks/s, Redis commands per task."""
-    prefix, capability = "b-flow-drain", "echo"
+def drain(server: RedisServer, procs: Processes, n: int, timeout_s: float, kind: str = "priority") -> dict[str, Any]:
+    """``n`` tasks queued, then 2 workers: tasks/s, Redis commands per task. ``kind``: "priority" (priorities
+    0-9), "plain" (no option: today's path) or "all" (every task sets all four options: a priority 0-9, one of
+    ``TENANTS`` tenants, one of ``KEYS`` concurrency keys capped at ``CAP``, and a unit of a limit whose rate
+    does not bind: ``ALL_RATE_PER_MIN``)."""
+    prefix, capability = f"b-flow-drain-{kind}", "echo"
     client = server.client()
     client.flushall()
     settings = Settings.build(redis_url=server.url, prefix=prefix)
-    cmd0 = _commands(client)
     with Dispatcher(settings) as d:
+        if kind == "all":
+            ratelimits.define(d.gateway, d.core.keyspace, "bench-api", ALL_RATE_PER_MIN, ALL_BURST)
+            ratelimits.set_concurrency(d.gateway, d.core.keyspace, capability, CAP)
+        cmd0 = _commands(client)
         ids: list[str] = []
         for start in range(0, n, 1000):
-            batch = [Task(capability=capability, payload=PAYLOAD, priority=i % 10) for i in range(start, start + 1000)]
-            ids.extend(h.id for h in d.submit_many(batch[: n - start]))
-    submit_commands = _commands(client) - cmd0
+            batch = [_task(kind, capability, i) for i in range(start, min(start + 1000, n))]
+            ids.extend(h.id for h in d.submit_many(batch))
+        submit_commands = _commands(client) - cmd0
     cmd1 = _commands(client)
     procs.workers(WORKERS, server.url, prefix, ["-c", capability, "--concurrency", "100"])
     end = _wait_drained(client, prefix, capability, timeout_s)
@@ -66,6 +72,30 @@ def drain(server: RedisServer, procs: Processes, n: int, timeout_s: float) -> di
         "submit_commands_per_task": submit_commands / n,
         "run_commands_per_task": run_commands / n,
     }
+
+
+TENANTS = 8
+KEYS = 100
+CAP = 8
+"""100 keys of cap 8 allow 800 running: more than 2 workers' 200 slots and the window, so the cap binds little."""
+ALL_RATE_PER_MIN = 6_000_000.0
+ALL_BURST = 10_000
+"""100,000 units/s, burst 10,000: a rate the drain does not reach, so the limit binds little (its take runs)."""
+
+
+def _task(kind: str, capability: str, i: int) -> Task:
+    if kind == "plain":
+        return Task(capability=capability, payload=PAYLOAD)
+    if kind == "priority":
+        return Task(capability=capability, payload=PAYLOAD, priority=i % 10)
+    return Task(
+        capability=capability,
+        payload=PAYLOAD,
+        priority=i % 10,
+        fairness_key=f"tenant-{i % TENANTS}",
+        concurrency_key=f"key-{i % KEYS}",
+        rate_limits={"bench-api": 1},
+    )
 
 
 def jump(server: RedisServer, procs: Processes, backlog: int, timeout_s: float) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import cluster, cost, flow, ours, profile, raw, scale, stats_cost
+from benchlib import cluster, cost, fairgate, flow, ours, profile, raw, scale, stats_cost
 from benchlib.env import Processes, RedisServer, machine
 from benchlib.report import Row, json_lines, markdown, table
 
@@ -73,6 +73,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--flow",
         action="store_true",
         help="only the flow-control workloads: tasks with priorities drained, a priority-9 task behind a backlog",
+    )
+    p.add_argument(
+        "--fair-gate",
+        action="store_true",
+        help="only the fair gate's workloads: plain and all-options drains, the sybil flood, 10 behind 100,000",
     )
     p.add_argument("--repeat", type=int, default=1, help="run everything N times, report each figure's median")
     p.add_argument("--no-aof", action="store_true", help="skip the drain run on a Redis with AOF everysec")
@@ -379,12 +384,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ncollapsed stacks: {out}")
         return 0
     s = QUICK if args.quick else FULL
-    if args.stats_cost:
-        return _stats_cost(s)
-    if args.cluster:
-        return _cluster(s, args)
-    if args.flow:
-        return _flow(s, args.tasks or (10_000 if s is FULL else 500))
+    only = _only(s, args)
+    if only is not None:
+        return only
     if args.tasks:
         s = dataclasses.replace(s, tasks=args.tasks)
     with_peers = args.peers or args.peers_only
@@ -409,6 +411,19 @@ def run(args: argparse.Namespace) -> int:
     meta["runs"] = len(runs)
     _report(args, rows, meta, len(runs))
     return 0
+
+
+def _only(s: Sizes, args: argparse.Namespace) -> int | None:
+    """Run the one group of workloads a flag asks for (its exit code), or None when no such flag is given."""
+    if args.stats_cost:
+        return _stats_cost(s)
+    if args.cluster:
+        return _cluster(s, args)
+    if args.flow:
+        return _flow(s, args.tasks or (10_000 if s is FULL else 500))
+    if args.fair_gate:
+        return _fair_gate(s, args.tasks or (20_000 if s is FULL else 500))
+    return None
 
 
 def _cluster(s: Sizes, args: argparse.Namespace) -> int:
@@ -455,6 +470,7 @@ def _flow(s: Sizes, n: int) -> int:
     finally:
         procs.stop_all()
         server.stop()
+    rows_fair = fairgate.rows(n, s is FULL, s.timeout_s, log)
     rows = [
         Row("flow", "drain, priorities 0-9, 2 workers, --concurrency 100", d["rate"], "tasks/s", None, "", None, d),
         Row("flow", "Redis commands per task at submit (scripts' calls included)", d["submit_commands_per_task"], ""),
@@ -471,7 +487,12 @@ def _flow(s: Sizes, n: int) -> int:
         Row("flow", "fairness 3:2:1: share of b", f["b"], "", None, "0.33 ± 10 %"),
         Row("flow", "fairness 3:2:1: share of c", f["c"], "", None, "0.17 ± 10 %"),
     ]
-    print(table(rows))
+    print(table(rows + rows_fair))
+    return 0
+
+
+def _fair_gate(s: Sizes, n: int) -> int:
+    print(table(fairgate.rows(n, s is FULL, s.timeout_s, log)))
     return 0
 
 

@@ -12,7 +12,7 @@
 -- KEYS[5]  zset     limited: tasks that take units from rate limits, waiting for the admitter, scored by rank
 -- KEYS[6]  zset     tenants: tenants with waiting tasks, scored by virtual time (see admit_fair.lua)
 -- KEYS[7]  zset     keyed: tasks with a concurrency key (and no rate limit) waiting for a permit, by rank
--- KEYS[8..] string  result keys (of the tasks that keep a result), idempotency keys and tenant queues (of the tasks that keep a result) and idempotency keys, referenced by slot below
+-- KEYS[8..] string  result keys (of the tasks that keep a result), idempotency keys and tenant queues, referenced by slot below
 -- ARGV[1]  integer  idempotency TTL (ms)
 -- ARGV[2]  integer  N, the number of tasks
 -- ARGV[3]  integer  admission window: a task with a priority goes straight onto the stream only while nothing
@@ -23,10 +23,11 @@
 --                   priority ("" = none: the task takes the plain path, and nothing of flow control runs;
 --                   "w<priority>": the task takes units from rate limits and always waits in KEYS[5];
 --                   "k<priority>": the task has a concurrency key and always waits in KEYS[7];
---                   "f<slot>:<tenant>": the task waits in its tenant's queue KEYS[slot], and a tenant not in
---                   KEYS[6] joins it at the lowest virtual time there, 0 when it is empty); a task with a
---                   delay and one of the first three waits in the delayed set, its record naming its lane
---                   (lanes.lua), and the mover puts it into that set when due
+--                   "f<slot>:<priority>:<tenant>": the task waits in its tenant's queue KEYS[slot], ranked by
+--                   its priority (0 when it has none; its rate limits and concurrency key, if any, are checked
+--                   by the fair gate), and a tenant not in KEYS[6] joins it at the lowest virtual time there,
+--                   0 when it is empty); a task with a delay and one of the first three waits in the delayed
+--                   set, its record naming its lane (lanes.lua), and the mover puts it into that set when due
 -- Returns: an array of N values: 1 queued, 2 delayed, or a task id (string) when nothing was added because
 --          that task (the same id, or the first task of that idempotency key) already exists
 -- @include entry.lua
@@ -78,9 +79,11 @@ for i = 0, n - 1 do
     elseif string.sub(priority, 1, 1) == 'f' then
       now = now or now_ms()
       local colon = string.find(priority, ':', 2, true)
-      local queue, tenant = KEYS[tonumber(string.sub(priority, 2, colon - 1))], string.sub(priority, colon + 1)
+      local second = string.find(priority, ':', colon + 1, true)
+      local queue = KEYS[tonumber(string.sub(priority, 2, colon - 1))]
+      local level, tenant = tonumber(string.sub(priority, colon + 1, second - 1)), string.sub(priority, second + 1)
       index[#index + 1] = delayed_record(version, 1, 0, blob)
-      redis.call('ZADD', queue, rank(now, 0, i), task_id)
+      redis.call('ZADD', queue, rank(now, level, i), task_id)
       if not redis.call('ZSCORE', KEYS[6], tenant) then
         local lowest = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
         redis.call('ZADD', KEYS[6], lowest[2] or 0, tenant)

@@ -11,7 +11,7 @@ import pytest
 from dispatcher import Task
 from dispatcher.fleet import decide
 from dispatcher.settings import Settings
-from dispatcher.store import codec, flow, letters, limits, liveness, retire, scripts, streams, transitions
+from dispatcher.store import codec, fair, flow, letters, limits, liveness, retire, scripts, streams, transitions
 from dispatcher.store import pending as ops
 from dispatcher.store.keys import CapabilityKeys, KeySpace
 from dispatcher.store.transitions import Release
@@ -65,7 +65,10 @@ def every_script_call() -> list[tuple[Any, ...]]:
     commands += first_commands(flow.admit([KEYS], 10))
     commands += first_commands(flow.admit_chosen(KEYS, KEYS.keyed, [("t1", None), ("t2", "repo-17")]))
     commands += first_commands(limits.take(KeySpace("p").limit("openai-rpm"), 1))
-    commands += first_commands(flow.admit_fair(KEYS, ["tenant-42", "tenant-7"], 10))
+    commands += first_commands(fair.peek(KEYS, ["tenant-42", "tenant-7"], 10, 4, {"tenant-7"}))
+    commands += first_commands(fair.gates(KeySpace("p"), KEYS, [], ["repo-17", "repo-18"]))[-1:]
+    chosen = [fair.Choice(0, "t1", "repo-17"), fair.Choice(1, "t2", None)]
+    commands += first_commands(fair.admit_chosen(KEYS, ["tenant-42", "tenant-7"], [False, True], chosen))
     commands += first_commands(letters.requeue(KEYS, [("1-1", "t", "k0")]))
     commands += first_commands(ops.forget(KEYS, "worker-1"))
     commands += first_commands(retire.drop(KEYS, purge_dead=True))

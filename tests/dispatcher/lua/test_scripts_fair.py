@@ -1,5 +1,6 @@
-"""``admit_fair.lua`` and submit's fair path on fakeredis and Redis: weighted shares under contention (3:2:1 within
-±10 %), work conservation (an idle tenant's share goes to the others), no banked credit, and each return value."""
+"""``peek_fair.lua`` + ``admit_fair.lua`` (through the fair gate) and submit's fair path on fakeredis and Redis:
+weighted shares under contention (3:2:1 within ±10 %), work conservation (an idle tenant's share goes to the
+others), no banked credit, and each return value."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import redis
 
 from dispatcher import Task
+from dispatcher.fleet.fairgate import FairGate
 from dispatcher.store import codec, flow, streams
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import GROUP, CapabilityKeys, KeySpace
@@ -40,8 +42,8 @@ def drain(client: redis.Redis, keys: CapabilityKeys) -> list[str]:
 
 
 def admit(gw: Gateway, keys: CapabilityKeys, window: int) -> tuple[int, int]:
-    (tenants,) = gw.run(flow.fair_tenants([keys], window))
-    return gw.run(flow.admit_fair(keys, tenants, window)) if tenants else (0, 0)
+    """One pass of the fair gate (peek_fair.lua, then admit_fair.lua with its choices)."""
+    return FairGate(gw, KeySpace(keys.stream.split(":", 1)[0]), window, LIMIT).admit([keys])
 
 
 def test_weights_3_2_1_give_shares_within_10_percent(gw: Gateway, client: redis.Redis, keys: CapabilityKeys) -> None:

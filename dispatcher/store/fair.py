@@ -1,0 +1,89 @@
+"""Operations of the fair gate on a capability's tenants: read the tenants and their best-ranked tasks
+(``peek_fair.lua``), read the gates those tasks name (rate limits, and key caps and permits: ``count_permits.lua``),
+and commit the chosen admissions (``admit_fair.lua``) (docs/flow-control.md, "Fairness across tenants")."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dispatcher.store import limits, scripts, wire
+from dispatcher.store.gateway import Op, check
+from dispatcher.store.keys import CapabilityKeys, KeySpace
+from dispatcher.store.limits import LimitState
+
+
+@dataclass(frozen=True, slots=True)
+class Gates:
+    """What the gates of a pass look like now: each named limit's state (None: not defined), Redis' clock (epoch
+    ms), the capability's per-key cap (0 when none is set) and the live permits held per concurrency key."""
+
+    limits: dict[str, LimitState | None]
+    now_ms: float
+    cap: int
+    held: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One admission the gate chose: the tenant's place in the peek (0-based), the task id and its concurrency key
+    (None: none). A task whose record is gone is passed as a choice too, so that its queue drops it."""
+
+    tenant: int
+    task_id: str
+    key: str | None
+
+
+def peek(
+    keys: CapabilityKeys, tenants: Sequence[str], window: int, extra: int, held_back: Collection[str] = ()
+) -> Op[tuple[int, list[wire.TenantPeek]]]:
+    """The room left in the capability's window and, per tenant still waiting, its virtual time, weight, queue
+    length and best-ranked tasks (its turns in that room plus ``extra``; the others count theirs as if the tenants
+    ``held_back`` in the last pass were absent too, so their tasks cover the room), in one call."""
+    script_keys = [keys.stream, keys.index, keys.tenants, keys.weights, *(keys.fair(t) for t in tenants)]
+    flags = [1 if t in held_back else 0 for t in tenants]
+    reply = yield [scripts.call("peek_fair", script_keys, [window, extra, len(tenants), *tenants, *flags])]
+    return wire.fair_peek(check(reply[0]))
+
+
+def gates(
+    keyspace: KeySpace, keys: CapabilityKeys, limit_names: Sequence[str], concurrency_keys: Sequence[str]
+) -> Op[Gates]:
+    """The state of ``limit_names`` with Redis' clock, and the cap and live permits of ``concurrency_keys``
+    (``count_permits.lua``), in one round trip."""
+    commands: list[Any] = [("HMGET", keyspace.limit(n).state, "rate_per_min", "burst", "tat_ms") for n in limit_names]
+    commands.append(("TIME",))
+    if concurrency_keys:
+        permit_keys = [keys.index, keys.caps, *(keys.permits(k) for k in concurrency_keys)]
+        commands.append(scripts.call("count_permits", permit_keys, []))
+    replies = yield commands
+    states = {n: limits.state_of(n, check(r)) for n, r in zip(limit_names, replies, strict=False)}
+    seconds, micros = check(replies[len(limit_names)])
+    now_ms = int(seconds) * 1000 + int(micros) / 1000
+    cap, held = 0, {}
+    if concurrency_keys:
+        counts = wire.permit_counts(check(replies[-1]), len(concurrency_keys))
+        cap, held = counts[0], dict(zip(concurrency_keys, counts[1:], strict=True))
+    return Gates(states, now_ms, cap, held)
+
+
+def admit_chosen(
+    keys: CapabilityKeys, tenants: Sequence[str], held_back: Sequence[bool], chosen: Sequence[Choice]
+) -> Op[tuple[int, int]]:
+    """Move the ``chosen`` tasks onto the stream (each keyed one taking its permit in the same step), advance their
+    tenants' virtual times, and raise those of the ``held_back`` tenants (``admit_fair.lua``); (tasks moved,
+    tenants still waiting)."""
+    script_keys = [keys.stream, keys.index, keys.tenants, keys.weights, *(keys.fair(t) for t in tenants)]
+    slots: dict[str, int] = {}
+    args: list[Any] = [len(tenants), *tenants, *(1 if h else 0 for h in held_back)]
+    for choice in chosen:
+        slot = 0
+        if choice.key is not None:
+            slot = slots.get(choice.key, 0)
+            if not slot:
+                script_keys.append(keys.permits(choice.key))
+                slot = slots[choice.key] = len(script_keys)
+        args += [choice.tenant + 1, choice.task_id, slot]
+    reply = yield [scripts.call("admit_fair", script_keys, args)]
+    return wire.admitted(check(reply[0]))
