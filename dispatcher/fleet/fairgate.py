@@ -11,6 +11,7 @@ before the move: a crash between the two under-uses a limit, and never loses a t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from dispatcher.fleet import fairplan
@@ -25,6 +26,8 @@ EXTRA = 4
 task that may go while the ones ahead of it are held back (and how many a tenant without a turn shows)."""
 SEEN = 8192
 """Decoded gates kept by waiting record (a task waiting several passes is decoded once); cleared when this many."""
+NOTE_EVERY_S = 0.5
+"""How often the snapshot of held-back tenants' tasks (for stats) is rewritten while it stays the same."""
 
 
 class FairGate:
@@ -39,6 +42,8 @@ class FairGate:
         # Per capability, the tenants held back in its last pass: the next peek shows the others enough tasks to
         # take their turns too.
         self._held: dict[str, set[str]] = {}
+        # Per capability, the held-back counts last written for stats and when (monotonic seconds).
+        self._noted: dict[str, tuple[tuple[int, int], float]] = {}
 
     def admit(self, every: Sequence[CapabilityKeys], tenants_of: Sequence[list[str]] | None = None) -> tuple[int, int]:
         """One pass over every capability whose tenants wait (``tenants_of``: each one's waiting tenants of lowest
@@ -57,15 +62,36 @@ class FairGate:
         held = self._held.get(keys.capability, set())
         room, peeked = self.gateway.run(fair.peek(keys, names, self.window, EXTRA, held))
         if room <= 0 or not peeked:
+            if room <= 0:  # nothing peeked: the last snapshot still stands, kept from expiring
+                self._write_note(keys, self._noted.get(keys.capability, ((0, 0), 0.0))[0])
             return 0, (len(peeked) if room > 0 else len(names))
         tenants = [Tenant(t.vtime, t.weight, [self._candidate(i, b) for i, b in t.tasks]) for t in peeked]
         gates = read_gates(self.gateway, self.keyspace, keys, [c for t in tenants for c in t.candidates])
         plan = fairplan.plan(tenants, room, gates)
         self._held[keys.capability] = {t.tenant for t, h in zip(peeked, plan.held_back, strict=True) if h}
+        self._note(keys, peeked, plan.held_by)
         chosen = take_units(self.gateway, self.keyspace, plan)
         if not chosen:
             return 0, len(peeked)
         return self.gateway.run(fair.admit_chosen(keys, [t.tenant for t in peeked], plan.held_back, chosen))
+
+    def _note(self, keys: CapabilityKeys, peeked: Sequence[wire.TenantPeek], held_by: dict[int, str]) -> None:
+        """Tell stats how many tasks wait behind a limit or a key: a held-back tenant's whole queue counts as held
+        by what held back its peeked tasks (a snapshot of the tenants this pass peeked, rewritten on a change
+        and every ``NOTE_EVERY_S``; it expires if no gate writes it)."""
+        counts = (
+            sum(peeked[i].length for i, why in held_by.items() if why == "limit"),
+            sum(peeked[i].length for i, why in held_by.items() if why == "key"),
+        )
+        self._write_note(keys, counts)
+
+    def _write_note(self, keys: CapabilityKeys, counts: tuple[int, int]) -> None:
+        last, at = self._noted.get(keys.capability, ((0, 0), 0.0))
+        now = time.monotonic()
+        if counts == last and (counts == (0, 0) or now - at < NOTE_EVERY_S):
+            return
+        self.gateway.run(fair.note_held(keys, *counts))
+        self._noted[keys.capability] = (counts, now)
 
     def _candidate(self, task_id: str, record: bytes | None) -> Candidate:
         if record is None:

@@ -49,6 +49,8 @@ class Plan:
     held_back: list[bool]
     takes: list[dict[str, int]] = field(default_factory=list)
     """Per choice (same places as ``chosen``), the units it takes per limit."""
+    held_by: dict[int, str] = field(default_factory=dict)
+    """Per tenant held back (its place): ``"limit"`` when a rate limit held back one of its tasks, else ``"key"``."""
 
 
 def plan(tenants: Sequence[Tenant], room: int, gates: Gates) -> Plan:
@@ -70,6 +72,7 @@ def plan(tenants: Sequence[Tenant], room: int, gates: Gates) -> Plan:
         found = next((c for c in left[i] if _fits(c, gates.cap, running, available)), None)
         if found is None:
             out.held_back[i] = True
+            out.held_by[i] = "limit" if any(not _has_room(c, available) for c in left[i]) else "key"
             continue
         left[i].remove(found)
         room -= 1
@@ -88,6 +91,10 @@ def plan(tenants: Sequence[Tenant], room: int, gates: Gates) -> Plan:
 def _fits(candidate: Candidate, cap: int, running: dict[str, int], available: dict[str, int]) -> bool:
     if candidate.key is not None and running.get(candidate.key, 0) >= cap:
         return False  # at its key's cap (or no cap set: submit refuses that, the task waits until one is)
+    return _has_room(candidate, available)
+
+
+def _has_room(candidate: Candidate, available: dict[str, int]) -> bool:
     return all(available.get(name, -1) >= units for name, units in candidate.units.items())
 
 

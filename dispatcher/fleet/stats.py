@@ -254,7 +254,12 @@ def _capability(
     waiting, running = waiting_count(r), r.group.pending if r.group else 0
     tput = r.throughput
     rate = tput.completed_per_s
-    admission = r.ready + fair_waiting(r)
+    # Tenants' tasks the fair gate found held back by a limit or a key count there, not as admission (more
+    # workers help neither); the gate's snapshot may be a pass old, so it is capped by what the queues hold.
+    fair = fair_waiting(r)
+    held_limit = min(r.fair_held_limit, fair)
+    held_key = min(r.fair_held_key, fair - held_limit)
+    admission = r.ready + fair - held_limit - held_key
     advice = advise(waiting + admission, running, tput.completed, tput.window_s, len(r.live_consumers), target_age_s)
     return CapabilityStats(
         name=r.name,
@@ -273,8 +278,8 @@ def _capability(
         throughput_window_s=tput.window_s,
         drain_eta_s=(waiting + admission) / rate if rate > 0 else None,
         waiting_admission=admission,
-        waiting_limit=r.limited,
-        waiting_key=r.keyed,
+        waiting_limit=r.limited + held_limit,
+        waiting_key=r.keyed + held_key,
         workers_needed=advice.workers_needed,
         workers_needed_basis=advice.basis,
     )

@@ -87,3 +87,22 @@ def admit_chosen(
         args += [choice.tenant + 1, choice.task_id, slot]
     reply = yield [scripts.call("admit_fair", script_keys, args)]
     return wire.admitted(check(reply[0]))
+
+
+HELD_TTL_MS = 3000
+"""How long a snapshot of held-back tenants' tasks stays: a gate that stops writing it (its process died, the
+lease moved) leaves stats counting those tasks as waiting for admission again after this."""
+
+
+def note_held(keys: CapabilityKeys, by_limit: int, by_key: int) -> Op[None]:
+    """Record how many tenants' tasks the fair gate found held back by a rate limit and by a key's cap (for
+    stats); none: the snapshot is deleted."""
+    if by_limit or by_key:
+        replies = yield [
+            ("HSET", keys.fair_held, "limit", by_limit, "key", by_key),
+            ("PEXPIRE", keys.fair_held, HELD_TTL_MS),
+        ]
+    else:
+        replies = yield [("DEL", keys.fair_held)]
+    for reply in replies:
+        check(reply)

@@ -42,6 +42,9 @@ class CapabilityKeys:
     """Hash: tenant -> fairness weight (default 1; ``dispatcher limits set-weight``)."""
     caps: str
     """Hash: ``per_key`` -> the most tasks of one ``concurrency_key`` that run at once (``limits set-concurrency``)."""
+    fair_held: str
+    """Hash: ``limit``/``key`` -> tenants' tasks the fair gate last found held back by a rate limit / a key's cap
+    (a snapshot with an expiry, read by stats)."""
     result_prefix: str
     idempotency_prefix: str
     permits_prefix: str
@@ -108,6 +111,7 @@ class KeySpace:
             tenants=base + "tenants",
             weights=base + "weights",
             caps=base + "caps",
+            fair_held=base + "fairheld",
             result_prefix=base + "result:",
             permits_prefix=base + "permits:",
             fair_prefix=base + "fair:",

@@ -23,7 +23,7 @@ from dispatcher.store.keys import GROUP, KeySpace
 logger = logging.getLogger(__name__)
 
 NO_THROUGHPUT = throughput.Throughput(0, 0, 0.0)
-PER_CAPABILITY = 12
+PER_CAPABILITY = 13
 """Commands per capability in the second round trip."""
 
 
@@ -66,6 +66,10 @@ class CapabilityReading:
     """Tasks with a concurrency key waiting for a permit in the keyed set."""
     indexed: int = 0
     """HLEN of the index: every task queued, running, delayed or waiting (fair queues included)."""
+    fair_held_limit: int = 0
+    """Tenants' tasks the fair gate last found held back by a rate limit (its snapshot; 0 when none)."""
+    fair_held_key: int = 0
+    """Tenants' tasks the fair gate last found held back by their key's cap."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +159,13 @@ def _capability_commands(keyspace: KeySpace, name: str) -> list[Command]:
         ("ZCARD", keys.limited),
         ("HLEN", keys.index),
         ("ZCARD", keys.keyed),
+        ("HMGET", keys.fair_held, "limit", "key"),
     ]
 
 
 def _reading(name: str, replies: list[Any], beats: Mapping[tuple[str, str], bool], now_s: float) -> CapabilityReading:
-    groups, length, delayed, dead, consumers, oldest, paused, ring, ready, limited, indexed, keyed = replies
+    groups, length, delayed, dead, consumers, oldest, paused, ring, ready, limited, indexed, keyed, held = replies
+    held_limit, held_key = (int(v or 0) for v in check(held))
     live = sorted(c for (c, cap), beating in beats.items() if cap == name and beating)
     in_group = _names(consumers)
     # A group consumer the registry does not list is judged in the third round trip (its own EXISTS).
@@ -182,6 +188,8 @@ def _reading(name: str, replies: list[Any], beats: Mapping[tuple[str, str], bool
         limited=int(check(limited)),
         indexed=int(check(indexed)),
         keyed=int(check(keyed)),
+        fair_held_limit=held_limit,
+        fair_held_key=held_key,
     )
 
 

@@ -76,3 +76,13 @@ def test_without_drops_the_tasks_of_a_refused_limit_and_refunds_their_other_limi
     kept, refund = without(p, {"api"})
     assert [c.task_id for c in kept] == ["a1", "a2"]
     assert refund == {"tpm": 7}
+
+
+def test_a_held_back_tenant_is_told_held_by_a_limit_or_by_its_key() -> None:
+    by_key = Tenant(0.0, 1.0, [Candidate("k0", key="k"), Candidate("k1", key="k")])
+    by_limit = Tenant(0.0, 1.0, [Candidate("l0", units={"api": 5})])
+    both = Tenant(0.0, 1.0, [Candidate("b0", key="k"), Candidate("b1", units={"api": 5})])
+    free = tenant("f", 3)
+    p = plan([by_key, by_limit, both, free], 10, gates(cap=1, held={"k": 1}, room={"api": 2}))
+    assert p.held_back == [True, True, True, False]
+    assert p.held_by == {0: "key", 1: "limit", 2: "limit"}  # a limit holding any of its tasks names the limit

@@ -17,6 +17,7 @@ from helpers import keyspace, wait_until, workers_in_threads
 
 from dispatcher import Dispatcher, Settings, Task
 from dispatcher.fleet import ratelimits
+from dispatcher.fleet.stats import CapabilityStats, collect
 from dispatcher.store import flow
 from workers import Registry
 
@@ -81,7 +82,11 @@ def assert_nothing_left(d: Dispatcher, client: redis.Redis, prefix: str, keys: l
     wait_until(lambda: client.hlen(ck.index) == 0, 30, message="the index emptied")
     # Permits whose tasks settled are stale: removed when the gates next look at their key.
     assert set(d.gateway.run(flow.holders(ck, keys)).values()) <= {0}
-    left = {k for k in keyspace(client, prefix) if ":tenants" in k or ":fair:" in k or ":permits:" in k}
+    left = {
+        k
+        for k in keyspace(client, prefix)
+        if any(part in k for part in (":tenants", ":fair:", ":permits:", ":fairheld"))
+    }
     assert not left, left
 
 
@@ -159,3 +164,40 @@ def test_fairness_with_priorities_ranks_within_a_tenant(fair_settings: Settings,
     print(f"\nthe priority-9 task of 'a' started after {at - before} more backlog tasks (600 waiting)")
     # Ahead of it: the window and the slots already taken, then at most one turn of "b" per turn of "a".
     assert at - before <= 2 * (WINDOW + 2) + 2
+
+
+def agents_stats(d: Dispatcher) -> CapabilityStats:
+    (found,) = collect(d.gateway, d.core.keyspace, capabilities=["agents"]).capabilities
+    return found
+
+
+@pytest.fixture
+def slow(fair_settings: Settings) -> Iterator[Runs]:
+    yield from serve(fair_settings, 0.05, 1, 4)
+
+
+@pytest.mark.parametrize("gate", ["key", "limit"])
+def test_stats_count_tenants_tasks_held_back_by_a_key_or_a_limit_apart_from_admission(
+    fair_settings: Settings, client: redis.Redis, slow: Runs, gate: str
+) -> None:
+    with Dispatcher(fair_settings) as d:
+        if gate == "key":  # one key, cap 1: one task at a time, the rest held back by the key
+            ratelimits.set_concurrency(d.gateway, d.core.keyspace, "agents", 1)
+            option: dict[str, object] = {"concurrency_key": "one"}
+        else:  # 5 units a second, burst 1: the rest held back by the limit
+            ratelimits.define(d.gateway, d.core.keyspace, "slow-api", 300.0, 1)
+            option = {"rate_limits": {"slow-api": 1}}
+        d.submit_many([Task(capability="agents", fairness_key="t", payload=i, **option) for i in range(40)])
+        seen = wait_until(
+            lambda: (s := agents_stats(d)) and (s.waiting_key if gate == "key" else s.waiting_limit) >= 20 and s,
+            30,
+            message=f"stats to count the tenant's tasks as waiting for a {gate}",
+        )
+        print(f"\n{gate}: admission {seen.waiting_admission}, limit {seen.waiting_limit}, key {seen.waiting_key}")
+        # More workers would not help these: they are not in the admission count the scaling advice uses.
+        assert seen.waiting_admission <= 4
+        assert (seen.waiting_limit if gate == "key" else seen.waiting_key) == 0
+        wait_until(lambda: len(slow.snapshot()) == 40, 60, message="every task ran")
+        assert_nothing_left(d, client, fair_settings.prefix, ["one"])
+        final = agents_stats(d)
+        assert (final.waiting_admission, final.waiting_limit, final.waiting_key) == (0, 0, 0)
