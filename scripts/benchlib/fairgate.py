@@ -54,6 +54,13 @@ def _settle_wait(client: redis.Redis, index: str, timeout_s: float) -> None:
         time.sleep(0.01)
 
 
+def _start_workers(server: RedisServer, procs: Processes, client: redis.Redis, prefix: str) -> None:
+    """``WORKERS`` workers of the bench capability on ``prefix``, returned once all are ready."""
+    args = ["-c", CAPABILITY, "--app", "benchlib.handlers", "--concurrency", str(CONCURRENCY)]
+    procs.workers(WORKERS, server.url, prefix, args)
+    wait_ready(client, prefix, WORKERS)
+
+
 def _task(tenant: str, key: str, fair: bool, i: int) -> Task:
     return Task(capability=CAPABILITY, payload=i, fairness_key=tenant if fair else None, concurrency_key=key)
 
@@ -79,13 +86,7 @@ def _sybil_run(
     with Dispatcher(Settings.build(redis_url=server.url, prefix=prefix)) as d:
         ratelimits.set_concurrency(d.gateway, d.core.keyspace, CAPABILITY, SYBIL_CAP)
         a_ids = _queue(d, [_task("A", f"a{i % a_keys}", fair, i) for i in range(flood)])
-        procs.workers(
-            WORKERS,
-            server.url,
-            prefix,
-            ["-c", CAPABILITY, "--app", "benchlib.handlers", "--concurrency", str(CONCURRENCY)],
-        )
-        wait_ready(client, prefix, WORKERS)
+        _start_workers(server, procs, client, prefix)
         deadline = time.monotonic() + timeout_s
         while client.hlen(keys.index) > flood * 0.9 and time.monotonic() < deadline:
             time.sleep(0.005)  # A's flood is draining
@@ -119,13 +120,7 @@ def small_behind_flood(server: RedisServer, procs: Processes, flood: int, timeou
     window = Settings.build().flow_window
     with Dispatcher(Settings.build(redis_url=server.url, prefix=prefix)) as d:
         flood_ids = _queue(d, [Task(capability=CAPABILITY, payload=i, fairness_key="flood") for i in range(flood)])
-        procs.workers(
-            WORKERS,
-            server.url,
-            prefix,
-            ["-c", CAPABILITY, "--app", "benchlib.handlers", "--concurrency", str(CONCURRENCY)],
-        )
-        wait_ready(client, prefix, WORKERS)
+        _start_workers(server, procs, client, prefix)
         small: list[tuple[str, float, float]] = []
         for _ in range(ROUNDS):
             deadline = time.monotonic() + timeout_s
