@@ -93,7 +93,7 @@ class Admitter:
         for _ in range(PASSES):
             survey = self.gateway.run(flow.survey(keys, self.window))
             limited, waiting = self.gate.admit(keys, survey.limited)
-            fair, tenants = self.fair.admit(keys, survey.tenants)
+            fair, tenants = self.fair.admit(keys, survey.tenants, survey.rejoin)
             step = survey.moved + limited + fair
             left = survey.ready + waiting + tenants
             moved += step

@@ -24,6 +24,8 @@ from dispatcher.store.keys import CapabilityKeys, KeySpace
 EXTRA = 4
 """Tasks peeked per tenant beyond its turns in the room left: how deep the gate looks into a tenant's queue for a
 task that may go while the ones ahead of it are held back (and how many a tenant without a turn shows)."""
+REJOIN = 1024
+"""Tasks moved from a capability's rejoin set into their tenants' queues per pass."""
 SEEN = 8192
 """Decoded gates kept by waiting record (a task waiting several passes is decoded once); cleared when this many."""
 NOTE_EVERY_S = 0.5
@@ -45,18 +47,33 @@ class FairGate:
         # Per capability, the held-back counts last written for stats and when (monotonic seconds).
         self._noted: dict[str, tuple[tuple[int, int], float]] = {}
 
-    def admit(self, every: Sequence[CapabilityKeys], tenants_of: Sequence[list[str]] | None = None) -> tuple[int, int]:
+    def admit(
+        self,
+        every: Sequence[CapabilityKeys],
+        tenants_of: Sequence[list[str]] | None = None,
+        rejoining: Sequence[int] | None = None,
+    ) -> tuple[int, int]:
         """One pass over every capability whose tenants wait (``tenants_of``: each one's waiting tenants of lowest
-        virtual time, read now when not given); (tasks moved, tenants still waiting)."""
+        virtual time, read now when not given), after moving the tasks of its rejoin set into their tenants'
+        queues (``rejoining``: how many each holds; all are looked at when not given); (tasks moved onto the
+        streams, tenants still waiting)."""
         if tenants_of is None:
             tenants_of = self.gateway.run(flow.fair_tenants(every, self.window))
         moved = left = 0
-        for keys, tenants in zip(every, tenants_of, strict=True):
+        for i, (keys, waiting) in enumerate(zip(every, tenants_of, strict=True)):
+            tenants = self._rejoin(keys, waiting) if rejoining is None or rejoining[i] else waiting
             if tenants:
                 step, rest = self._capability(keys, tenants)
                 moved += step
                 left += rest
         return moved, left
+
+    def _rejoin(self, keys: CapabilityKeys, tenants: list[str]) -> list[str]:
+        """Move the capability's tasks back from a delay, a retry or the dead letters into their tenants' queues
+        (``REJOIN`` at a time); its waiting tenants of lowest virtual time, read again when any moved."""
+        if not self.gateway.run(fair.rejoin(keys, REJOIN, self.max_payload_bytes)):
+            return tenants
+        return self.gateway.run(flow.fair_tenants([keys], self.window))[0]
 
     def _capability(self, keys: CapabilityKeys, names: list[str]) -> tuple[int, int]:
         held = self._held.get(keys.capability, set())

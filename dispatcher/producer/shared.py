@@ -78,11 +78,6 @@ def _readable(error: ValidationError) -> str:
     return "invalid task: " + "; ".join(problems)
 
 
-def _check_fair(task: Task) -> None:
-    if task.fairness_key is not None and task.not_before:
-        raise InvalidTask(f"task {task.id}: a fairness_key cannot be combined with a delay yet (docs/flow-control.md)")
-
-
 class ProducerCore:
     """Settings-bound helpers: key lookup, encoding to ``Enqueue`` items, decoding outcomes."""
 
@@ -115,7 +110,6 @@ class ProducerCore:
             # Sent as a delay, which the script adds to Redis' clock: only the difference of this host's clock
             # readings counts, so a producer whose clock is wrong still delays by what it was asked to.
             delay_ms = max(int((task.not_before - time.time()) * 1000), 0) if task.not_before else 0
-            _check_fair(task)
             item = Enqueue(
                 task.id,
                 blob,

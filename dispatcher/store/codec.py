@@ -321,6 +321,17 @@ def gates_of(blob: bytes, max_bytes: int) -> tuple[dict[str, int], str | None]:
     return (dict(value) if type(value) is dict and _valid_limits(value) else {}), (key if is_key(key) else None)
 
 
+def fairness_of(blob: bytes, max_bytes: int) -> str | None:
+    """The ``fairness_key`` of an encoded task (the fair gate reads it from a waiting record); None for none, or for
+    a blob that does not hold a valid one (the worker dead-letters such a task when it reads it)."""
+    try:
+        body = unpack(blob, max_bytes)
+    except DecodeError:
+        return None
+    key = body.get("fairness_key") if type(body) is dict else None
+    return key if is_key(key) else None
+
+
 def entry_fields(
     blob: bytes, attempt: int = 1, reclaims: int = 0, version: bytes = FORMAT_VERSION
 ) -> list[bytes | str | int]:

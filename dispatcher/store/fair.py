@@ -1,6 +1,7 @@
 """Operations of the fair gate on a capability's tenants: read the tenants and their best-ranked tasks
 (``peek_fair.lua``), read the gates those tasks name (rate limits, and key caps and permits: ``count_permits.lua``),
-and commit the chosen admissions (``admit_fair.lua``) (docs/flow-control.md, "Fairness across tenants")."""
+commit the chosen admissions (``admit_fair.lua``), and move tasks that came back (a delay, a retry, a requeued dead
+letter) into their tenants' queues (``rejoin.lua``) (docs/flow-control.md, "Fairness across tenants")."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dispatcher.store import limits, scripts, wire
-from dispatcher.store.gateway import Op, check
+from dispatcher.store import codec, limits, scripts, wire
+from dispatcher.store.gateway import Op, check, text
 from dispatcher.store.keys import CapabilityKeys, KeySpace
 from dispatcher.store.limits import LimitState
 
@@ -106,3 +107,22 @@ def note_held(keys: CapabilityKeys, by_limit: int, by_key: int) -> Op[None]:
         replies = yield [("DEL", keys.fair_held)]
     for reply in replies:
         check(reply)
+
+
+def rejoin(keys: CapabilityKeys, count: int, max_bytes: int) -> Op[int]:
+    """Move up to ``count`` best-ranked tasks of the capability's rejoin set into their tenants' queues (each
+    task's ``fairness_key`` read from its waiting record; one that holds none valid goes onto the stream, where
+    its worker dead-letters it), ``rejoin.lua``; how many moved."""
+    ids = [text(i) for i in check((yield [("ZRANGE", keys.rejoin, 0, count - 1)])[0])]
+    if not ids:
+        return 0
+    records = check((yield [("HMGET", keys.index, *ids)])[0])
+    tenants: dict[str, int] = {}
+    pairs: list[Any] = []
+    for task_id, record in zip(ids, records, strict=True):
+        place = wire.place(record)
+        tenant = codec.fairness_of(place.blob, max_bytes) if isinstance(place, wire.Delayed) else None
+        pairs += [task_id, tenants.setdefault(tenant, len(tenants) + 1) if tenant is not None else 0]
+    script_keys = [keys.stream, keys.index, keys.rejoin, keys.tenants, *(keys.fair(t) for t in tenants)]
+    reply = yield [scripts.call("rejoin", script_keys, [len(tenants), *tenants, *pairs])]
+    return wire.count(check(reply[0]), "rejoin")

@@ -26,31 +26,34 @@ def admit(every: Sequence[CapabilityKeys], window: int) -> Op[tuple[int, int]]:
 @dataclass(frozen=True, slots=True)
 class Survey:
     """One admission pass's first round trip: tasks with a priority moved (``admit``) and still waiting in the
-    ready sets, and per capability, in order, the tasks waiting in its limited and keyed sets and its waiting
-    tenants of lowest virtual time."""
+    ready sets, and per capability, in order, the tasks waiting in its limited and keyed sets, its waiting
+    tenants of lowest virtual time and the tasks in its rejoin set."""
 
     moved: int
     ready: int
     limited: list[tuple[int, int]]
     tenants: list[list[str]]
+    rejoin: list[int]
 
 
 def survey(every: Sequence[CapabilityKeys], window: int) -> Op[Survey]:
     """``admit`` for every capability, and what waits for the limit gate and the fair gate, in one round trip (so
     a pass costs one round trip while only the plain and priority paths have work)."""
     if not every:
-        return Survey(0, 0, [], [])
+        return Survey(0, 0, [], [], [])
     commands: list[Any] = [scripts.call("admit", [k.stream, k.index, k.ready], [window]) for k in every]
     for k in every:
         commands += [("ZCARD", k.limited), ("ZCARD", k.keyed), ("ZRANGE", k.tenants, 0, window - 1)]
+        commands.append(("ZCARD", k.rejoin))
     replies = yield commands
     pairs = [wire.admitted(check(r)) for r in replies[: len(every)]]
-    rest = replies[len(every) :]
+    rest = [check(r) for r in replies[len(every) :]]
     return Survey(
         sum(moved for moved, _ in pairs),
         sum(left for _, left in pairs),
-        [(int(check(rest[3 * i])), int(check(rest[3 * i + 1]))) for i in range(len(every))],
-        [[text(t) for t in check(rest[3 * i + 2])] for i in range(len(every))],
+        [(int(rest[4 * i]), int(rest[4 * i + 1])) for i in range(len(every))],
+        [[text(t) for t in rest[4 * i + 2]] for i in range(len(every))],
+        [int(rest[4 * i + 3]) for i in range(len(every))],
     )
 
 

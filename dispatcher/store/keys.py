@@ -42,6 +42,9 @@ class CapabilityKeys:
     """Hash: tenant -> fairness weight (default 1; ``dispatcher limits set-weight``)."""
     caps: str
     """Hash: ``per_key`` -> the most tasks of one ``concurrency_key`` that run at once (``limits set-concurrency``)."""
+    rejoin: str
+    """Sorted set: tasks with a ``fairness_key`` back from a delay, a retry's backoff or the dead letters, by rank,
+    until the fair gate moves each into its tenant's queue (``rejoin.lua``)."""
     fair_held: str
     """Hash: ``limit``/``key`` -> tenants' tasks the fair gate last found held back by a rate limit / a key's cap
     (a snapshot with an expiry, read by stats)."""
@@ -51,6 +54,12 @@ class CapabilityKeys:
     fair_prefix: str
     heartbeat_prefix: str
     channel_prefix: str
+
+    @property
+    def waiting_sets(self) -> tuple[str, str, str, str]:
+        """The sets a task with a lane waits in again, in the order the scripts take them (``lanes.lua``): ready,
+        limited, keyed, rejoin."""
+        return self.ready, self.limited, self.keyed, self.rejoin
 
     def result(self, task_id: str) -> str:
         """Key of a task's result record."""
@@ -111,6 +120,7 @@ class KeySpace:
             tenants=base + "tenants",
             weights=base + "weights",
             caps=base + "caps",
+            rejoin=base + "rejoin",
             fair_held=base + "fairheld",
             result_prefix=base + "result:",
             permits_prefix=base + "permits:",

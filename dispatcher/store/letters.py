@@ -36,7 +36,7 @@ def requeue(
     replies = yield [
         scripts.call(
             "requeue",
-            [keys.stream, keys.index, keys.dead, keys.result(task_id), keys.ready, keys.limited, keys.keyed],
+            [keys.stream, keys.index, keys.dead, keys.result(task_id), *keys.waiting_sets],
             [letter_id, task_id, lane, window],
         )
         for letter_id, task_id, lane in letters

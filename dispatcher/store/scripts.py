@@ -30,6 +30,7 @@ NAMES = (
     "admit_fair",
     "peek_fair",
     "count_permits",
+    "rejoin",
 )
 _INCLUDE = re.compile(rb"^-- @include ([a-z_]+\.lua)\n", re.MULTILINE)
 

@@ -264,8 +264,7 @@ def promote(keys: CapabilityKeys | Sequence[CapabilityKeys], limit: int, window:
     if not every:
         return 0
     replies = yield [
-        scripts.call("promote", [k.stream, k.index, k.delayed, k.ready, k.limited, k.keyed], [limit, window])
-        for k in every
+        scripts.call("promote", [k.stream, k.index, k.delayed, *k.waiting_sets], [limit, window]) for k in every
     ]
     return sum(wire.count(check(r), "promote") for r in replies)
 

@@ -145,10 +145,11 @@ class Delayed:
 def lane(priority: int | None, limited: bool, keyed: bool, fair: bool) -> str:
     """The lane of a task with these options (``lua/include/lanes.lua``): where it waits again when it comes back
     from a delay, a retry's backoff or the dead letters. ``w<p>`` the limited set (``rate_limits``), ``k<p>`` the
-    keyed set (a ``concurrency_key`` alone), ``r<p>`` the ready set (a ``priority`` alone); "" the plain path,
-    and for a task with a ``fairness_key``, which has no lane yet (docs/flow-control.md, "Not yet")."""
+    keyed set (a ``concurrency_key`` alone), ``r<p>`` the ready set (a ``priority`` alone), ``f<p>`` the rejoin
+    set (a ``fairness_key``, with or without the others: the fair gate moves it into its tenant's queue); "" the
+    plain path."""
     if fair:
-        return ""
+        return f"f{priority or 0}"
     if limited:
         return f"w{priority or 0}"
     if keyed:

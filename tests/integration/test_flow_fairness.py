@@ -86,8 +86,6 @@ def test_a_small_tenant_behind_a_flood_waits_for_its_share_only(fair_settings: S
     assert last + 1 <= WINDOW + 4 + 2 * 10 + 2
 
 
-def test_a_fairness_key_with_a_delay_or_a_bad_key_is_refused(dispatcher: Dispatcher) -> None:
-    with pytest.raises(InvalidTask, match="fairness_key cannot be combined with a delay"):
-        dispatcher.submit("shared", 1, fairness_key="t", delay_s=5)
+def test_a_bad_fairness_key_is_refused(dispatcher: Dispatcher) -> None:
     with pytest.raises(InvalidTask, match="fairness_key"):
         dispatcher.submit("shared", 1, fairness_key="a b")

@@ -13,6 +13,7 @@
 -- KEYS[5]  zset     optional (with ARGV[3]): ready: tasks with a priority waiting for admission, by rank
 -- KEYS[6]  zset     optional: limited: tasks that take units from rate limits, waiting for the admitter
 -- KEYS[7]  zset     optional: keyed: tasks with a concurrency key (and no rate limit) waiting for a permit
+-- KEYS[8]  zset     optional: rejoin: tasks with a fairness_key on their way back into their tenant's queue
 -- ARGV[1]  string   dead-letter entry id
 -- ARGV[2]  string   task id the caller expects in that letter
 -- ARGV[3]  string   optional: the task's lane ("" or absent: none, straight onto the stream)
@@ -44,8 +45,8 @@ if lane == '' then
   redis.call('HSET', KEYS[2], ARGV[2], add_entry(KEYS[1], version, blob, 1, 0))
 else
   redis.call('HSET', KEYS[2], ARGV[2], delayed_record(version, 1, 0, blob))
-  into_lane(KEYS[1], KEYS[2], KEYS[5], KEYS[6], KEYS[7], tonumber(ARGV[4]), ARGV[2], lane, now_ms(), 0, version, 1,
-    0, blob)
+  into_lane(KEYS[1], KEYS[2], KEYS[5], KEYS[6], KEYS[7], KEYS[8], tonumber(ARGV[4]), ARGV[2], lane, now_ms(), 0,
+    version, 1, 0, blob)
 end
 redis.call('DEL', KEYS[4])
 redis.call('XDEL', KEYS[3], ARGV[1])

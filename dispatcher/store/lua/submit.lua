@@ -26,8 +26,9 @@
 --                   "f<slot>:<priority>:<tenant>": the task waits in its tenant's queue KEYS[slot], ranked by
 --                   its priority (0 when it has none; its rate limits and concurrency key, if any, are checked
 --                   by the fair gate), and a tenant not in KEYS[6] joins it at the lowest virtual time there,
---                   0 when it is empty); a task with a delay and one of the first three waits in the delayed
---                   set, its record naming its lane (lanes.lua), and the mover puts it into that set when due
+--                   0 when it is empty); a task with a delay and any of these waits in the delayed set, its
+--                   record naming its lane (lanes.lua), and the mover puts it into its waiting set when due (a
+--                   tenant's task into the rejoin set, from which the fair gate moves it into its queue)
 -- Returns: an array of N values: 1 queued, 2 delayed, or a task id (string) when nothing was added because
 --          that task (the same id, or the first task of that idempotency key) already exists
 -- @include entry.lua

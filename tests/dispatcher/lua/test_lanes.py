@@ -230,7 +230,9 @@ def test_the_lane_of_a_letter_follows_its_task_s_options() -> None:
     assert lane(task(rate_limits={"api": 2}, concurrency_key="k")) == "w0"
     assert lane(task(concurrency_key="k", priority=8)) == "k8"
     assert lane(task(priority=1)) == "r1"
-    assert lane(task()) == "" and lane(task(fairness_key="tenant-1")) == ""
+    assert lane(task(fairness_key="tenant-1")) == "f0"
+    assert lane(task(fairness_key="t", priority=7, rate_limits={"a": 1})) == "f7"
+    assert lane(task()) == ""
     assert decode_letter("1-0", {b"task": b"\xc1"}, LIMIT).lane == ""
 
 

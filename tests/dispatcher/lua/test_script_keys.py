@@ -46,6 +46,15 @@ def delivery(keys: CapabilityKeys, store_result: bool = True) -> codec.Delivery:
     return codec.Delivery("1-0", task, blob, 2, 0, codec.version_of(task))
 
 
+def rejoin_commands() -> list[tuple[Any, ...]]:
+    """The script call of ``fair.rejoin`` for two tasks of two tenants, after its two reads."""
+    op = fair.rejoin(KEYS, 10, 1 << 20)
+    next(op)
+    op.send([[b"t1", b"t2"]])
+    blobs = [codec.encode_task(Task(capability=KEYS.capability, fairness_key=t), 1 << 20) for t in ("a", "b")]
+    return list(op.send([[b"d1:0:3:f0:" + b for b in blobs]]))
+
+
 def every_script_call() -> list[tuple[Any, ...]]:
     d = delivery(KEYS)
     batch = [
@@ -70,6 +79,7 @@ def every_script_call() -> list[tuple[Any, ...]]:
     chosen = [fair.Choice(0, "t1", "repo-17"), fair.Choice(1, "t2", None)]
     commands += first_commands(fair.admit_chosen(KEYS, ["tenant-42", "tenant-7"], [False, True], chosen))
     commands += first_commands(letters.requeue(KEYS, [("1-1", "t", "k0")]))
+    commands += rejoin_commands()
     commands += first_commands(ops.forget(KEYS, "worker-1"))
     commands += first_commands(retire.drop(KEYS, purge_dead=True))
     commands += first_commands(liveness.lease(KeySpace("p").reaper_lease, "worker-1", 1000))

@@ -5,16 +5,23 @@
 --
 -- A lane code is one lowercase letter and the task's priority digit: "w<p>" the limited set (rate_limits, with
 -- or without a concurrency key), "k<p>" the keyed set (a concurrency key alone), "r<p>" the ready set (a
--- priority alone). No lane (""): the plain path, straight onto the stream.
+-- priority alone), "f<p>" the rejoin set (a fairness_key, with or without the others: the fair gate reads the
+-- task's tenant from its blob and moves it into that tenant's queue, rejoin.lua). No lane (""): the plain path,
+-- straight onto the stream.
 
--- lane_of: the lane of a task from submit.lua's routing value ("w<p>", "k<p>", "<p>", "" or "f...": fairness
--- tasks have no lane yet, they go onto the stream when due).
+-- lane_of: the lane of a task from submit.lua's routing value ("w<p>", "k<p>", "<p>", "f<slot>:<p>:<tenant>"
+-- or "").
 local function lane_of(routing)
   local kind = string.sub(routing, 1, 1)
   if kind == 'w' or kind == 'k' then
     return routing
   end
-  if routing ~= '' and kind ~= 'f' then
+  if kind == 'f' then
+    local colon = string.find(routing, ':', 2, true)
+    local second = string.find(routing, ':', colon + 1, true)
+    return 'f' .. string.sub(routing, colon + 1, second - 1)
+  end
+  if routing ~= '' then
     return 'r' .. routing
   end
   return ''
@@ -25,8 +32,8 @@ end
 -- for a task with a priority alone while nothing waits in the ready set and the window has room, onto the
 -- stream at once (submit's fast path). A lane of no known set, or none, sends it onto the stream too, so a task
 -- is never left nowhere. Returns nothing; the caller has checked the record.
-local function into_lane(stream, index, ready, limited, keyed, window, task_id, lane, now, seq, version, attempt,
-                         reclaims, blob)
+local function into_lane(stream, index, ready, limited, keyed, rejoin, window, task_id, lane, now, seq, version,
+                         attempt, reclaims, blob)
   local kind, priority = string.sub(lane, 1, 1), tonumber(string.sub(lane, 2))
   local set = nil
   if priority then
@@ -34,6 +41,8 @@ local function into_lane(stream, index, ready, limited, keyed, window, task_id, 
       set = limited
     elseif kind == 'k' then
       set = keyed
+    elseif kind == 'f' then
+      set = rejoin
     elseif kind == 'r' and not admit_now(stream, ready, window) then
       set = ready
     end
