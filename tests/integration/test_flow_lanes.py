@@ -1,7 +1,9 @@
 """Flow control through delays, retries and dead-letter requeues, end to end with real workers, the mover and the
 admitter: a delayed rate-limited task waits for its units when due, a retry (and a RateLimited hand-back) takes its
 units again, a keyed task in backoff holds no permit, a requeued dead letter waits for its key's permit, and plain
-tasks go their way as before. After each flow nothing of flow control is left in the keyspace."""
+tasks go their way as before. Each flow-controlled case runs twice: as it is, and as a tenant's task (with a
+``fairness_key``, which rejoins its tenant's queue and is admitted by the fair gate). After each flow nothing of
+flow control is left in the keyspace."""
 
 from __future__ import annotations
 
@@ -92,6 +94,17 @@ def keys(dispatcher: Dispatcher) -> CapabilityKeys:
     return dispatcher.core.keys("lane")
 
 
+@pytest.fixture(params=[None, "tenant-1"], ids=["own", "tenant"])
+def tenant(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The extra submit option of a case: none, or a ``fairness_key`` (the task waits in its tenant's queue)."""
+    return {} if request.param is None else {"fairness_key": request.param}
+
+
+def waits_in(keys: CapabilityKeys, tenant: dict[str, str], own: str) -> str:
+    """The set a waiting task of the case is in: ``own`` (limited or keyed), or its tenant's queue."""
+    return keys.fair(tenant["fairness_key"]) if tenant else own
+
+
 def takes_since(dispatcher: Dispatcher, name: str, since_ms: float) -> int:
     """Units taken from limit ``name`` since ``since_ms`` (Redis' clock), for a limit of 1 unit per minute: each
     take advances its arrival time by one minute, far more than the test lasts, so the count is exact."""
@@ -110,8 +123,9 @@ def nothing_left(dispatcher: Dispatcher, client: redis.Redis, settings: Settings
     permit held (stale members are removed at the gate's next look, done here as the admitter would)."""
     wait_until(lambda: client.hlen(keys.index) == 0, 20, message="the index emptied")
     left = keyspace(client, settings.prefix)
-    flow_keys = {keys.ready, keys.limited, keys.keyed, keys.delayed}
+    flow_keys = {*keys.waiting_sets, keys.delayed, keys.tenants, keys.fair_held}
     assert not left & flow_keys, left & flow_keys
+    assert not [k for k in left if k.startswith(keys.fair_prefix)]
     permit_sets = sorted(k for k in left if k.startswith(keys.permits_prefix))
     concurrency_keys = [k[len(keys.permits_prefix) :] for k in permit_sets]
     held = dispatcher.gateway.run(flow.holders(keys, concurrency_keys))
@@ -120,13 +134,19 @@ def nothing_left(dispatcher: Dispatcher, client: redis.Redis, settings: Settings
 
 
 def test_a_delayed_rate_limited_task_waits_for_units_when_due(
-    dispatcher: Dispatcher, client: redis.Redis, settings: Settings, runs: Runs, keys: CapabilityKeys
+    dispatcher: Dispatcher,
+    client: redis.Redis,
+    settings: Settings,
+    runs: Runs,
+    keys: CapabilityKeys,
+    tenant: dict[str, str],
 ) -> None:
     ratelimits.define(dispatcher.gateway, dispatcher.core.keyspace, "api", 600.0, 5)
     dispatcher.consume("api", 10_000)  # the limit owes ~1,000 s of units: nothing fits until it is refunded
     with serve(settings, runs, lambda t: None):
-        handle = dispatcher.submit("lane", "delayed", rate_limits={"api": 1}, delay_s=0.3)
-        wait_until(lambda: client.zscore(keys.limited, handle.id) is not None, 20, message="due: in the limited set")
+        handle = dispatcher.submit("lane", "delayed", rate_limits={"api": 1}, delay_s=0.3, **tenant)
+        waiting = waits_in(keys, tenant, keys.limited)
+        wait_until(lambda: client.zscore(waiting, handle.id) is not None, 20, message="due: waiting for its units")
         assert client.zcard(keys.delayed) == 0 and client.xlen(keys.stream) == 0
         assert handle.status() == "queued" and not runs.started("delayed")
         dispatcher.consume("api", -10_000)  # the units are there again: the gate lets it in
@@ -137,7 +157,13 @@ def test_a_delayed_rate_limited_task_waits_for_units_when_due(
 
 @pytest.mark.parametrize("how", ["retry", "rate_limited"])
 def test_a_retried_rate_limited_task_takes_its_units_again(
-    how: str, dispatcher: Dispatcher, client: redis.Redis, settings: Settings, runs: Runs, keys: CapabilityKeys
+    how: str,
+    dispatcher: Dispatcher,
+    client: redis.Redis,
+    settings: Settings,
+    runs: Runs,
+    keys: CapabilityKeys,
+    tenant: dict[str, str],
 ) -> None:
     """The limit counts every attempt: a retry after its backoff, and a RateLimited hand-back (which spends no
     attempt) once the pause of the limit it named is over, each go through the gate again."""
@@ -151,7 +177,7 @@ def test_a_retried_rate_limited_task_takes_its_units_again(
         return Retry(delay_s=0.2) if how == "retry" else RateLimited(retry_after_s=0.3, limit="provider")
 
     with serve(settings, runs, fail):
-        handle = dispatcher.submit("lane", "twice", rate_limits={"api": 1, "provider": 1}, max_retries=1)
+        handle = dispatcher.submit("lane", "twice", rate_limits={"api": 1, "provider": 1}, max_retries=1, **tenant)
         assert handle.result(timeout_s=30) == "twice"
     assert runs.attempts("twice") == ([1, 2] if how == "retry" else [1, 1])
     assert takes_since(dispatcher, "api", since_ms) == 2, "the second run did not take its unit"
@@ -159,7 +185,12 @@ def test_a_retried_rate_limited_task_takes_its_units_again(
 
 
 def test_a_reclaimed_rate_limited_task_takes_its_units_again(
-    dispatcher: Dispatcher, client: redis.Redis, run_worker: WorkerRunner, ledger: Ledger, prefix: str
+    dispatcher: Dispatcher,
+    client: redis.Redis,
+    run_worker: WorkerRunner,
+    ledger: Ledger,
+    prefix: str,
+    tenant: dict[str, str],
 ) -> None:
     """A task with rate_limits and no concurrency_key, whose worker is killed with kill -9 mid-run: its rerun
     calls the provider again, so the reaper's reclaim goes through the limit gate (1 unit per minute: counted)."""
@@ -169,7 +200,8 @@ def test_a_reclaimed_rate_limited_task_takes_its_units_again(
     env = {LEDGER_ENV: ledger.path}
     victim = run_worker("-c", "faulty.ledger", "--concurrency", "2", *timers, app="apps.faulty", env=env)
     wait_until(lambda: client.hlen(KeySpace(prefix).workers) == 1, 30, message="the victim registered")
-    handle = dispatcher.submit("faulty.ledger", {"first_sleep_s": 60, "tag": "cut"}, rate_limits={"api": 1})
+    payload = {"first_sleep_s": 60, "tag": "cut"}
+    handle = dispatcher.submit("faulty.ledger", payload, rate_limits={"api": 1}, **tenant)
     wait_until(lambda: ledger.count("start", handle.id), 30, message="the task runs on the victim")
     rescuer = run_worker("-c", "faulty.ledger", "--concurrency", "2", *timers, app="apps.faulty", env=env)
     os.kill(victim.pid, signal.SIGKILL)
@@ -183,7 +215,12 @@ def test_a_reclaimed_rate_limited_task_takes_its_units_again(
 
 
 def test_a_keyed_task_in_backoff_holds_no_permit(
-    dispatcher: Dispatcher, client: redis.Redis, settings: Settings, runs: Runs, keys: CapabilityKeys
+    dispatcher: Dispatcher,
+    client: redis.Redis,
+    settings: Settings,
+    runs: Runs,
+    keys: CapabilityKeys,
+    tenant: dict[str, str],
 ) -> None:
     ratelimits.set_concurrency(dispatcher.gateway, dispatcher.core.keyspace, "lane", 1)
 
@@ -191,9 +228,9 @@ def test_a_keyed_task_in_backoff_holds_no_permit(
         return Retry(delay_s=3) if task.payload == "first" and task.attempt == 1 else None
 
     with serve(settings, runs, fail):
-        first = dispatcher.submit("lane", "first", concurrency_key="repo", max_retries=1)
+        first = dispatcher.submit("lane", "first", concurrency_key="repo", max_retries=1, **tenant)
         wait_until(lambda: first.info().attempt == 2, 20, message="the first task failed and waits in backoff")
-        second = dispatcher.submit("lane", "second", concurrency_key="repo")
+        second = dispatcher.submit("lane", "second", concurrency_key="repo", **tenant)
         assert second.result(timeout_s=20) == "second"
         assert first.result(timeout_s=30) == "first"
     # The second task ran while the first waited out its backoff, and the first's retry took a permit again.
@@ -203,7 +240,12 @@ def test_a_keyed_task_in_backoff_holds_no_permit(
 
 
 def test_a_requeued_dead_letter_of_a_keyed_task_waits_for_a_permit(
-    dispatcher: Dispatcher, client: redis.Redis, settings: Settings, runs: Runs, keys: CapabilityKeys
+    dispatcher: Dispatcher,
+    client: redis.Redis,
+    settings: Settings,
+    runs: Runs,
+    keys: CapabilityKeys,
+    tenant: dict[str, str],
 ) -> None:
     ratelimits.set_concurrency(dispatcher.gateway, dispatcher.core.keyspace, "lane", 1)
     letters = DeadLetters(dispatcher.gateway, dispatcher.core.keyspace, settings.max_payload_bytes)
@@ -212,12 +254,13 @@ def test_a_requeued_dead_letter_of_a_keyed_task_waits_for_a_permit(
         return Reject("bad") if task.payload == "dead" and len(runs.attempts("dead")) == 1 else None
 
     with serve(settings, runs, fail):
-        dead = dispatcher.submit("lane", "dead", concurrency_key="repo")
+        dead = dispatcher.submit("lane", "dead", concurrency_key="repo", **tenant)
         wait_until(lambda: dead.status() == "dead", 20, message="the task was dead-lettered")
-        holder = dispatcher.submit("lane", "hold", concurrency_key="repo")
+        holder = dispatcher.submit("lane", "hold", concurrency_key="repo", **tenant)
         wait_until(lambda: runs.started("hold"), 20, message="the key's one permit is held")
         assert letters.requeue("lane", [dead.id]) == (1, [])
-        assert client.zscore(keys.keyed, dead.id) is not None  # waiting for the permit, not on the stream
+        waiting = waits_in(keys, tenant, keys.keyed)  # waiting for the permit, not on the stream
+        wait_until(lambda: client.zscore(waiting, dead.id) is not None, 20, message="the letter waits for a permit")
         assert dead.status() == "queued"
         runs.release.set()
         assert holder.result(timeout_s=20) == "hold"
@@ -245,4 +288,26 @@ def test_plain_tasks_take_their_way_as_before(
         assert delayed.result(timeout_s=20) == "delayed"
         assert retried.result(timeout_s=20) == "retried"
     assert runs.attempts("retried") == [1, 2]
+    nothing_left(dispatcher, client, settings, keys)
+
+
+def test_a_tenant_s_delayed_and_retried_tasks_rejoin_its_queue(
+    dispatcher: Dispatcher, client: redis.Redis, settings: Settings, runs: Runs, keys: CapabilityKeys
+) -> None:
+    """A task with a fairness_key alone: a delay and a retry's backoff end in its tenant's queue (lane f), from
+    which the fair gate admits it, behind none of the tenant's tasks of lower priority."""
+
+    def fail(task: Task) -> BaseException | None:
+        return Retry(delay_s=2) if task.payload == "retried" and task.attempt == 1 else None
+
+    with serve(settings, runs, fail):
+        delayed = dispatcher.submit("lane", "delayed", delay_s=2, fairness_key="t", priority=3)
+        retried = dispatcher.submit("lane", "retried", max_retries=1, fairness_key="t")
+        wait_until(lambda: retried.info().attempt == 2, 20, message="the tenant's task failed and waits in backoff")
+        for handle, lane in ((delayed, b"f3"), (retried, b"f0")):
+            place = wire.place(client.hget(keys.index, handle.id))
+            assert isinstance(place, wire.Delayed) and place.lane == lane
+        assert delayed.result(timeout_s=20) == "delayed"
+        assert retried.result(timeout_s=20) == "retried"
+    assert runs.attempts("retried") == [1, 2] and runs.attempts("delayed") == [1]
     nothing_left(dispatcher, client, settings, keys)
