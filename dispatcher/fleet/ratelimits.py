@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from dispatcher.errors import ConfigError
-from dispatcher.store import flow, limits, streams
+from dispatcher.store import fair, flow, limits, streams
 from dispatcher.store.gateway import Gateway
 from dispatcher.store.keys import KeySpace
 from dispatcher.task import MAX_KEY_LENGTH, check_capability, check_limit, is_key
@@ -90,9 +90,11 @@ class LimitsView:
 
     limits: tuple[LimitView, ...]
     waiting_for_limit: dict[str, int]
-    """Per capability: tasks waiting for a rate limit (with or without a concurrency key)."""
+    """Per capability: tasks waiting for a rate limit (with or without a concurrency key), tenants' tasks the fair
+    gate last found held back by one included."""
     waiting_for_key: dict[str, int]
-    """Per capability: tasks with a concurrency key and no rate limit, waiting for a permit."""
+    """Per capability: tasks with a concurrency key and no rate limit, waiting for a permit (tenants' tasks held
+    back by their key included)."""
     caps: dict[str, int]
     """Per capability: its per-key concurrency cap, where one is set."""
 
@@ -103,9 +105,11 @@ def describe(gateway: Gateway, keyspace: KeySpace) -> LimitsView:
     names = gateway.run(streams.known_capabilities(keyspace.capabilities))
     every = [keyspace.capability(n) for n in names]
     counts = gateway.run(flow.waiting_for_limits(every))
+    held = gateway.run(fair.held(every))
     caps = gateway.run(flow.caps(every))
     views = tuple(LimitView(s.name, s.rate_per_min, s.burst, s.available(now_ms)) for s in states)
-    for_limit = {n: c[0] for n, c in zip(names, counts, strict=True) if c[0]}
-    for_key = {n: c[1] for n, c in zip(names, counts, strict=True) if c[1]}
+    totals = [(c[0] + h[0], c[1] + h[1]) for c, h in zip(counts, held, strict=True)]
+    for_limit = {n: c[0] for n, c in zip(names, totals, strict=True) if c[0]}
+    for_key = {n: c[1] for n, c in zip(names, totals, strict=True) if c[1]}
     capped = {n: c for n, c in zip(names, caps, strict=True) if c is not None}
     return LimitsView(views, for_limit, for_key, capped)

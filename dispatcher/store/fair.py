@@ -95,6 +95,15 @@ HELD_TTL_MS = 3000
 lease moved) leaves stats counting those tasks as waiting for admission again after this."""
 
 
+def held(every: Sequence[CapabilityKeys]) -> Op[list[tuple[int, int]]]:
+    """Per capability, in order: the tenants' tasks the fair gate last found held back by a rate limit and by a
+    key's cap (its snapshot, ``note_held``; 0 and 0 when none is held or the snapshot expired)."""
+    if not every:
+        return []
+    replies = yield [("HMGET", k.fair_held, "limit", "key") for k in every]
+    return [(int(check(r)[0] or 0), int(check(r)[1] or 0)) for r in replies]
+
+
 def note_held(keys: CapabilityKeys, by_limit: int, by_key: int) -> Op[None]:
     """Record how many tenants' tasks the fair gate found held back by a rate limit and by a key's cap (for
     stats); none: the snapshot is deleted."""

@@ -197,6 +197,9 @@ def test_stats_count_tenants_tasks_held_back_by_a_key_or_a_limit_apart_from_admi
         # More workers would not help these: they are not in the admission count the scaling advice uses.
         assert seen.waiting_admission <= 4
         assert (seen.waiting_limit if gate == "key" else seen.waiting_key) == 0
+        view = ratelimits.describe(d.gateway, d.core.keyspace)  # dispatcher limits counts them too
+        held = view.waiting_for_key if gate == "key" else view.waiting_for_limit
+        assert held.get("agents", 0) >= 10, view
         wait_until(lambda: len(slow.snapshot()) == 40, 60, message="every task ran")
         assert_nothing_left(d, client, fair_settings.prefix, ["one"])
         final = agents_stats(d)
