@@ -1,12 +1,13 @@
 """Scenario 19: kill -9 of workers holding concurrency permits under load (flow control, issue 14).
 
 Producers submit tasks with a ``concurrency_key`` (two capabilities, caps 1 and 2 per key, several keys each) and
-one unit of a generous rate limit; workers run them with the keyed handler, which writes the start and end of
-each run with its key to the spans ledger. A worker with keyed runs in progress (each holding its key's permit)
-is killed with ``kill -9`` a bounded number of times, by PID, and a new worker started each time. Counted from the
-ledgers at the end: every submitted task ran (0 lost), every extra run is a rerun of a run the kills cut short,
-at most the cap of one key ran at once (a killed run ends when its process died), and, once settled, no task
-holds a permit and no permit set is left in Redis.
+one unit of a generous rate limit, half of the second capability's tasks with a ``fairness_key`` too (3 tenants,
+through the fair gate, sharing keys with the others); workers run them with the keyed handler, which writes the
+start and end of each run with its key to the spans ledger. A worker with keyed runs in progress (each holding its
+key's permit) is killed with ``kill -9`` a bounded number of times, by PID, and a new worker started each time.
+Counted from the ledgers at the end: every submitted task ran (0 lost), every extra run is a rerun of a run the
+kills cut short, at most the cap of one key ran at once (a killed run ends when its process died), and, once
+settled, no task holds a permit and no permit set is left in Redis.
 """
 
 from __future__ import annotations
@@ -226,7 +227,15 @@ def _producers(ctx: Ctx, w: World, keys: dict[str, list[str]]) -> list[Producer]
 
     def options(capability: str) -> Any:
         names = keys[capability]
-        return lambda i: {"concurrency_key": names[i % len(names)], "rate_limits": {LIMIT: 1}}
+        tenants = capability == "chaos.keyed2"  # half of its tasks through the fair gate, of 3 tenants
+
+        def of(i: int) -> dict[str, Any]:
+            found: dict[str, Any] = {"concurrency_key": names[i % len(names)], "rate_limits": {LIMIT: 1}}
+            if tenants and i % 2 == 0:
+                found["fairness_key"] = f"tenant-{i % 3}"
+            return found
+
+        return of
 
     return [
         Producer(
