@@ -268,14 +268,22 @@ def acl_rule(name: str, prefix: str) -> list[str]:
 
 def test_acl_rules_of_the_document(prefix: str, tmp_path: Path) -> None:
     """Section 17: a Python producer and a Python worker (its retries through the delayed set and the mover, its
-    dead letters, its reaper's reclaim and forget, its clean exit) work under exactly the documented rules, and
+    dead letters, its reaper's reclaim and forget, its admitter's gates for tasks with every flow-control option
+    and a tenant's retry through the rejoin set, its clean exit) work under exactly the documented rules, and
     Redis denies them nothing (ACL LOG stays empty)."""
     from conftest import RedisServer, WorkerRunner
 
     from dispatcher import Dispatcher, Settings, TaskDead
+    from dispatcher.fleet import ratelimits
+    from dispatcher.store.gateway import Gateway
+    from dispatcher.store.keys import KeySpace
 
     with RedisServer() as server:
         admin = server.client()
+        operator = Gateway(admin, server.url)  # the operator's commands: limits and caps are set up front
+        ratelimits.define(operator, KeySpace(prefix), "api", 6000.0, 10)
+        for name in ("echo", "sleep"):
+            ratelimits.set_concurrency(operator, KeySpace(prefix), name, 2)
         for user in ("producer", "worker"):
             admin.execute_command("ACL", "SETUSER", user, "reset", ">pw", *acl_rule(user, prefix))
         base = f"redis://%s:pw@127.0.0.1:{server.port}/0"
@@ -301,6 +309,14 @@ def test_acl_rules_of_the_document(prefix: str, tmp_path: Path) -> None:
                     with pytest.raises(TaskDead) as dead:
                         failing.result(timeout_s=DEADLINE_S)
                     assert dead.value.reason == "max_retries"
+                    flow = {"priority": 5, "concurrency_key": "k", "rate_limits": {"api": 1}}
+                    for options in ({"priority": 5}, {"rate_limits": {"api": 1}}, {"concurrency_key": "k"}, flow):
+                        assert d.submit(capability, "gated", **options).result(timeout_s=DEADLINE_S) == "gated"
+                        fair = d.submit(capability, "fair", fairness_key="t", **options)
+                        assert fair.result(timeout_s=DEADLINE_S) == "fair"
+                    retried = d.submit("sleep", "not a number", max_retries=1, fairness_key="t", **flow)
+                    with pytest.raises(TaskDead):  # its retry went through the rejoin set and the tenant's queue
+                        retried.result(timeout_s=DEADLINE_S)
                     assert orphan.result(timeout_s=DEADLINE_S) == "orphan"
                     assert d.handle(orphan.id).status() == "succeeded"
                     wait_until(
@@ -313,8 +329,7 @@ def test_acl_rules_of_the_document(prefix: str, tmp_path: Path) -> None:
                 workers.stop_all()
                 assert worker.returncode == 0, worker_log(worker)
             letters = admin.xrange(cap_key(prefix, "sleep", "dead"))
-            assert [f[b"reason"] for _, f in letters] == [b"max_retries"]
-            assert letters[0][1][b"attempt"] == b"2"
+            assert [(f[b"reason"], f[b"attempt"]) for _, f in letters] == [(b"max_retries", b"2")] * 2
             denied = admin.execute_command("ACL", "LOG")
             assert not denied, f"denied by the documented ACL rules: {denied}"
             left = keyspace(admin, prefix)
