@@ -23,6 +23,11 @@ def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def tasks_on_stream(client: redis.Redis, keys: CapabilityKeys) -> list[Task]:
+    """The tasks of the stream's entries, in order, decoded as a worker would."""
+    return [codec.decode_entry(keys.capability, "0-0", fields, LIMIT).task for _, fields in client.xrange(keys.stream)]
+
+
 def new_task(payload: Any = None, **options: Any) -> tuple[Task, bytes]:
     task = Task(capability="echo", payload=payload, **options)
     return task, codec.encode_task(task, LIMIT)

@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 from helpers import keyspace
+from script_kit import tasks_on_stream
 
 from dispatcher import Task
 from dispatcher.fleet.fairgate import FairGate
@@ -54,10 +55,7 @@ def members(client: redis.Redis, key: str) -> list[str]:
 
 def on_stream(client: redis.Redis, keys: CapabilityKeys) -> list[str]:
     """The task ids of the stream's entries, in order."""
-    out = []
-    for _, fields in client.xrange(keys.stream):
-        out.append(codec.decode_entry("echo", "0-0", fields, LIMIT).task.id)
-    return out
+    return [t.id for t in tasks_on_stream(client, keys)]
 
 
 def test_a_delayed_tenant_task_rejoins_its_tenant_when_due(

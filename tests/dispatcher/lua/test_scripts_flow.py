@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 from helpers import keyspace
+from script_kit import tasks_on_stream
 
 from dispatcher import Task
 from dispatcher.store import codec, flow, streams, wire
@@ -31,10 +32,7 @@ def submit(gw: Gateway, keys: CapabilityKeys, *items: streams.Enqueue) -> list[E
 
 
 def payloads_on_stream(client: redis.Redis, keys: CapabilityKeys) -> list[Any]:
-    out = []
-    for _, fields in client.xrange(keys.stream):
-        out.append(codec.decode_entry("echo", "0-0", fields, LIMIT).task.payload)
-    return out
+    return [t.payload for t in tasks_on_stream(client, keys)]
 
 
 def test_a_task_with_a_priority_goes_straight_onto_a_stream_under_its_window(
