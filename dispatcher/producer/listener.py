@@ -102,7 +102,13 @@ class Listener(Holding):
         self._pubsub: redis.client.PubSub | ShardedPubSub | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._pid = os.getpid()
+        _LISTENERS.add(self)
+
+    def _forget_parent(self) -> None:
+        """In a forked child: the parent's lock (its reader thread may have held it at the fork, and that thread
+        does not exist here), connection and reader are not ours; start afresh, as a new listener."""
+        self._lock = threading.Lock()
+        self._pubsub, self._thread, self._subs = None, None, Subscriptions()
 
     def release(self, channel: str) -> None:
         """Stop holding ``channel``: its ``result()`` has returned (a later call reads the result afresh)."""
@@ -187,8 +193,6 @@ class Listener(Holding):
 
     def _ready(self) -> redis.client.PubSub | ShardedPubSub:
         # Under the lock.
-        if self._pid != os.getpid():  # forked: the parent's connection and reader are not ours
-            self._pubsub, self._thread, self._subs, self._pid = None, None, Subscriptions(), os.getpid()
         if self._pubsub is None:
             if isinstance(self._client, redis.RedisCluster):
                 self._pubsub = ShardedPubSub(self._client)
@@ -238,6 +242,20 @@ class Listener(Holding):
             if message is not None:
                 with self._lock:
                     self._subs.deliver(message)
+
+
+_LISTENERS: weakref.WeakSet[Listener] = weakref.WeakSet()
+"""Every sync listener alive in this process, for the fork hook."""
+
+
+def _after_fork_in_child() -> None:
+    for listener in list(_LISTENERS):
+        listener._forget_parent()
+
+
+# A fork while a reader thread holds its listener's lock (it does so for each message and each UNSUBSCRIBE) left
+# the child's lock held for good, so its result() hung past its own timeout: reset in the child, at the fork.
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def report_lost(failures: int, error: BaseException) -> None:

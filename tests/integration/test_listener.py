@@ -215,6 +215,34 @@ def test_a_forked_child_listens_on_a_connection_of_its_own(
     assert got == ["done"]
 
 
+def test_a_child_forked_while_the_reader_holds_the_lock_waits_on_its_own(named: Dispatcher, name: str) -> None:
+    """The reader thread holds the listener's lock for each message and each UNSUBSCRIBE; a fork at such a moment
+    left the child's copy of the lock held for good (no thread there to release it), and its result() hung past
+    its own timeout (a CI run failed on that: the test above, "the child never subscribed"). Held here on
+    purpose, at the fork: the child's result() must still end at its timeout."""
+    handle = named.submit("echo", 1)
+    lock = named.listener._lock
+    lock.acquire()
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if result() ended with ResultTimeout
+        code = 1
+        try:
+            try:
+                handle.result(timeout_s=1)
+            except ResultTimeout:
+                code = 0
+        finally:
+            os._exit(code)
+    lock.release()
+    try:
+        (status,) = wait_until(lambda: child_exit(pid), 20, interval_s=0.05, message="the child's result() to end")
+    except AssertionError:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def child_exit(pid: int) -> tuple[int] | None:
     """``(wait status,)`` of the child ``pid`` once it has exited (it is reaped then), None while it runs."""
     done, status = os.waitpid(pid, os.WNOHANG)
