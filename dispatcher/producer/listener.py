@@ -201,17 +201,21 @@ class Listener(Holding):
         return self._pubsub
 
     def _start_reader(self) -> None:
-        # Under the lock.
+        # Under the lock. Recorded once started: a signal handler that raises (the CLI turns SIGTERM into
+        # KeyboardInterrupt) can interrupt start() while it waits for the thread, and close() then joined a thread
+        # that was never started ("cannot join thread before it is started": a traceback, not exit 130).
         if self._thread is None:
-            self._thread = threading.Thread(target=self._read, name="dispatcher-listener", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._read, name="dispatcher-listener", daemon=True)
+            thread.start()
+            self._thread = thread
 
     def _read(self) -> None:
         try:
             self._read_until_idle()
         finally:
             with self._lock:
-                self._thread = None
+                if self._thread is threading.current_thread():  # not a reader started after this one
+                    self._thread = None
 
     def _read_until_idle(self) -> None:
         pubsub = self._pubsub
