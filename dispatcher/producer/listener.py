@@ -97,18 +97,18 @@ class Listener(Holding):
     def __init__(self, client: SyncClient, url: str) -> None:
         self._client = client
         self._url = url
-        self._subs = Subscriptions()
-        self._lock = threading.Lock()
-        self._pubsub: redis.client.PubSub | ShardedPubSub | None = None
-        self._thread: threading.Thread | None = None
         self._closed = False
+        self._fresh()
         _LISTENERS.add(self)
 
-    def _forget_parent(self) -> None:
-        """In a forked child: the parent's lock (its reader thread may have held it at the fork, and that thread
-        does not exist here), connection and reader are not ours; start afresh, as a new listener."""
+    def _fresh(self) -> None:
+        """No connection, reader or subscription yet, and a free lock: a new listener, and one in a forked child
+        (the parent's lock may have been held by its reader thread at the fork, a thread that does not exist there;
+        the parent's connection and reader are not the child's)."""
         self._lock = threading.Lock()
-        self._pubsub, self._thread, self._subs = None, None, Subscriptions()
+        self._subs = Subscriptions()
+        self._pubsub: redis.client.PubSub | ShardedPubSub | None = None
+        self._thread: threading.Thread | None = None
 
     def release(self, channel: str) -> None:
         """Stop holding ``channel``: its ``result()`` has returned (a later call reads the result afresh)."""
@@ -254,7 +254,7 @@ _LISTENERS: weakref.WeakSet[Listener] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     for listener in list(_LISTENERS):
-        listener._forget_parent()
+        listener._fresh()
 
 
 # A fork while a reader thread holds its listener's lock (it does so for each message and each UNSUBSCRIBE) left

@@ -307,16 +307,20 @@ def _valid_limits(value: dict[Any, Any]) -> bool:
     )
 
 
+def _map_of(blob: bytes, max_bytes: int) -> dict[Any, Any]:
+    """An encoded task's map as the admitter reads it from a waiting record; {} for a blob that is not one."""
+    try:
+        body = unpack(blob, max_bytes)
+    except DecodeError:
+        return {}
+    return body if type(body) is dict else {}
+
+
 def gates_of(blob: bytes, max_bytes: int) -> tuple[dict[str, int], str | None]:
     """The ``rate_limits`` and ``concurrency_key`` of an encoded task (the admitter reads them from a waiting
     record); ({}, None) for none, or for a blob that does not hold valid ones (the worker dead-letters such a task
     when it reads it)."""
-    try:
-        body = unpack(blob, max_bytes)
-    except DecodeError:
-        return {}, None
-    if type(body) is not dict:
-        return {}, None
+    body = _map_of(blob, max_bytes)
     value, key = body.get("rate_limits"), body.get("concurrency_key")
     return (dict(value) if type(value) is dict and _valid_limits(value) else {}), (key if is_key(key) else None)
 
@@ -324,11 +328,7 @@ def gates_of(blob: bytes, max_bytes: int) -> tuple[dict[str, int], str | None]:
 def fairness_of(blob: bytes, max_bytes: int) -> str | None:
     """The ``fairness_key`` of an encoded task (the fair gate reads it from a waiting record); None for none, or for
     a blob that does not hold a valid one (the worker dead-letters such a task when it reads it)."""
-    try:
-        body = unpack(blob, max_bytes)
-    except DecodeError:
-        return None
-    key = body.get("fairness_key") if type(body) is dict else None
+    key = _map_of(blob, max_bytes).get("fairness_key")
     return key if is_key(key) else None
 
 

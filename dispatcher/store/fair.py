@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.store import codec, limits, scripts, wire
-from dispatcher.store.gateway import Op, check, text
+from dispatcher.store.gateway import Command, Op, check, text
 from dispatcher.store.keys import CapabilityKeys, KeySpace
 from dispatcher.store.limits import LimitState
 
@@ -95,13 +95,23 @@ HELD_TTL_MS = 3000
 lease moved) leaves stats counting those tasks as waiting for admission again after this."""
 
 
+def held_command(keys: CapabilityKeys) -> Command:
+    """The read of the capability's held-back snapshot (``note_held``), whose reply ``held_counts`` decodes."""
+    return ("HMGET", keys.fair_held, "limit", "key")
+
+
+def held_counts(reply: Any) -> tuple[int, int]:
+    """The tenants' tasks the fair gate last found held back by a rate limit and by a key's cap, from the reply of
+    ``held_command``; 0 and 0 when none is held or the snapshot expired."""
+    by_limit, by_key = check(reply)
+    return int(by_limit or 0), int(by_key or 0)
+
+
 def held(every: Sequence[CapabilityKeys]) -> Op[list[tuple[int, int]]]:
-    """Per capability, in order: the tenants' tasks the fair gate last found held back by a rate limit and by a
-    key's cap (its snapshot, ``note_held``; 0 and 0 when none is held or the snapshot expired)."""
+    """Per capability, in order: ``held_counts``."""
     if not every:
         return []
-    replies = yield [("HMGET", k.fair_held, "limit", "key") for k in every]
-    return [(int(check(r)[0] or 0), int(check(r)[1] or 0)) for r in replies]
+    return [held_counts(r) for r in (yield [held_command(k) for k in every])]
 
 
 def note_held(keys: CapabilityKeys, by_limit: int, by_key: int) -> Op[None]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dispatcher.errors import DecodeError
-from dispatcher.store import codec, throughput
+from dispatcher.store import codec, fair, throughput
 from dispatcher.store.gateway import EACH_PRIMARY, Command, Op, check, is_error
 from dispatcher.store.keys import GROUP, KeySpace
 
@@ -159,13 +159,13 @@ def _capability_commands(keyspace: KeySpace, name: str) -> list[Command]:
         ("ZCARD", keys.limited),
         ("HLEN", keys.index),
         ("ZCARD", keys.keyed),
-        ("HMGET", keys.fair_held, "limit", "key"),
+        fair.held_command(keys),
     ]
 
 
 def _reading(name: str, replies: list[Any], beats: Mapping[tuple[str, str], bool], now_s: float) -> CapabilityReading:
     groups, length, delayed, dead, consumers, oldest, paused, ring, ready, limited, indexed, keyed, held = replies
-    held_limit, held_key = (int(v or 0) for v in check(held))
+    held_limit, held_key = fair.held_counts(held)
     live = sorted(c for (c, cap), beating in beats.items() if cap == name and beating)
     in_group = _names(consumers)
     # A group consumer the registry does not list is judged in the third round trip (its own EXISTS).

@@ -22,6 +22,7 @@
 -- Returns: the number of tasks moved (into a queue or onto the stream)
 -- @include entry.lua
 -- @include delayed.lua
+-- @include tenants.lua
 local t = tonumber(ARGV[1])
 local moved = 0
 for i = 2 + t, #ARGV, 2 do
@@ -35,11 +36,7 @@ for i = 2 + t, #ARGV, 2 do
       end
     elseif read_delayed(redis.call('HGET', KEYS[2], task_id)) then
       redis.call('ZADD', KEYS[4 + j], score, task_id)
-      local tenant = ARGV[1 + j]
-      if not redis.call('ZSCORE', KEYS[4], tenant) then
-        local lowest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-        redis.call('ZADD', KEYS[4], lowest[2] or 0, tenant)
-      end
+      join_tenant(KEYS[4], ARGV[1 + j])
       moved = moved + 1
     end
   end

@@ -36,6 +36,7 @@
 -- @include clock.lua
 -- @include admission.lua
 -- @include lanes.lua
+-- @include tenants.lua
 local n = tonumber(ARGV[2])
 local ids, result_keys = {}, {}
 for i = 0, n - 1 do
@@ -79,16 +80,10 @@ for i = 0, n - 1 do
       out[i + 1] = 2
     elseif string.sub(priority, 1, 1) == 'f' then
       now = now or now_ms()
-      local colon = string.find(priority, ':', 2, true)
-      local second = string.find(priority, ':', colon + 1, true)
-      local queue = KEYS[tonumber(string.sub(priority, 2, colon - 1))]
-      local level, tenant = tonumber(string.sub(priority, colon + 1, second - 1)), string.sub(priority, second + 1)
+      local slot, level, tenant = fair_parts(priority)
       index[#index + 1] = delayed_record(version, 1, 0, blob)
-      redis.call('ZADD', queue, rank(now, level, i), task_id)
-      if not redis.call('ZSCORE', KEYS[6], tenant) then
-        local lowest = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
-        redis.call('ZADD', KEYS[6], lowest[2] or 0, tenant)
-      end
+      redis.call('ZADD', KEYS[slot], rank(now, tonumber(level), i), task_id)
+      join_tenant(KEYS[6], tenant)
       out[i + 1] = 1
     elseif string.sub(priority, 1, 1) == 'w' or string.sub(priority, 1, 1) == 'k' then
       now = now or now_ms()

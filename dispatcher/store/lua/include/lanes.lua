@@ -9,6 +9,15 @@
 -- task's tenant from its blob and moves it into that tenant's queue, rejoin.lua). No lane (""): the plain path,
 -- straight onto the stream.
 
+-- fair_parts: the KEYS slot of the tenant's queue, the priority digit and the tenant of submit.lua's routing
+-- value "f<slot>:<p>:<tenant>" of a task with a fairness_key.
+local function fair_parts(routing)
+  local colon = string.find(routing, ':', 2, true)
+  local second = string.find(routing, ':', colon + 1, true)
+  return tonumber(string.sub(routing, 2, colon - 1)), string.sub(routing, colon + 1, second - 1),
+    string.sub(routing, second + 1)
+end
+
 -- lane_of: the lane of a task from submit.lua's routing value ("w<p>", "k<p>", "<p>", "f<slot>:<p>:<tenant>"
 -- or "").
 local function lane_of(routing)
@@ -17,9 +26,8 @@ local function lane_of(routing)
     return routing
   end
   if kind == 'f' then
-    local colon = string.find(routing, ':', 2, true)
-    local second = string.find(routing, ':', colon + 1, true)
-    return 'f' .. string.sub(routing, colon + 1, second - 1)
+    local _, priority = fair_parts(routing)
+    return 'f' .. priority
   end
   if routing ~= '' then
     return 'r' .. routing
